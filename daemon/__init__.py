@@ -1,0 +1,1 @@
+"""The agenthost node daemon: several agents, one process, one gRPC port."""

@@ -1,0 +1,459 @@
+"""`Agent`: one agent of the daemon, owning its slice, port pool, registry and backend.
+
+Kernel lifecycle lives here: all-or-nothing batch creation, destroy, restart,
+exec, logs; recovery from the checkpoint at start and a periodic reconcile loop,
+so a kernel that ended behind the daemon's back never keeps its slots or ports.
+Knows nothing of gRPC or of other agents (the registry enforces daemon-wide ids).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.backends import create_backend
+from daemon.backends.base import (
+    LABEL_AGENT_ID,
+    LABEL_DAEMON,
+    LABEL_KERNEL_ID,
+    Backend,
+    ExecEvent,
+    Exit,
+    LaunchSpec,
+    NetworkCapable,
+)
+from daemon.checkpoint import Checkpoint
+from daemon.config import AgentConfig
+from daemon.errors import (
+    AgentHostError,
+    FailedPrecondition,
+    InvalidArgument,
+    Unavailable,
+    Unsupported,
+)
+from daemon.ids import ID_SYNTAX, AgentId, KernelId, is_valid_id, new_kernel_id
+from daemon.kernels import Kernel, KernelRegistry, KernelSpec, KernelState
+from daemon.ports import PortPool
+from daemon.resources import Allocation, ResourceAllocator, ResourceSlice
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    """A snapshot of one agent for ListAgents and the manager."""
+
+    agent_id: AgentId
+    backend: str
+    scaling_group: str
+    port_range: tuple[int, int]
+    capacity: ResourceSlice
+    occupied: Allocation
+    ports_total: int
+    ports_used: int
+    kernel_count: int
+    healthy: bool
+    status_message: str
+
+
+class Agent:
+    """One agent: its slice, ports, kernels and backend."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        backend: Backend,
+        registry: KernelRegistry,
+        state_dir: Path,
+        identity: str,
+    ) -> None:
+        self.config = config
+        self.id: AgentId = config.id
+        self.scaling_group = config.scaling_group
+        self.backend = backend
+        self.registry = registry
+        self.allocator = ResourceAllocator(config.slice)
+        self.ports = PortPool(*config.port_range)
+        self.identity = identity
+        self.dir = state_dir / "agents" / config.id
+        self.checkpoint = Checkpoint(self.dir / "state.json", config.id)
+        self.healthy = True
+        self.status_message = ""
+        self._watchers: dict[KernelId, asyncio.Task[None]] = {}
+        self._busy: set[KernelId] = set()  # being destroyed or restarted: watchers stand back
+        self._save_lock = asyncio.Lock()
+
+    @classmethod
+    async def create(
+        cls, config: AgentConfig, registry: KernelRegistry, state_dir: Path, identity: str
+    ) -> Agent:
+        """Build the agent whole: backend connected, checkpoint recovered, dangling reaped."""
+        backend = await create_backend(config, state_dir)
+        agent = cls(config, backend, registry, state_dir, identity)
+        await agent._recover()
+        return agent
+
+    # ------------------------------------------------------------- lifecycle
+
+    async def create_kernels(self, specs: Sequence[KernelSpec]) -> list[Kernel]:
+        """Create every kernel of specs or none; a failure returns all it took."""
+        if not specs:
+            raise InvalidArgument("kernels: give at least one kernel spec")
+        specs = [
+            s if s.kernel_id else s.model_copy(update={"kernel_id": new_kernel_id()}) for s in specs
+        ]
+        ids = [s.kernel_id for s in specs]
+        for kernel_id in ids:
+            if not is_valid_id(kernel_id):
+                raise InvalidArgument(f"kernel_id {kernel_id!r} is not valid: {ID_SYNTAX}")
+        if len(set(ids)) != len(ids):
+            raise InvalidArgument(f"kernel ids repeat within the batch: {ids}")
+        await self._require_healthy()
+
+        # Claim ids, resources and ports with no await in between: atomic on the loop.
+        kernels: list[Kernel] = []
+        try:
+            for spec in specs:
+                kernel = Kernel(
+                    kernel_id=spec.kernel_id, agent_id=self.id, backend=self.backend.name, spec=spec
+                )
+                self.registry.add(kernel)
+                kernels.append(kernel)
+                kernel.allocation = self.allocator.allocate(spec.kernel_id, spec.resources)
+                kernel.ports = self.ports.allocate(spec.kernel_id, (p.name for p in spec.ports))
+        except AgentHostError:
+            self._forget(kernels)
+            raise
+
+        results = await asyncio.gather(*(self._start(k) for k in kernels), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            await asyncio.gather(
+                *(self.backend.stop(k.handle, 0) for k in kernels if k.handle),
+                return_exceptions=True,
+            )
+            for k in kernels:
+                shutil.rmtree(self._workdir(k.kernel_id), ignore_errors=True)
+            self._forget(kernels)
+            raise failures[0]
+        for k in kernels:
+            k.state = KernelState.RUNNING
+            self._watch(k)
+        await self._save()
+        log.info("agent %s: created kernels %s", self.id, ", ".join(ids))
+        return kernels
+
+    async def destroy_kernel(self, kernel_id: KernelId, grace: float = 0) -> Kernel:
+        """End the kernel, return everything it held and forget it."""
+        kernel = self.registry.get(kernel_id)
+        self._busy.add(kernel_id)
+        try:
+            if kernel.handle and kernel.alive:
+                await self.backend.stop(kernel.handle, grace or self.config.kill_grace)
+            self._stop_watching(kernel_id)
+            self._release(kernel)
+            if kernel.alive:
+                self._mark_terminated(kernel, Exit(exit_code=None, reason="destroyed"))
+            self.registry.remove(kernel_id)
+            shutil.rmtree(self._workdir(kernel_id), ignore_errors=True)
+        finally:
+            self._busy.discard(kernel_id)
+        await self._save()
+        log.info("agent %s: destroyed kernel %s", self.id, kernel_id)
+        return kernel
+
+    async def restart_kernel(self, kernel_id: KernelId) -> Kernel:
+        """Stop and start the kernel again with the same slots and ports."""
+        kernel = self.registry.get(kernel_id)
+        if not kernel.alive:
+            raise FailedPrecondition(
+                f"kernel {kernel_id!r} is terminated and holds no resources; create it anew"
+            )
+        await self._require_healthy()
+        self._busy.add(kernel_id)
+        try:
+            self._stop_watching(kernel_id)
+            await self.backend.stop(kernel.handle, self.config.kill_grace)
+            kernel.state = KernelState.PENDING
+            try:
+                await self._start(kernel)
+            except AgentHostError as exc:
+                self._release(kernel)
+                self._mark_terminated(kernel, Exit(exit_code=None, reason=f"restart failed: {exc}"))
+                raise
+            kernel.state = KernelState.RUNNING
+            kernel.exit_code = None
+            kernel.status_message = "restarted"
+            self._watch(kernel)
+        finally:
+            self._busy.discard(kernel_id)
+            await self._save()
+        return kernel
+
+    def get_kernel(self, kernel_id: KernelId) -> Kernel:
+        """The kernel, if this agent owns it."""
+        return self.registry.get(kernel_id)
+
+    def list_kernels(self) -> list[Kernel]:
+        """This agent's kernels, oldest first."""
+        return sorted(self.registry, key=lambda k: k.created_at)
+
+    async def kernel_logs(self, kernel_id: KernelId, tail_lines: int) -> bytes:
+        """What the kernel has written so far."""
+        kernel = self.registry.get(kernel_id)
+        return await self.backend.logs(kernel.handle, self._launch_spec(kernel), tail_lines)
+
+    async def execute(
+        self, kernel_id: KernelId, argv: list[str], stdin: bytes, timeout: float
+    ) -> AsyncIterator[ExecEvent]:
+        """Run argv inside the kernel, yielding output as produced, then the exit."""
+        kernel = self.registry.get(kernel_id)
+        if kernel.state is not KernelState.RUNNING:
+            raise FailedPrecondition(
+                f"kernel {kernel_id!r} is {kernel.state.value}; only a running kernel can execute"
+            )
+        if timeout < 0:
+            raise InvalidArgument(f"timeout must not be negative, got {timeout}")
+        async for event in self.backend.execute(
+            kernel.handle, self._launch_spec(kernel), argv, stdin, timeout
+        ):
+            yield event
+
+    async def create_network(self, name: str) -> str:
+        """Create an agent-scoped network (backends that have them)."""
+        backend = self._networks()
+        if not is_valid_id(name):
+            raise InvalidArgument(f"network name {name!r} is not valid: {ID_SYNTAX}")
+        return await backend.create_network(self.id, name)
+
+    async def destroy_network(self, name: str) -> None:
+        """Remove an agent-scoped network."""
+        await self._networks().destroy_network(self.id, name)
+
+    def status(self) -> AgentStatus:
+        """Capacity, occupancy and health right now."""
+        return AgentStatus(
+            agent_id=self.id,
+            backend=self.backend.name,
+            scaling_group=self.scaling_group,
+            port_range=self.config.port_range,
+            capacity=self.config.slice,
+            occupied=self.allocator.occupied(),
+            ports_total=self.ports.size,
+            ports_used=len(self.ports.in_use()),
+            kernel_count=self.registry.alive_count(),
+            healthy=self.healthy,
+            status_message=self.status_message,
+        )
+
+    # ------------------------------------------------------- reconciliation
+
+    async def reconcile(self) -> None:
+        """Check the backend and every running kernel; free what has ended."""
+        try:
+            await self.backend.check()
+            if not self.healthy:
+                log.info("agent %s: backend %s answers again", self.id, self.backend.name)
+            self.healthy, self.status_message = True, ""
+        except Unavailable as exc:
+            if self.healthy:
+                log.warning("agent %s: %s", self.id, exc)
+            self.healthy, self.status_message = False, str(exc)
+            return
+        changed = False
+        for kernel in list(self.registry):
+            if kernel.state is not KernelState.RUNNING or kernel.kernel_id in self._busy:
+                continue
+            try:
+                alive = await self.backend.is_alive(kernel.handle)
+            except Unavailable:
+                return
+            if not alive and kernel.state is KernelState.RUNNING:
+                self._stop_watching(kernel.kernel_id)
+                self._release(kernel)
+                self._mark_terminated(kernel, Exit(exit_code=None, reason="vanished"))
+                changed = True
+                log.warning(
+                    "agent %s: kernel %s vanished; its slots are free", self.id, kernel.kernel_id
+                )
+            elif kernel.kernel_id not in self._watchers:
+                self._watch(kernel)  # the backend came back: watch again
+        if changed:
+            await self._save()
+
+    async def close(self, destroy_kernels: bool) -> None:
+        """Stop watching; destroy the kernels too when asked; flush the checkpoint."""
+        if destroy_kernels:
+            await asyncio.gather(
+                *(self.destroy_kernel(k.kernel_id) for k in list(self.registry)),
+                return_exceptions=True,
+            )
+        for kernel_id in list(self._watchers):
+            self._stop_watching(kernel_id)
+        await self._save()
+        await self.backend.close()
+
+    async def _recover(self) -> None:
+        """Rebuild from the checkpoint and what really runs; reap what nobody owns."""
+        records = await asyncio.to_thread(self.checkpoint.load)
+        for kernel in records:
+            if kernel.state is KernelState.PENDING:
+                continue  # never reported created; reap_dangling ends any leftover
+            if kernel.state is KernelState.RUNNING:
+                try:
+                    alive = await self.backend.is_alive(kernel.handle)
+                except Unavailable as exc:
+                    # The backend is down: keep its slots until it can be asked.
+                    log.warning(
+                        "agent %s: cannot check kernel %s yet: %s", self.id, kernel.kernel_id, exc
+                    )
+                    self.healthy, self.status_message = False, str(exc)
+                    alive = True
+                if alive:
+                    self.allocator.restore(kernel.kernel_id, kernel.allocation)
+                    self.ports.restore(kernel.kernel_id, kernel.ports)
+                    self.registry.add(kernel)
+                    if self.healthy:
+                        self._watch(kernel)
+                    log.info(
+                        "agent %s: re-adopted kernel %s (%s)",
+                        self.id,
+                        kernel.kernel_id,
+                        kernel.backend_ref,
+                    )
+                    continue
+                with contextlib.suppress(AgentHostError):
+                    await self.backend.stop(kernel.handle, 0)
+                self._mark_terminated(
+                    kernel, Exit(exit_code=None, reason="ended while the daemon was down")
+                )
+                kernel.allocation, kernel.ports = Allocation(), {}
+                log.info(
+                    "agent %s: kernel %s ended while the daemon was down", self.id, kernel.kernel_id
+                )
+            self.registry.add(kernel)
+        if self.healthy:
+            known = {k.kernel_id for k in self.registry if k.alive}
+            for kernel_id in await self.backend.reap_dangling(self.id, known):
+                log.warning(
+                    "agent %s: ended dangling kernel %s (not in the checkpoint)", self.id, kernel_id
+                )
+        await self._save()
+
+    # --------------------------------------------------------------- details
+
+    async def _start(self, kernel: Kernel) -> None:
+        started = await self.backend.start(self._launch_spec(kernel))
+        kernel.handle = started.handle
+        kernel.memory_limit = started.memory_limit
+        kernel.backend_ref = started.backend_ref
+
+    def _launch_spec(self, kernel: Kernel) -> LaunchSpec:
+        spec = kernel.spec
+        env = dict(spec.env)
+        env.update(
+            AGENTHOST_AGENT_ID=self.id,
+            AGENTHOST_KERNEL_ID=kernel.kernel_id,
+            AGENTHOST_DAEMON=self.identity,
+        )
+        env.update({f"PORT_{name.upper()}": str(port) for name, port in kernel.ports.items()})
+        labels = dict(spec.labels)
+        labels.update(
+            {
+                LABEL_AGENT_ID: self.id,
+                LABEL_KERNEL_ID: kernel.kernel_id,
+                LABEL_DAEMON: self.identity,
+            }
+        )
+        return LaunchSpec(
+            agent_id=self.id,
+            kernel_id=kernel.kernel_id,
+            daemon_identity=self.identity,
+            image=spec.image,
+            command=spec.command,
+            env=env,
+            labels=labels,
+            workdir=self._workdir(kernel.kernel_id),
+            cores=kernel.allocation.cores or self.config.slice.cores,
+            memory_limit=kernel.allocation.memory or self.config.slice.memory,
+            cpu_quota=kernel.allocation.cpu_quota,
+            devices=kernel.allocation.devices,
+            ports=kernel.ports,
+            container_ports={p.name: p.container_port for p in spec.ports},
+            networks=spec.networks,
+        )
+
+    def _workdir(self, kernel_id: KernelId) -> Path:
+        return self.dir / "kernels" / kernel_id
+
+    def _watch(self, kernel: Kernel) -> None:
+        self._watchers[kernel.kernel_id] = asyncio.create_task(
+            self._await_exit(kernel), name=f"watch {self.id}/{kernel.kernel_id}"
+        )
+
+    def _stop_watching(self, kernel_id: KernelId) -> None:
+        task = self._watchers.pop(kernel_id, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _await_exit(self, kernel: Kernel) -> None:
+        try:
+            exit_ = await self.backend.wait(kernel.handle)
+        except Unavailable:
+            self._watchers.pop(kernel.kernel_id, None)  # reconcile re-watches later
+            return
+        if kernel.kernel_id in self._busy or kernel.state is not KernelState.RUNNING:
+            return
+        self._watchers.pop(kernel.kernel_id, None)
+        with contextlib.suppress(AgentHostError):
+            await self.backend.stop(kernel.handle, 0)
+        self._release(kernel)
+        self._mark_terminated(kernel, exit_)
+        log.info(
+            "agent %s: kernel %s %s (exit code %s)",
+            self.id,
+            kernel.kernel_id,
+            exit_.reason,
+            exit_.exit_code,
+        )
+        await self._save()
+
+    def _release(self, kernel: Kernel) -> None:
+        self.allocator.release(kernel.kernel_id)
+        self.ports.release(kernel.kernel_id)
+
+    @staticmethod
+    def _mark_terminated(kernel: Kernel, exit_: Exit) -> None:
+        kernel.state = KernelState.TERMINATED
+        kernel.exit_code = exit_.exit_code
+        kernel.status_message = exit_.reason
+        kernel.finished_at = time.time()
+
+    def _forget(self, kernels: Sequence[Kernel]) -> None:
+        for k in kernels:
+            self._release(k)
+            self.registry.remove(k.kernel_id)
+
+    async def _require_healthy(self) -> None:
+        if not self.healthy:
+            await self.reconcile()
+        if not self.healthy:
+            raise Unavailable(f"agent {self.id!r}: {self.status_message}")
+
+    def _networks(self) -> NetworkCapable:
+        if not isinstance(self.backend, NetworkCapable):
+            raise Unsupported(f"agent {self.id!r}: backend {self.backend.name!r} has no networks")
+        return self.backend
+
+    async def _save(self) -> None:
+        async with self._save_lock:
+            records = [
+                k.model_copy(deep=True) for k in self.registry if k.state is not KernelState.PENDING
+            ]
+            await asyncio.to_thread(self.checkpoint.save, records)

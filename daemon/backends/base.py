@@ -1,0 +1,138 @@
+"""The one protocol every backend implements, and the values it exchanges.
+
+A backend knows processes, containers or pods. It knows nothing of agents'
+slices, port pools, routing or gRPC: the agent hands it a fully decided
+`LaunchSpec` and keeps the returned handle (small, versioned, serialisable) in its
+checkpoint. `recover`-style calls (`is_alive`) take only that handle.
+Optional features are separate small protocols (`NetworkCapable`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from daemon.ids import AgentId, KernelId
+
+Handle = dict[str, Any]
+
+# Labels/env every backend puts on what it starts, so ownership can be recovered.
+LABEL_AGENT_ID = "agenthost.agent_id"
+LABEL_KERNEL_ID = "agenthost.kernel_id"
+LABEL_DAEMON = "agenthost.daemon"
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything a backend needs to start (or exec in) one kernel, already decided."""
+
+    agent_id: AgentId
+    kernel_id: KernelId
+    daemon_identity: str  # tells this daemon's kernels from another's
+    image: str
+    command: tuple[str, ...]
+    env: Mapping[str, str]  # the caller's env plus AGENTHOST_* and PORT_*
+    labels: Mapping[str, str]  # the caller's labels plus agenthost.* labels
+    workdir: Path
+    cores: tuple[int, ...]  # cores to pin to (exclusive ones, or the slice)
+    memory_limit: int  # bytes; 0 = no limit
+    cpu_quota: float = 0.0  # fractional CPU limit; 0 = none
+    devices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    ports: Mapping[str, int] = field(default_factory=dict)  # name -> host port
+    container_ports: Mapping[str, int] = field(default_factory=dict)  # name -> kernel port
+    networks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Started:
+    """What start() returns: the handle to persist and what the caller may show."""
+
+    handle: Handle
+    memory_limit: str  # how memory is enforced: cgroup, rlimit, docker, none
+    backend_ref: str  # pid, container id, pod name
+
+
+@dataclass(frozen=True)
+class Exit:
+    """How a kernel ended."""
+
+    exit_code: int | None  # None when it could not be known
+    reason: str  # "exited", "OOMKilled", "killed by SIGKILL", ...
+
+
+@dataclass(frozen=True)
+class ExecOutput:
+    """A chunk of an exec'd command's output."""
+
+    stream: Literal["stdout", "stderr"]
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ExecExit:
+    """The end of an exec'd command."""
+
+    exit_code: int
+    timed_out: bool = False
+
+
+ExecEvent = ExecOutput | ExecExit
+
+
+class Backend(Protocol):
+    """The verbs of a backend: start, wait, stop, is_alive, execute, logs, reap."""
+
+    name: str
+
+    async def start(self, launch: LaunchSpec) -> Started:
+        """Start the kernel; raise a domain error and leave nothing behind on failure."""
+        ...
+
+    async def wait(self, handle: Handle) -> Exit:
+        """Return once the kernel has ended (by itself or by stop())."""
+        ...
+
+    async def stop(self, handle: Handle, grace: float) -> None:
+        """End the kernel (TERM, grace, KILL) and remove what it left; idempotent."""
+        ...
+
+    async def is_alive(self, handle: Handle) -> bool:
+        """True when the kernel behind handle still runs (used after a restart too)."""
+        ...
+
+    def execute(
+        self, handle: Handle, launch: LaunchSpec, argv: list[str], stdin: bytes, timeout: float
+    ) -> AsyncIterator[ExecEvent]:
+        """Run argv in the kernel's context, yielding output as produced, then ExecExit."""
+        ...
+
+    async def logs(self, handle: Handle, launch: LaunchSpec, tail_lines: int) -> bytes:
+        """The kernel's output so far (the last tail_lines lines when non-zero)."""
+        ...
+
+    async def reap_dangling(self, agent_id: AgentId, known: set[KernelId]) -> list[KernelId]:
+        """End kernels this daemon started for agent_id that are not in known."""
+        ...
+
+    async def check(self) -> None:
+        """Raise Unavailable when the backend cannot serve right now."""
+        ...
+
+    async def close(self) -> None:
+        """Release the backend's own connections (kernels keep running)."""
+        ...
+
+
+@runtime_checkable
+class NetworkCapable(Protocol):
+    """Backends with agent-scoped networks."""
+
+    async def create_network(self, agent_id: AgentId, name: str) -> str:
+        """Create the network; return its backend id."""
+        ...
+
+    async def destroy_network(self, agent_id: AgentId, name: str) -> None:
+        """Remove the network."""
+        ...

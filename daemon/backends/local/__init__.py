@@ -1,0 +1,5 @@
+"""The embedded default backend: kernels are local process groups."""
+
+from daemon.backends.local.backend import LocalBackend
+
+__all__ = ["LocalBackend"]

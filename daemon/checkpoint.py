@@ -1,0 +1,105 @@
+"""An agent's checkpoint: its kernels and what they hold, written atomically.
+
+The file is JSON with a schema version and a checksum of its payload, written to a
+temporary file, fsynced and renamed over the previous one. A file this version
+cannot use is refused with the one thing the operator should do, never guessed at.
+Knows kernel records and files; nothing of backends or gRPC.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from pydantic import TypeAdapter, ValidationError
+
+from daemon.errors import CheckpointError
+from daemon.kernels import Kernel
+
+SCHEMA_VERSION = 1
+_KERNELS = TypeAdapter(list[Kernel])
+
+
+def _checksum(payload: str) -> str:
+    return "sha256:" + hashlib.sha256(payload.encode()).hexdigest()
+
+
+class Checkpoint:
+    """The state file of one agent."""
+
+    def __init__(self, path: Path, agent_id: str) -> None:
+        self.path = path
+        self.agent_id = agent_id
+
+    def load(self) -> list[Kernel]:
+        """The kernels recorded in the file; none when there is no file yet."""
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return []
+        aside = (
+            f"move it aside (mv {self.path} {self.path}.broken) to start agent "
+            f"{self.agent_id!r} afresh; its kernels will then be ended"
+        )
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(
+                f"{self.path}: not valid JSON ({exc.msg} at line {exc.lineno}); "
+                f"the file is truncated or corrupt: {aside}"
+            ) from None
+        if not isinstance(doc, dict) or "schema_version" not in doc:
+            raise CheckpointError(f"{self.path}: not an agenthost checkpoint: {aside}")
+        version = doc["schema_version"]
+        if version != SCHEMA_VERSION:
+            newer = isinstance(version, int) and version > SCHEMA_VERSION
+            what = "a newer agenthost; upgrade agenthost or" if newer else "an unsupported version;"
+            raise CheckpointError(
+                f"{self.path}: schema_version {version!r} was written by {what} "
+                f"this version reads {SCHEMA_VERSION}: {aside}"
+            )
+        if doc.get("agent_id") != self.agent_id:
+            raise CheckpointError(
+                f"{self.path}: belongs to agent {doc.get('agent_id')!r}, not {self.agent_id!r}: "
+                f"{aside}"
+            )
+        payload = json.dumps(doc.get("kernels"), sort_keys=True, separators=(",", ":"))
+        if doc.get("checksum") != _checksum(payload):
+            raise CheckpointError(f"{self.path}: checksum mismatch, the file is corrupt: {aside}")
+        try:
+            return _KERNELS.validate_python(doc["kernels"])
+        except ValidationError as exc:
+            raise CheckpointError(
+                f"{self.path}: unreadable kernel records ({exc}): {aside}"
+            ) from None
+
+    def save(self, kernels: Iterable[Kernel]) -> None:
+        """Write kernels atomically: temporary file, fsync, rename, fsync the directory."""
+        records = json.loads(_KERNELS.dump_json(list(kernels)))
+        payload = json.dumps(records, sort_keys=True, separators=(",", ":"))
+        doc = {
+            "schema_version": SCHEMA_VERSION,
+            "agent_id": self.agent_id,
+            "checksum": _checksum(payload),
+            "kernels": records,
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(doc, f, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)

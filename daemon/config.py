@@ -1,0 +1,586 @@
+"""Daemon configuration: load a TOML file, validate it, resolve each agent's slice.
+
+The pydantic models below are the single description of every option (type,
+default, description). `load_config` turns a file into a `DaemonConfig` holding a
+tuple of fully resolved `AgentConfig`s, or raises `ConfigError` listing every
+problem, each naming the file, the agent and the key. `set_scaling_group` writes
+one agent's scaling group back, keeping comments and the other agents untouched.
+Nothing here starts anything.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import tempfile
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import tomlkit
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator
+
+from daemon.errors import ConfigError, NotFound
+from daemon.ids import ID_PATTERN, ID_SYNTAX, AgentId, is_valid_id
+from daemon.resources import HostCapacity, ResourceSlice, format_bytes, format_cores
+
+BACKENDS = ("local", "docker", "kubernetes")
+ALLOCATION_MODES = ("manual", "auto-split", "shared")
+PORT_MIN, PORT_MAX = 1024, 65535
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DaemonSection(_Strict):
+    """The `[daemon]` table: what the process as a whole does."""
+
+    listen: str = Field(
+        "127.0.0.1:6001", description="host:port of the one gRPC port serving every agent"
+    )
+    manager: str | None = Field(
+        None, description="host:port of the manager to register with and heartbeat to"
+    )
+    node: str = Field(
+        default_factory=socket.gethostname, description="node name reported to the manager"
+    )
+    state_dir: Path = Field(
+        Path("./var/agenthost"),
+        description="where agents keep checkpoints and kernel working directories",
+    )
+    allocation_mode: Literal["manual", "auto-split", "shared"] = Field(
+        "manual",
+        description=(
+            "manual: each agent's resources as written, cores and devices exclusive; "
+            "auto-split: the host divided evenly among agents that give no resources; "
+            "shared: every agent sees the whole host"
+        ),
+    )
+    default_agent: str | None = Field(
+        None, description="agent used when a request leaves agent_id empty"
+    )
+    reconcile_interval: float = Field(
+        5.0, gt=0, description="seconds between checks that kernels are still alive"
+    )
+    heartbeat_interval: float = Field(
+        5.0, gt=0, description="seconds between heartbeats to the manager"
+    )
+    shutdown_grace: float = Field(
+        10.0, ge=0, description="seconds in-flight calls get to finish on shutdown"
+    )
+
+    @field_validator("listen", "manager")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f'{value!r} is not host:port (e.g. "127.0.0.1:6001")')
+        return value
+
+
+class ResourcesConfig(_Strict):
+    """An agent's `resources`: its slice of the host."""
+
+    cpus: list[int] | int | None = Field(
+        None, description="explicit core ids ([0, 1]) or a number of cores (2)"
+    )
+    memory: ByteSize | None = Field(None, description='memory of the slice, e.g. "2GiB"')
+    devices: dict[str, list[str]] = Field(
+        default_factory=dict, description='accelerators by kind, e.g. { cuda = ["0"] }'
+    )
+
+    @field_validator("cpus")
+    @classmethod
+    def _cpus(cls, value: list[int] | int | None) -> list[int] | int | None:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"a core count must be at least 1, not {value}")
+        if isinstance(value, list):
+            if any(c < 0 for c in value):
+                raise ValueError(f"core ids must not be negative: {value}")
+            if len(set(value)) != len(value):
+                raise ValueError(f"cores {value} name a core twice")
+        return value
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _device_ids_as_strings(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: [str(i) for i in v] if isinstance(v, list) else v for k, v in value.items()}
+        return value
+
+
+class DockerSettings(_Strict):
+    """The `docker` table of an agent whose backend is docker."""
+
+    url: str | None = Field(
+        None, description="Docker Engine API address; default: DOCKER_HOST or the local socket"
+    )
+    host_ip: str = Field("0.0.0.0", description="host address published ports bind to")
+    allow_pull: bool = Field(False, description="pull a missing image instead of failing")
+    stop_timeout: float = Field(10.0, ge=0, description="seconds between SIGTERM and SIGKILL")
+
+
+class KubernetesSettings(_Strict):
+    """The `kubernetes` table of an agent whose backend is kubernetes."""
+
+    namespace: str = Field("default", description="namespace the agent's pods live in")
+    kubeconfig: str | None = Field(None, description="kubeconfig path; default: in-cluster")
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="node selector put on every pod of the agent"
+    )
+
+
+class AgentEntry(_Strict):
+    """One `[[agents]]` entry (after `[defaults]` is merged under it)."""
+
+    id: str = Field(..., pattern=ID_PATTERN, description="the agent_id; " + ID_SYNTAX)
+    backend: Literal["local", "docker", "kubernetes"] = Field(
+        "local", description="what a kernel is: local process group, docker container, pod"
+    )
+    scaling_group: str = Field("default", pattern=ID_PATTERN, description="scheduling pool")
+    port_range: tuple[int, int] = Field(
+        ..., description="inclusive host port range for the agent's kernels, e.g. [30000, 30099]"
+    )
+    resources: ResourcesConfig | None = Field(None, description="the agent's slice")
+    kill_grace: float = Field(
+        5.0, ge=0, description="seconds between SIGTERM and SIGKILL when destroying a kernel"
+    )
+    docker: DockerSettings = Field(default_factory=DockerSettings)
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+
+    @field_validator("port_range")
+    @classmethod
+    def _port_range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        start, end = value
+        if start > end:
+            raise ValueError(f"{start}-{end} is inverted: the first port must not exceed the last")
+        if start < PORT_MIN or end > PORT_MAX:
+            raise ValueError(f"{start}-{end} is outside {PORT_MIN}-{PORT_MAX}")
+        return value
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """One agent, fully resolved: its slice is final."""
+
+    id: AgentId
+    backend: str
+    scaling_group: str
+    port_range: tuple[int, int]
+    slice: ResourceSlice
+    kill_grace: float
+    docker: DockerSettings
+    kubernetes: KubernetesSettings
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """The whole daemon, resolved once before anything starts."""
+
+    path: Path
+    daemon: DaemonSection
+    agents: tuple[AgentConfig, ...]
+    host: HostCapacity
+    notes: tuple[str, ...] = ()
+
+    @property
+    def state_dir(self) -> Path:
+        """The absolute state directory."""
+        return self.daemon.state_dir.resolve()
+
+
+# --------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path, host: HostCapacity | None = None) -> DaemonConfig:
+    """Read, validate and resolve path; raise ConfigError listing every problem."""
+    path = Path(path)
+    host = host or HostCapacity.detect()
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    return parse_config(raw, path, host)
+
+
+def parse_config(raw: Mapping[str, Any], path: Path, host: HostCapacity) -> DaemonConfig:
+    """Validate an already parsed TOML document (see load_config)."""
+    problems: list[str] = []
+    where_file = str(path)
+
+    for key in raw:
+        if key not in ("daemon", "defaults", "agents", "agent"):
+            problems.append(
+                f"{where_file}: unknown key {key!r}; valid top-level tables: "
+                "daemon, defaults, agents, agent"
+            )
+
+    daemon = DaemonSection()
+    try:
+        daemon = DaemonSection.model_validate(raw.get("daemon", {}))
+    except ValidationError as exc:
+        problems += _describe(exc, f"{where_file}: daemon")
+
+    defaults = raw.get("defaults", {})
+    if not isinstance(defaults, dict):
+        problems.append(f"{where_file}: defaults: must be a table")
+        defaults = {}
+    for key in defaults:
+        if key in ("id", "port_range"):
+            problems.append(f"{where_file}: defaults: {key} cannot be inherited; set it per agent")
+        elif key not in AgentEntry.model_fields:
+            problems.append(
+                f"{where_file}: defaults: unknown key {key!r}; valid: "
+                + ", ".join(k for k in AgentEntry.model_fields if k not in ("id", "port_range"))
+            )
+
+    entries: list[tuple[str, Any]] = []
+    if "agents" in raw and "agent" in raw:
+        problems.append(
+            f"{where_file}: give either [[agents]] entries or one legacy [agent] table, not both"
+        )
+    elif "agent" in raw:
+        entries = [("agent", raw["agent"])]
+    elif "agents" in raw:
+        if not isinstance(raw["agents"], list):
+            problems.append(f"{where_file}: agents: must be an array of tables ([[agents]])")
+        else:
+            entries = [(f"agents[{i}]", e) for i, e in enumerate(raw["agents"])]
+    if not entries and not problems:
+        problems.append(f"{where_file}: no agents: add at least one [[agents]] entry")
+
+    valid: list[tuple[str, AgentEntry]] = []
+    for label, entry in entries:
+        if not isinstance(entry, dict):
+            problems.append(f"{where_file}: {label}: must be a table")
+            continue
+        agent_id = entry.get("id")
+        where = f"{where_file}: {label}" + (
+            f' (id "{agent_id}")' if isinstance(agent_id, str) else ""
+        )
+        try:
+            valid.append((where, AgentEntry.model_validate(_merge(defaults, entry))))
+        except ValidationError as exc:
+            problems += _describe(exc, where)
+
+    problems += _check_agents(valid, daemon, host)
+    if problems:
+        raise ConfigError(problems)
+    slices, notes = _resolve_slices(valid, daemon.allocation_mode, host)
+    agents = tuple(
+        AgentConfig(
+            id=AgentId(e.id),
+            backend=e.backend,
+            scaling_group=e.scaling_group,
+            port_range=e.port_range,
+            slice=s,
+            kill_grace=e.kill_grace,
+            docker=e.docker,
+            kubernetes=e.kubernetes,
+        )
+        for (_, e), s in zip(valid, slices, strict=True)
+    )
+    return DaemonConfig(path=path, daemon=daemon, agents=agents, host=host, notes=tuple(notes))
+
+
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge override over base (tables merge, everything else replaces)."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _describe(exc: ValidationError, where: str) -> list[str]:
+    """Turn pydantic's errors into 'where: key: message' lines a person can act on."""
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"] if not isinstance(p, int) or True)
+        kind = err["type"]
+        value = err.get("input")
+        if kind == "extra_forbidden":
+            message = f"unknown key {err['loc'][-1]!r}"
+            key = ".".join(str(p) for p in err["loc"][:-1])
+        elif kind == "missing":
+            message = "required"
+        elif kind == "literal_error" and err["loc"][-1] == "backend":
+            message = f"unknown backend {value!r}; valid: {', '.join(BACKENDS)}"
+        elif kind == "literal_error" and err["loc"][-1] == "allocation_mode":
+            message = f"unknown allocation_mode {value!r}; valid: {', '.join(ALLOCATION_MODES)}"
+        elif kind == "string_pattern_mismatch":
+            message = f"{value!r} is not a valid id: {ID_SYNTAX}"
+        elif kind == "byte_size" or kind == "byte_size_unit":
+            message = f'{value!r} is not a memory size (e.g. "2GiB", "512MiB")'
+        elif kind == "value_error":
+            message = str(err["ctx"]["error"]) if "ctx" in err else err["msg"]
+        else:
+            message = f"{err['msg']} (got {value!r})"
+        lines.append(f"{where}: {key}: {message}" if key else f"{where}: {message}")
+    return lines
+
+
+def _check_agents(
+    entries: Sequence[tuple[str, AgentEntry]], daemon: DaemonSection, host: HostCapacity
+) -> list[str]:
+    """Rules that look across agents or at the host."""
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    for where, e in entries:
+        if e.id in seen:
+            problems.append(f"{where}: id {e.id!r} is already used by {seen[e.id]}")
+        else:
+            seen[e.id] = where.split(": ", 1)[1]
+
+    for i, (where, e) in enumerate(entries):
+        for _, other in entries[:i]:
+            a0, a1 = e.port_range
+            b0, b1 = other.port_range
+            if a0 <= b1 and b0 <= a1:
+                problems.append(
+                    f'{where}: port_range {a0}-{a1} overlaps agent "{other.id}" ({b0}-{b1})'
+                )
+
+    mode = daemon.allocation_mode
+    core_owner: dict[int, str] = {}
+    device_owner: dict[tuple[str, str], str] = {}
+    memory_total = 0
+    for where, e in entries:
+        r = e.resources
+        if r is None:
+            if mode == "manual":
+                problems.append(
+                    f'{where}: resources: required when allocation_mode is "manual" '
+                    '(or set [daemon] allocation_mode = "auto-split")'
+                )
+            continue
+        if mode == "manual" and (r.cpus is None or r.memory is None):
+            missing = " and ".join(k for k in ("cpus", "memory") if getattr(r, k) is None)
+            problems.append(
+                f'{where}: resources: {missing} required when allocation_mode is "manual"'
+            )
+        if isinstance(r.cpus, list):
+            unknown = sorted(set(r.cpus) - set(host.cores))
+            if unknown:
+                problems.append(
+                    f"{where}: resources.cpus: cores {unknown} do not exist on this host "
+                    f"(cores {format_cores(host.cores)})"
+                )
+            if mode != "shared":
+                for core in r.cpus:
+                    if core in core_owner and core not in unknown:
+                        problems.append(
+                            f"{where}: resources.cpus: core {core} is already given to "
+                            f'agent "{core_owner[core]}"'
+                        )
+                    core_owner.setdefault(core, e.id)
+        elif isinstance(r.cpus, int) and r.cpus > len(host.cores):
+            problems.append(
+                f"{where}: resources.cpus: {r.cpus} cores requested, the host has {len(host.cores)}"
+            )
+        for kind, ids in r.devices.items():
+            have = host.devices.get(kind, ())
+            for dev in ids:
+                if dev not in have:
+                    problems.append(
+                        f"{where}: resources.devices.{kind}: device {dev!r} does not exist on "
+                        f"this host ({kind}: {', '.join(have) or 'none'})"
+                    )
+                elif mode != "shared" and (kind, dev) in device_owner:
+                    problems.append(
+                        f"{where}: resources.devices.{kind}: device {dev!r} is already given to "
+                        f'agent "{device_owner[(kind, dev)]}"'
+                    )
+                device_owner.setdefault((kind, dev), e.id)
+        if r.memory is not None:
+            if r.memory > host.memory:
+                problems.append(
+                    f"{where}: resources.memory: {format_bytes(r.memory)} exceeds the host's "
+                    f"{format_bytes(host.memory)}"
+                )
+            elif r.memory == 0:
+                problems.append(f"{where}: resources.memory: must be more than 0")
+            memory_total += r.memory
+
+    explicit_counts = sum(
+        e.resources.cpus for _, e in entries if e.resources and isinstance(e.resources.cpus, int)
+    )
+    if mode != "shared":
+        if len(core_owner) + explicit_counts > len(host.cores) and explicit_counts:
+            problems.append(
+                f"{where_file(entries)}: agents ask for {len(core_owner) + explicit_counts} cores "
+                f"in all, the host has {len(host.cores)}"
+            )
+        if memory_total > host.memory:
+            problems.append(
+                f"{where_file(entries)}: agents' memory adds up to {format_bytes(memory_total)}, "
+                f"past the host's {format_bytes(host.memory)}"
+            )
+
+    if daemon.default_agent is not None and entries and daemon.default_agent not in seen:
+        problems.append(
+            f"{where_file(entries)}: daemon.default_agent: no agent {daemon.default_agent!r}; "
+            f"agents: {', '.join(seen)}"
+        )
+    return problems
+
+
+def where_file(entries: Sequence[tuple[str, AgentEntry]]) -> str:
+    """The file part of an entry's location."""
+    return entries[0][0].split(": ", 1)[0] if entries else ""
+
+
+def _resolve_slices(
+    entries: Sequence[tuple[str, AgentEntry]], mode: str, host: HostCapacity
+) -> tuple[list[ResourceSlice], list[str]]:
+    """Give every agent its final slice according to the allocation mode."""
+    notes: list[str] = []
+    whole = ResourceSlice(cores=host.cores, memory=host.memory, devices=dict(host.devices))
+    if mode == "shared":
+        slices = []
+        for _, e in entries:
+            r = e.resources
+            slices.append(
+                ResourceSlice(
+                    cores=tuple(r.cpus)
+                    if r and isinstance(r.cpus, list)
+                    else host.cores[: r.cpus]
+                    if r and isinstance(r.cpus, int)
+                    else host.cores,
+                    memory=int(r.memory) if r and r.memory else host.memory,
+                    devices={k: tuple(v) for k, v in r.devices.items()}
+                    if r and r.devices
+                    else dict(host.devices),
+                )
+            )
+        return slices, notes
+
+    claimed_cores = {
+        c
+        for _, e in entries
+        if e.resources and isinstance(e.resources.cpus, list)
+        for c in e.resources.cpus
+    }
+    free_cores = [c for c in host.cores if c not in claimed_cores]
+    claimed_memory = sum(
+        int(e.resources.memory) for _, e in entries if e.resources and e.resources.memory
+    )
+    claimed_devices = {
+        (k, d)
+        for _, e in entries
+        if e.resources
+        for k, ids in e.resources.devices.items()
+        for d in ids
+    }
+
+    # Agents that give a core count take theirs from the free cores first, in file order.
+    counted: dict[str, tuple[int, ...]] = {}
+    for _, e in entries:
+        if e.resources and isinstance(e.resources.cpus, int):
+            counted[e.id] = tuple(free_cores[: e.resources.cpus])
+            free_cores = free_cores[e.resources.cpus :]
+
+    auto = [e.id for _, e in entries if e.resources is None or e.resources.cpus is None]
+    auto_cores = _split(free_cores, len(auto))
+    if auto and len(free_cores) < len(auto):
+        pool = free_cores or list(host.cores)
+        auto_cores = [(pool[i % len(pool)],) for i in range(len(auto))]
+        notes.append(
+            f"auto-split: {len(auto)} agents but {len(free_cores)} unclaimed cores; "
+            f"agents {', '.join(auto)} share cores {format_cores(pool)} round-robin"
+        )
+    auto_mem = [e.id for _, e in entries if e.resources is None or e.resources.memory is None]
+    mem_share = (host.memory - claimed_memory) // max(len(auto_mem), 1) // (1 << 20) * (1 << 20)
+    dev_free = {
+        k: [d for d in ids if (k, d) not in claimed_devices] for k, ids in whole.devices.items()
+    }
+    auto_dev = [e.id for _, e in entries if e.resources is None or not e.resources.devices]
+    dev_split = {k: _split(ids, len(auto_dev)) for k, ids in dev_free.items()}
+
+    slices = []
+    for _, e in entries:
+        r = e.resources
+        if r is not None and isinstance(r.cpus, list):
+            cores = tuple(r.cpus)
+        elif e.id in counted:
+            cores = counted[e.id]
+        else:
+            cores = auto_cores[auto.index(e.id)]
+        memory = int(r.memory) if r is not None and r.memory is not None else mem_share
+        if r is not None and r.devices:
+            devices = {k: tuple(v) for k, v in r.devices.items()}
+        elif e.id in auto_dev:
+            devices = {
+                k: parts[auto_dev.index(e.id)]
+                for k, parts in dev_split.items()
+                if parts[auto_dev.index(e.id)]
+            }
+        else:
+            devices = {}
+        slices.append(ResourceSlice(cores=cores, memory=memory, devices=devices))
+    return slices, notes
+
+
+def _split(items: Sequence[Any], n: int) -> list[tuple[Any, ...]]:
+    """Divide items into n contiguous parts whose sizes differ by at most one."""
+    if n <= 0:
+        return []
+    size, extra = divmod(len(items), n)
+    parts, start = [], 0
+    for i in range(n):
+        end = start + size + (1 if i < extra else 0)
+        parts.append(tuple(items[start:end]))
+        start = end
+    return parts
+
+
+# ------------------------------------------------------------------ write-back
+
+
+def set_scaling_group(path: Path, agent_id: str, scaling_group: str) -> None:
+    """Persist agent_id's scaling group into path, touching nothing else.
+
+    Edits only that agent's entry (comments kept, via tomlkit), writes a temporary
+    file, fsyncs it and renames it over the original, keeping a `.bak` copy.
+    """
+    if not is_valid_id(scaling_group):
+        raise ConfigError([f"scaling_group {scaling_group!r} is not valid: {ID_SYNTAX}"])
+    text = path.read_text()
+    doc = tomlkit.parse(text)
+    entry: Any = None
+    if "agent" in doc and doc["agent"].get("id") == agent_id:
+        entry = doc["agent"]
+    for candidate in doc.get("agents", []):
+        if candidate.get("id") == agent_id:
+            entry = candidate
+    if entry is None:
+        raise NotFound(f"agent {agent_id!r} has no entry in {path}")
+    entry["scaling_group"] = scaling_group
+    _atomic_write(path, tomlkit.dumps(doc), backup=text)
+
+
+def _atomic_write(path: Path, content: str, backup: str) -> None:
+    bak = path.with_name(path.name + ".bak")
+    bak.write_text(backup)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

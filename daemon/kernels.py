@@ -1,0 +1,156 @@
+"""Kernel records and the registries that hold them.
+
+`KernelRegistry` holds one agent's kernels. `AggregateKernelRegistry` is a view
+over every agent's registry (lookup by kernel id without an agent id, listing,
+counts); it keeps no copy of its own, so it cannot drift. The registries also
+enforce that a kernel id is unique across the whole daemon.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from daemon.errors import AlreadyExists, NotFound
+from daemon.ids import AgentId, KernelId
+from daemon.resources import Allocation, ResourceRequest
+
+
+class KernelState(StrEnum):
+    """Where a kernel is in its life."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    TERMINATED = "terminated"
+
+
+class ServicePort(BaseModel):
+    """A named port a kernel exposes; container_port matters to container backends."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str
+    container_port: int = 0
+
+
+class KernelSpec(BaseModel):
+    """What a caller asked for."""
+
+    model_config = ConfigDict(frozen=True)
+    kernel_id: KernelId
+    image: str = ""
+    command: tuple[str, ...] = ()
+    env: dict[str, str] = Field(default_factory=dict)
+    resources: ResourceRequest = ResourceRequest()
+    ports: tuple[ServicePort, ...] = ()
+    labels: dict[str, str] = Field(default_factory=dict)
+    networks: tuple[str, ...] = ()
+
+
+class Kernel(BaseModel):
+    """One kernel as the daemon knows it; serialised as is into the agent's checkpoint."""
+
+    kernel_id: KernelId
+    agent_id: AgentId
+    backend: str
+    spec: KernelSpec
+    state: KernelState = KernelState.PENDING
+    allocation: Allocation = Allocation()
+    ports: dict[str, int] = Field(default_factory=dict)
+    exit_code: int | None = None
+    status_message: str = ""
+    memory_limit: str = ""
+    created_at: float = Field(default_factory=time.time)
+    finished_at: float = 0.0
+    # The backend's own, versioned, serialisable handle (pid, container id, ...).
+    handle: dict[str, Any] = Field(default_factory=dict)
+    backend_ref: str = ""
+
+    @property
+    def alive(self) -> bool:
+        """Pending or running: it holds resources."""
+        return self.state is not KernelState.TERMINATED
+
+
+class KernelRegistry:
+    """The kernels of one agent, by kernel id."""
+
+    def __init__(self, agent_id: AgentId, aggregate: AggregateKernelRegistry) -> None:
+        self.agent_id = agent_id
+        self._aggregate = aggregate
+        self._kernels: dict[KernelId, Kernel] = {}
+
+    def add(self, kernel: Kernel) -> None:
+        """Insert kernel; its id must be new on the whole daemon."""
+        owner = self._aggregate.owner(kernel.kernel_id)
+        if owner is not None:
+            raise AlreadyExists(f"kernel {kernel.kernel_id!r} already exists on agent {owner!r}")
+        self._kernels[kernel.kernel_id] = kernel
+
+    def get(self, kernel_id: KernelId) -> Kernel:
+        """The kernel, if this agent owns it."""
+        kernel = self._kernels.get(kernel_id)
+        if kernel is None:
+            owner = self._aggregate.owner(kernel_id)
+            where = f"; it belongs to agent {owner!r}" if owner else ""
+            raise NotFound(f"kernel {kernel_id!r} not found on agent {self.agent_id!r}{where}")
+        return kernel
+
+    def remove(self, kernel_id: KernelId) -> None:
+        """Forget kernel_id; forgetting twice is harmless."""
+        self._kernels.pop(kernel_id, None)
+
+    def __contains__(self, kernel_id: object) -> bool:
+        return kernel_id in self._kernels
+
+    def __iter__(self) -> Iterator[Kernel]:
+        return iter(list(self._kernels.values()))
+
+    def __len__(self) -> int:
+        return len(self._kernels)
+
+    def alive_count(self) -> int:
+        """Kernels that are not terminated."""
+        return sum(1 for k in self._kernels.values() if k.alive)
+
+
+class AggregateKernelRegistry:
+    """A read view over every agent's registry; the registries are its only data."""
+
+    def __init__(self) -> None:
+        self._registries: dict[AgentId, KernelRegistry] = {}
+
+    def new_registry(self, agent_id: AgentId) -> KernelRegistry:
+        """Create and attach the registry of one agent."""
+        if agent_id in self._registries:
+            raise AlreadyExists(f"agent {agent_id!r} already has a registry")
+        registry = KernelRegistry(agent_id, self)
+        self._registries[agent_id] = registry
+        return registry
+
+    def owner(self, kernel_id: KernelId) -> AgentId | None:
+        """The agent that holds kernel_id, if any."""
+        for agent_id, registry in self._registries.items():
+            if kernel_id in registry:
+                return agent_id
+        return None
+
+    def find(self, kernel_id: KernelId) -> Kernel | None:
+        """The kernel with that id on any agent."""
+        owner = self.owner(kernel_id)
+        return self._registries[owner].get(kernel_id) if owner is not None else None
+
+    def list(self) -> list[Kernel]:
+        """Every kernel of every agent, ordered by agent then creation time."""
+        return [
+            k
+            for registry in self._registries.values()
+            for k in sorted(registry, key=lambda k: k.created_at)
+        ]
+
+    def counts(self) -> dict[AgentId, int]:
+        """Kernels that are not terminated, per agent."""
+        return {a: r.alive_count() for a, r in self._registries.items()}

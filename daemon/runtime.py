@@ -1,0 +1,136 @@
+"""`AgentRuntime`: every agent of the process, built whole before the server serves.
+
+`get_agent` is the one routing function: every per-agent request goes through it.
+The runtime also owns the aggregate kernel registry, the reconcile loop and the
+scaling-group write-back. Knows nothing of gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+
+from daemon.agent import Agent, AgentStatus
+from daemon.config import DaemonConfig, set_scaling_group
+from daemon.errors import AgentHostError, InvalidArgument, NotFound
+from daemon.ids import ID_SYNTAX, AgentId, daemon_identity, is_valid_id
+from daemon.kernels import AggregateKernelRegistry, Kernel
+
+log = logging.getLogger(__name__)
+
+
+class AgentRuntime:
+    """All agents of one daemon, keyed by agent_id."""
+
+    def __init__(
+        self,
+        config: DaemonConfig,
+        agents: Mapping[AgentId, Agent],
+        kernels: AggregateKernelRegistry,
+    ) -> None:
+        self.config = config
+        self.agents = dict(agents)
+        self.kernels = kernels
+        self.identity = daemon_identity(config.state_dir)
+        self._default: AgentId | None = (
+            AgentId(config.daemon.default_agent)
+            if config.daemon.default_agent
+            else next(iter(self.agents))
+            if len(self.agents) == 1
+            else None
+        )
+        self._reconciler: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def create(cls, config: DaemonConfig) -> AgentRuntime:
+        """Build every agent (backends connected, checkpoints recovered), then start reconciling.
+
+        If any agent cannot be built, the ones already built are closed (their
+        kernels keep running) and the error propagates: nothing half-started.
+        """
+        state_dir = config.state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        identity = daemon_identity(state_dir)
+        kernels = AggregateKernelRegistry()
+        agents: dict[AgentId, Agent] = {}
+        try:
+            for agent_config in config.agents:
+                registry = kernels.new_registry(agent_config.id)
+                agents[agent_config.id] = await Agent.create(
+                    agent_config, registry, state_dir, identity
+                )
+        except BaseException:
+            for agent in agents.values():
+                with contextlib.suppress(Exception):
+                    await agent.close(destroy_kernels=False)
+            raise
+        runtime = cls(config, agents, kernels)
+        runtime._reconciler = asyncio.create_task(runtime._reconcile_forever(), name="reconcile")
+        return runtime
+
+    def get_agent(self, agent_id: str) -> Agent:
+        """The one routing function: resolve agent_id (empty means the default agent)."""
+        if not agent_id:
+            if self._default is None:
+                raise InvalidArgument(
+                    "agent_id is required: this daemon has several agents "
+                    f"({', '.join(self.agents)}) and no default_agent"
+                )
+            return self.agents[self._default]
+        agent = self.agents.get(AgentId(agent_id))
+        if agent is None:
+            if not is_valid_id(agent_id):
+                raise InvalidArgument(f"agent_id {agent_id!r} is not valid: {ID_SYNTAX}")
+            raise NotFound(
+                f"agent {agent_id!r} not found on this daemon; available: {', '.join(self.agents)}"
+            )
+        return agent
+
+    def list_agents(self) -> list[AgentStatus]:
+        """Every agent's status, in configuration order."""
+        return [agent.status() for agent in self.agents.values()]
+
+    def list_kernels(self, agent_id: str) -> list[Kernel]:
+        """One agent's kernels, or with an empty id every agent's (aggregate registry)."""
+        if not agent_id:
+            return self.kernels.list()
+        return self.get_agent(agent_id).list_kernels()
+
+    async def update_scaling_group(self, agent_id: str, scaling_group: str) -> AgentStatus:
+        """Persist the new scaling group into the config file, then apply it live."""
+        agent = self.get_agent(agent_id)
+        if not is_valid_id(scaling_group):
+            raise InvalidArgument(f"scaling_group {scaling_group!r} is not valid: {ID_SYNTAX}")
+        await asyncio.to_thread(set_scaling_group, self.config.path, agent.id, scaling_group)
+        agent.scaling_group = scaling_group
+        log.info("agent %s: scaling group is now %s", agent.id, scaling_group)
+        return agent.status()
+
+    async def reconcile(self) -> None:
+        """One reconcile pass over every agent."""
+        for agent in self.agents.values():
+            try:
+                await agent.reconcile()
+            except AgentHostError as exc:
+                log.warning("agent %s: reconcile failed: %s", agent.id, exc)
+
+    async def close(self, destroy_kernels: bool = False) -> None:
+        """Stop reconciling; close every agent (destroying kernels only when asked)."""
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconciler
+        await asyncio.gather(
+            *(agent.close(destroy_kernels) for agent in self.agents.values()),
+            return_exceptions=True,
+        )
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.daemon.reconcile_interval)
+            try:
+                await self.reconcile()
+            except Exception:
+                log.exception("reconcile pass failed")

@@ -1,0 +1,190 @@
+"""Real servers for tests: an in-process daemon on port 0, or the real `agenthost` command.
+
+`daemon_config` writes a TOML file; `running_daemon` starts the real grpc.aio
+server in this process and yields a connected stub; `DaemonProcess` runs
+`agenthost daemon` as a separate process (for kill -9 and restart tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from daemon.config import load_config
+from daemon.server import DaemonServer
+from protos import agent_pb2 as pb
+from protos import agent_pb2_grpc
+
+AGENTHOST = str(Path(sys.executable).with_name("agenthost"))
+
+
+def daemon_config(
+    tmp_path: Path,
+    agents: str,
+    daemon: str = "",
+    name: str = "daemon.toml",
+    reconcile_interval: float = 0.5,
+) -> Path:
+    """Write a daemon TOML with a [daemon] table pointing into tmp_path, plus agents."""
+    path = tmp_path / name
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            [daemon]
+            listen = "127.0.0.1:0"
+            state_dir = "{tmp_path / "state"}"
+            reconcile_interval = {reconcile_interval}
+            shutdown_grace = 1
+            """
+        )
+        + textwrap.dedent(daemon)
+        + "\n"
+        + textwrap.dedent(agents)
+    )
+    return path
+
+
+def local_agents(count: int, memory: str = "1GiB", base_port: int = 41000) -> str:
+    """`count` local agents a0..a{count-1}, each with 100 ports, sharing the host."""
+    return "".join(
+        f"""
+[[agents]]
+id = "a{i}"
+port_range = [{base_port + 100 * i}, {base_port + 100 * i + 99}]
+resources = {{ memory = "{memory}" }}
+"""
+        for i in range(count)
+    )
+
+
+@dataclass
+class Daemon:
+    """An in-process daemon and a stub connected to it."""
+
+    server: DaemonServer
+    stub: agent_pb2_grpc.AgentServiceStub
+    channel: grpc.aio.Channel
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(config_path: Path, destroy_kernels: bool = True) -> AsyncIterator[Daemon]:
+    """Start the real daemon on port 0 in this process; stop it (destroying kernels) after."""
+    server = await DaemonServer.start(load_config(config_path))
+    channel = grpc.aio.insecure_channel(server.address)
+    try:
+        yield Daemon(server, agent_pb2_grpc.AgentServiceStub(channel), channel)
+    finally:
+        await channel.close()
+        await server.stop(destroy_kernels=destroy_kernels, grace=0.5)
+
+
+def sleeper(kernel_id: str = "", seconds: int = 300, **fields: object) -> pb.KernelSpec:
+    """A kernel spec that just sleeps."""
+    return pb.KernelSpec(kernel_id=kernel_id, command=["sleep", str(seconds)], **fields)  # type: ignore[arg-type]
+
+
+async def execute(
+    stub: agent_pb2_grpc.AgentServiceStub,
+    agent_id: str,
+    kernel_id: str,
+    argv: list[str],
+    stdin: bytes = b"",
+    timeout: float = 0,
+) -> tuple[list[pb.ExecuteResponse], bytes, bytes, pb.ExecuteExit]:
+    """Run Execute and collect messages, stdout, stderr and the exit."""
+    messages = []
+    async for m in stub.Execute(
+        pb.ExecuteRequest(
+            agent_id=agent_id, kernel_id=kernel_id, argv=argv, stdin=stdin, timeout=timeout
+        )
+    ):
+        messages.append(m)
+    out = b"".join(m.stdout for m in messages)
+    err = b"".join(m.stderr for m in messages)
+    exits = [m.exit for m in messages if m.HasField("exit")]
+    assert len(exits) == 1 and messages[-1].HasField("exit")
+    return messages, out, err, exits[0]
+
+
+async def eventually(predicate, timeout: float = 10.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    """Poll an (async or sync) predicate until it returns truthy; return that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+class DaemonProcess:
+    """`agenthost daemon --config FILE` as a real process; address parsed from its log."""
+
+    def __init__(self, config_path: Path, *extra: str) -> None:
+        self.log_path = config_path.with_suffix(f".{int(time.time() * 1000)}.log")
+        self._log = self.log_path.open("w")
+        self.proc = subprocess.Popen(
+            [AGENTHOST, "daemon", "--config", str(config_path), *extra],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ},
+        )
+        self.address = self._wait_address()
+
+    def _wait_address(self, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(r"daemon listening on (\S+)", self.log_path.read_text())
+            if match:
+                return match.group(1)
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited early:\n{self.log_path.read_text()}")
+            time.sleep(0.05)
+        raise AssertionError(f"daemon did not start:\n{self.log_path.read_text()}")
+
+    def log(self) -> str:
+        """Everything the daemon logged so far."""
+        return self.log_path.read_text()
+
+    def kill9(self) -> None:
+        """SIGKILL the daemon (its kernels survive)."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 20.0) -> int:
+        """SIGTERM and wait for a graceful exit; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def close(self) -> None:
+        """Make sure the process is gone."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._log.close()
+
+
+@contextlib.contextmanager
+def daemon_process(config_path: Path, *extra: str) -> Iterator[DaemonProcess]:
+    """A DaemonProcess that is always cleaned up."""
+    proc = DaemonProcess(config_path, *extra)
+    try:
+        yield proc
+    finally:
+        proc.close()
