@@ -36,6 +36,7 @@ def daemon_config(
     daemon: str = "",
     name: str = "daemon.toml",
     reconcile_interval: float = 0.5,
+    allocation_mode: str = "shared",
 ) -> Path:
     """Write a daemon TOML with a [daemon] table pointing into tmp_path, plus agents."""
     path = tmp_path / name
@@ -47,6 +48,7 @@ def daemon_config(
             state_dir = "{tmp_path / "state"}"
             reconcile_interval = {reconcile_interval}
             shutdown_grace = 1
+            allocation_mode = "{allocation_mode}"
             """
         )
         + textwrap.dedent(daemon)

@@ -1,0 +1,355 @@
+"""The local backend through the real daemon: limits, exec streaming, exits, kills."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import grpc
+import psutil
+import pytest
+
+from daemon.config import load_config
+from daemon.resources import HostCapacity
+from protos import agent_pb2 as pb
+from tests.servers import daemon_config, eventually, execute, running_daemon, sleeper
+
+MIB = 1 << 20
+HOST = HostCapacity.detect()
+
+
+def agents(memory: str = "1GiB") -> str:
+    return f"""
+[[agents]]
+id = "a0"
+port_range = [44000, 44099]
+resources = {{ cpus = [{HOST.cores[0]}], memory = "{memory}" }}
+
+[[agents]]
+id = "a1"
+port_range = [44100, 44199]
+resources = {{ memory = "{memory}" }}
+"""
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path):  # type: ignore[no-untyped-def]
+    async with running_daemon(daemon_config(tmp_path, agents())) as d:
+        yield d
+
+
+async def get(stub, agent_id: str, kernel_id: str) -> pb.Kernel:  # type: ignore[no-untyped-def]
+    return (
+        await stub.GetKernel(pb.GetKernelRequest(agent_id=agent_id, kernel_id=kernel_id))
+    ).kernel
+
+
+class TestLimits:
+    async def test_kernel_is_pinned_to_its_cores_and_exec_shares_them(self, daemon) -> None:  # type: ignore[no-untyped-def]
+        await daemon.stub.CreateKernels(
+            pb.CreateKernelsRequest(
+                agent_id="a0", kernels=[sleeper("k", resources=pb.ResourceRequest(cpu_count=1))]
+            )
+        )
+        kernel = await get(daemon.stub, "a0", "k")
+        assert list(kernel.allocated.cores) == [HOST.cores[0]]
+        pid = int(kernel.backend_ref.split()[1])
+        assert os.sched_getaffinity(pid) == {HOST.cores[0]}
+        _, out, _, exit_ = await execute(
+            daemon.stub,
+            "a0",
+            "k",
+            ["python3", "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
+        )
+        assert out.decode().strip() == f"[{HOST.cores[0]}]" and exit_.exit_code == 0
+
+    async def test_a_second_exclusive_core_request_on_a_one_core_slice_waits_for_the_first(
+        self,
+        daemon,  # type: ignore[no-untyped-def]
+    ) -> None:
+        req = pb.ResourceRequest(cpu_count=1)
+        await daemon.stub.CreateKernels(
+            pb.CreateKernelsRequest(agent_id="a0", kernels=[sleeper("x", resources=req)])
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await daemon.stub.CreateKernels(
+                pb.CreateKernelsRequest(agent_id="a0", kernels=[sleeper("y", resources=req)])
+            )
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert err.value.details() == "1 cores requested, 0 of the agent's 1 are free"
+
+    async def test_memory_limit_is_enforced_and_reported(self, daemon) -> None:  # type: ignore[no-untyped-def]
+        await daemon.stub.CreateKernels(
+            pb.CreateKernelsRequest(
+                agent_id="a1",
+                kernels=[sleeper("m", resources=pb.ResourceRequest(memory_bytes=64 * MIB))],
+            )
+        )
+        kernel = await get(daemon.stub, "a1", "m")
+        assert kernel.memory_limit in ("cgroup-v1", "cgroup-v2", "rlimit")
+        # Allocating well past the limit inside the kernel's context fails.
+        _, _, _, exit_ = await execute(
+            daemon.stub,
+            "a1",
+            "m",
+            ["python3", "-c", "b = bytearray(300 * 1024 * 1024); print(len(b))"],
+        )
+        assert exit_.exit_code != 0
+        _, _, _, small = await execute(
+            daemon.stub, "a1", "m", ["python3", "-c", "b = bytearray(8 * 1024 * 1024)"]
+        )
+        assert small.exit_code == 0
+
+    @pytest.mark.skipif(
+        not Path("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists()
+        and not Path("/sys/fs/cgroup/cgroup.controllers").exists(),
+        reason="no cgroup memory controller on this host",
+    )
+    async def test_kernel_over_its_memory_is_oom_killed_and_frees_its_slots(self, daemon) -> None:  # type: ignore[no-untyped-def]
+        reply = await daemon.stub.CreateKernels(
+            pb.CreateKernelsRequest(
+                agent_id="a1",
+                kernels=[
+                    pb.KernelSpec(
+                        kernel_id="hog",
+                        command=[
+                            "python3",
+                            "-c",
+                            "import time; time.sleep(0.3); "
+                            "b = bytearray(400 * 1024 * 1024); time.sleep(30)",
+                        ],
+                        resources=pb.ResourceRequest(memory_bytes=64 * MIB),
+                        ports=[pb.ServicePort(name="p")],
+                    )
+                ],
+            )
+        )
+        if reply.kernels[0].memory_limit == "rlimit":
+            pytest.skip("memory is limited by rlimit here, not by a cgroup")
+
+        async def terminated() -> pb.Kernel | None:
+            k = await get(daemon.stub, "a1", "hog")
+            return k if k.state == pb.KERNEL_STATE_TERMINATED else None
+
+        kernel = await eventually(terminated)
+        assert kernel.status_message == "OOMKilled" and kernel.exit_code == 137
+        info = {
+            a.agent_id: a for a in (await daemon.stub.ListAgents(pb.ListAgentsRequest())).agents
+        }["a1"]
+        assert (info.occupied.memory_bytes, info.occupied.ports) == (0, 0)
+
+
+class TestExecute:
+    async def test_output_spread_over_a_second_arrives_in_several_messages(self, daemon) -> None:  # type: ignore[no-untyped-def]
+        await daemon.stub.CreateKernels(
+            pb.CreateKernelsRequest(agent_id="a1", kernels=[sleeper("e")])
+        )
+        script = "for i in 1 2 3 4; do echo line$i; sleep 0.3; done; echo oops >&2; exit 7"
+        messages, out, err, exit_ = await execute(daemon.stub, "a1", "e", ["sh", "-c", script])
+        stdout_messages = [m for m in messages if m.HasField("stdout")]
+        assert len(stdout_messages) >= 3
+        assert out == b"line1\nline2\nline3\nline4\n" and err == b"oops\n"
+        assert exit_.exit_code == 7 and not exit_.timed_out
+
+    async def test_stdin_reaches_the_command(self, daemon) -> None:  # type: ignore[no-untyped-def]
+        await daemon.stub.CreateKernels(
+            pb.CreateKernelsRequest(agent_id="a1", kernels=[sleeper("e")])
+        )
+        _, out, _, exit_ = await execute(daemon.stub, "a1", "e", ["cat"], stdin=b"hello\n")
+        assert out == b"hello\n" and exit_.exit_code == 0
+
+    async def test_timeout_kills_the_command_and_says_so(self, daemon) -> None:  # type: ignore[no-untyped-def]
+        await daemon.stub.CreateKernels(
+            pb.CreateKernelsRequest(agent_id="a1", kernels=[sleeper("e")])
+        )
+        _, out, _, exit_ = await execute(
+            daemon.stub, "a1", "e", ["sh", "-c", "echo start; sleep 30"], timeout=0.5
+        )
+        assert out == b"start\n" and exit_.timed_out and exit_.exit_code == 137
+
+    async def test_runs_in_the_kernels_directory_with_its_env(self, daemon) -> None:  # type: ignore[no-untyped-def]
+        await daemon.stub.CreateKernels(
+            pb.CreateKernelsRequest(
+                agent_id="a1",
+                kernels=[sleeper("e", env={"GREETING": "hi"}, ports=[pb.ServicePort(name="web")])],
+            )
+        )
+        kernel = await get(daemon.stub, "a1", "e")
+        _, out, _, _ = await execute(
+            daemon.stub,
+            "a1",
+            "e",
+            ["sh", "-c", "echo $GREETING $AGENTHOST_KERNEL_ID $PORT_WEB; pwd"],
+        )
+        lines = out.decode().splitlines()
+        assert lines[0] == f"hi e {kernel.ports['web']}"
+        assert lines[1].endswith("/agents/a1/kernels/e")
+
+    async def test_a_terminated_kernel_cannot_execute(self, daemon) -> None:  # type: ignore[no-untyped-def]
+        await daemon.stub.CreateKernels(
+            pb.CreateKernelsRequest(
+                agent_id="a1", kernels=[pb.KernelSpec(kernel_id="done", command=["true"])]
+            )
+        )
+        await eventually(lambda: _state(daemon.stub, "done"))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await execute(daemon.stub, "a1", "done", ["true"])
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert (
+            err.value.details() == "kernel 'done' is terminated; only a running kernel can execute"
+        )
+
+
+async def _state(stub, kernel_id: str) -> bool:  # type: ignore[no-untyped-def]
+    return (await get(stub, "a1", kernel_id)).state == pb.KERNEL_STATE_TERMINATED
+
+
+class TestExits:
+    async def test_main_process_exit_marks_terminated_with_its_code(self, daemon) -> None:  # type: ignore[no-untyped-def]
+        await daemon.stub.CreateKernels(
+            pb.CreateKernelsRequest(
+                agent_id="a1",
+                kernels=[
+                    pb.KernelSpec(
+                        kernel_id="x",
+                        command=["sh", "-c", "echo bye; exit 5"],
+                        resources=pb.ResourceRequest(memory_bytes=10 * MIB),
+                    )
+                ],
+            )
+        )
+        await eventually(lambda: _state(daemon.stub, "x"))
+        kernel = await get(daemon.stub, "a1", "x")
+        assert kernel.exit_code == 5 and kernel.status_message == "exited"
+        logs = await daemon.stub.GetKernelLogs(
+            pb.GetKernelLogsRequest(agent_id="a1", kernel_id="x")
+        )
+        assert logs.logs == b"bye\n"
+        info = {
+            a.agent_id: a for a in (await daemon.stub.ListAgents(pb.ListAgentsRequest())).agents
+        }["a1"]
+        assert info.occupied.memory_bytes == 0 and info.kernel_count == 0
+
+    async def test_process_killed_from_outside_frees_slots_and_ports_without_any_call(
+        self,
+        daemon,  # type: ignore[no-untyped-def]
+    ) -> None:
+        reply = await daemon.stub.CreateKernels(
+            pb.CreateKernelsRequest(
+                agent_id="a0",
+                kernels=[
+                    sleeper(
+                        "victim",
+                        resources=pb.ResourceRequest(cpu_count=1, memory_bytes=100 * MIB),
+                        ports=[pb.ServicePort(name="http")],
+                    )
+                ],
+            )
+        )
+        pid = int(reply.kernels[0].backend_ref.split()[1])
+        os.kill(pid, signal.SIGKILL)
+
+        async def freed() -> pb.AgentInfo | None:
+            agents = (await daemon.stub.ListAgents(pb.ListAgentsRequest())).agents
+            a0 = next(a for a in agents if a.agent_id == "a0")
+            return a0 if a0.kernel_count == 0 else None
+
+        a0 = await eventually(freed)
+        assert (list(a0.occupied.cores), a0.occupied.memory_bytes, a0.occupied.ports) == ([], 0, 0)
+        kernel = await get(daemon.stub, "a0", "victim")
+        assert (
+            kernel.state == pb.KERNEL_STATE_TERMINATED
+            and kernel.status_message == "killed by SIGKILL"
+        )
+        # Its core is free again for a new kernel.
+        await daemon.stub.CreateKernels(
+            pb.CreateKernelsRequest(
+                agent_id="a0", kernels=[sleeper("next", resources=pb.ResourceRequest(cpu_count=1))]
+            )
+        )
+
+    async def test_destroy_ends_the_whole_process_group(self, daemon) -> None:  # type: ignore[no-untyped-def]
+        reply = await daemon.stub.CreateKernels(
+            pb.CreateKernelsRequest(
+                agent_id="a1",
+                kernels=[
+                    pb.KernelSpec(
+                        kernel_id="tree", command=["sh", "-c", "sleep 300 & sleep 300 & wait"]
+                    )
+                ],
+            )
+        )
+        leader = psutil.Process(int(reply.kernels[0].backend_ref.split()[1]))
+        children = await eventually(lambda: len(leader.children()) == 2 and leader.children())
+        destroyed = await daemon.stub.DestroyKernel(
+            pb.DestroyKernelRequest(agent_id="a1", kernel_id="tree")
+        )
+        assert destroyed.kernel.state == pb.KERNEL_STATE_TERMINATED
+        for proc in [leader, *children]:
+            assert not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await get(daemon.stub, "a1", "tree")
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+    async def test_restart_keeps_ports_and_slots_with_a_new_process(self, daemon) -> None:  # type: ignore[no-untyped-def]
+        reply = await daemon.stub.CreateKernels(
+            pb.CreateKernelsRequest(
+                agent_id="a0",
+                kernels=[
+                    sleeper(
+                        "r",
+                        resources=pb.ResourceRequest(cpu_count=1),
+                        ports=[pb.ServicePort(name="p")],
+                    )
+                ],
+            )
+        )
+        before = reply.kernels[0]
+        after = (
+            await daemon.stub.RestartKernel(pb.RestartKernelRequest(agent_id="a0", kernel_id="r"))
+        ).kernel
+        assert after.backend_ref != before.backend_ref
+        assert dict(after.ports) == dict(before.ports)
+        assert list(after.allocated.cores) == list(before.allocated.cores)
+        assert after.state == pb.KERNEL_STATE_RUNNING
+        assert (
+            not psutil.pid_exists(int(before.backend_ref.split()[1]))
+            or psutil.Process(int(before.backend_ref.split()[1])).status() == psutil.STATUS_ZOMBIE
+        )
+
+
+class TestAllocationModes:
+    async def test_auto_split_over_three_agents_matches_config_check(self, tmp_path: Path) -> None:
+        three = "".join(
+            f'\n[[agents]]\nid = "s{i}"\nport_range = [{44300 + 100 * i}, {44399 + 100 * i}]\n'
+            for i in range(3)
+        )
+        path = daemon_config(tmp_path, three, allocation_mode="auto-split")
+        expected = {a.id: a.slice for a in load_config(path).agents}
+        async with running_daemon(path) as d:
+            listed = (await d.stub.ListAgents(pb.ListAgentsRequest())).agents
+        for a in listed:
+            assert tuple(a.capacity.cores) == expected[a.agent_id].cores
+            assert a.capacity.memory_bytes == expected[a.agent_id].memory
+        mem = {a.capacity.memory_bytes for a in listed}
+        assert len(mem) == 1 and 3 * mem.pop() <= HOST.memory
+        all_cores = sorted({c for a in listed for c in a.capacity.cores})
+        assert all_cores == sorted(HOST.cores)[: max(len(all_cores), 1)]
+
+    async def test_shared_lets_two_agents_each_use_every_core(self, tmp_path: Path) -> None:
+        path = daemon_config(tmp_path, agents().replace(f"cpus = [{HOST.cores[0]}], ", ""))
+        every = len(HOST.cores)
+        async with running_daemon(path) as d:
+            for agent_id in ("a0", "a1"):
+                reply = await d.stub.CreateKernels(
+                    pb.CreateKernelsRequest(
+                        agent_id=agent_id,
+                        kernels=[
+                            sleeper(
+                                f"all-{agent_id}", resources=pb.ResourceRequest(cpu_count=every)
+                            )
+                        ],
+                    )
+                )
+                assert sorted(reply.kernels[0].allocated.cores) == sorted(HOST.cores)
