@@ -44,6 +44,10 @@ from daemon.resources import Allocation, ResourceAllocator, ResourceSlice
 
 log = logging.getLogger(__name__)
 
+# Seconds reconcile waits before declaring a dead kernel "vanished", so that the
+# kernel's own exit watcher (which knows the exit code) can record it first.
+DEAD_KERNEL_GRACE = 0.5
+
 
 @dataclass(frozen=True)
 class AgentStatus:
@@ -266,7 +270,7 @@ class Agent:
                 log.warning("agent %s: %s", self.id, exc)
             self.healthy, self.status_message = False, str(exc)
             return
-        changed = False
+        dead: list[Kernel] = []
         for kernel in list(self.registry):
             if kernel.state is not KernelState.RUNNING or kernel.kernel_id in self._busy:
                 continue
@@ -274,18 +278,24 @@ class Agent:
                 alive = await self.backend.is_alive(kernel.handle)
             except Unavailable:
                 return
-            if not alive and kernel.state is KernelState.RUNNING:
-                self._stop_watching(kernel.kernel_id)
-                self._release(kernel)
-                self._mark_terminated(kernel, Exit(exit_code=None, reason="vanished"))
-                changed = True
-                log.warning(
-                    "agent %s: kernel %s vanished; its slots are free", self.id, kernel.kernel_id
-                )
+            if not alive:
+                dead.append(kernel)
             elif kernel.kernel_id not in self._watchers:
                 self._watch(kernel)  # the backend came back: watch again
-        if changed:
-            await self._save()
+        if not dead:
+            return
+        # A watcher that saw the exit knows its code and reason: give it the first word.
+        await asyncio.sleep(DEAD_KERNEL_GRACE)
+        for kernel in dead:
+            if kernel.state is not KernelState.RUNNING or kernel.kernel_id in self._busy:
+                continue
+            self._stop_watching(kernel.kernel_id)
+            self._release(kernel)
+            self._mark_terminated(kernel, Exit(exit_code=None, reason="vanished"))
+            log.warning(
+                "agent %s: kernel %s vanished; its slots are free", self.id, kernel.kernel_id
+            )
+        await self._save()
 
     async def close(self, destroy_kernels: bool) -> None:
         """Stop watching; destroy the kernels too when asked; flush the checkpoint."""
