@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from daemon.config import DaemonConfig, load_config
+from daemon.config import DaemonConfig, load_config, render_sample
 from daemon.errors import AgentHostError, ConfigError
 from daemon.resources import format_bytes, format_cores, format_devices
 
@@ -128,3 +128,9 @@ def config_check(file: Path) -> None:
     )
     for note in cfg.notes:
         click.echo(f"note: {note}")
+
+
+@config.command("sample")
+def config_sample() -> None:
+    """Print an annotated sample daemon TOML with every option, its default and meaning."""
+    click.echo(render_sample(), nl=False)

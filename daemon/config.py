@@ -584,3 +584,68 @@ def _atomic_write(path: Path, content: str, backup: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# ---------------------------------------------------------------------- sample
+
+
+def render_sample() -> str:
+    """An annotated sample TOML generated from the models' descriptions and defaults."""
+    lines = [
+        "# agenthost daemon configuration: every option, generated from its model.",
+        "# Validate a file with: agenthost config check FILE",
+        "",
+        "[daemon]",
+    ]
+    lines += _sample_fields(DaemonSection, skip={"node"})
+    lines += [
+        '# node = "<hostname>"  # ' + (DaemonSection.model_fields["node"].description or ""),
+        "",
+        "[defaults]  # any agent key except id and port_range, inherited by every agent",
+        'backend = "local"',
+        "",
+        "[[agents]]",
+    ]
+    lines += _sample_fields(AgentEntry, skip={"resources", "docker", "kubernetes"})
+    lines += [
+        'resources = { cpus = [0], memory = "2GiB" }  # '
+        + (AgentEntry.model_fields["resources"].description or "")
+    ]
+    for key, model in (
+        ("resources", ResourcesConfig),
+        ("docker", DockerSettings),
+        ("kubernetes", KubernetesSettings),
+    ):
+        lines += ["", f"# [agents.{key}] (or inline {key} = {{ ... }}):"]
+        lines += [
+            line if line.startswith("#") else "# " + line
+            for line in _sample_fields(model, skip=set())
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _sample_fields(model: type[BaseModel], skip: set[str]) -> list[str]:
+    out = []
+    for name, info in model.model_fields.items():
+        if name in skip:
+            continue
+        example: Any
+        if info.is_required():
+            example = {"id": "a0", "port_range": [30000, 30099]}.get(name, "")
+        else:
+            example = info.get_default(call_default_factory=True)
+        if example is None:
+            rendered = None
+        elif isinstance(example, dict):
+            table = tomlkit.inline_table()
+            table.update(example)
+            rendered = table.as_string()
+        else:
+            rendered = tomlkit.item(
+                str(example) if isinstance(example, Path) else example
+            ).as_string()
+        doc = info.description or ""
+        out.append(
+            f"{name} = {rendered}  # {doc}" if rendered is not None else f"# {name} = ...  # {doc}"
+        )
+    return out

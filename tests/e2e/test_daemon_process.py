@@ -214,6 +214,18 @@ class TestConfigCheckCommand:
         assert result.returncode == 0, result.stderr
         assert "AGENT_ID" in result.stdout and "a0" in result.stdout
 
+    def test_generated_sample_documents_every_option_and_passes_check(self, tmp_path: Path) -> None:
+        from daemon.config import AgentEntry, DaemonSection
+
+        sample = subprocess.run([AGENTHOST, "config", "sample"], capture_output=True, text=True)
+        assert sample.returncode == 0
+        for field in [*DaemonSection.model_fields, *AgentEntry.model_fields]:
+            assert f"{field} = " in sample.stdout, field
+        path = tmp_path / "sample.toml"
+        path.write_text(sample.stdout)
+        check = subprocess.run([AGENTHOST, "config", "check", str(path)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr
+
     def test_bad_config_exits_2_naming_file_agent_and_key(self, tmp_path: Path) -> None:
         bad = tmp_path / "bad.toml"
         bad.write_text(
