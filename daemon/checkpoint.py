@@ -56,11 +56,14 @@ class Checkpoint:
             raise CheckpointError(f"{self.path}: not an agenthost checkpoint: {aside}")
         version = doc["schema_version"]
         if version != SCHEMA_VERSION:
-            newer = isinstance(version, int) and version > SCHEMA_VERSION
-            what = "a newer agenthost; upgrade agenthost or" if newer else "an unsupported version;"
+            if type(version) is int and version > SCHEMA_VERSION:
+                raise CheckpointError(
+                    f"{self.path}: schema_version {version} was written by a newer agenthost "
+                    f"(this one reads {SCHEMA_VERSION}): run that newer agenthost, or {aside}"
+                )
             raise CheckpointError(
-                f"{self.path}: schema_version {version!r} was written by {what} "
-                f"this version reads {SCHEMA_VERSION}: {aside}"
+                f"{self.path}: schema_version {version!r} cannot be read or migrated "
+                f"(this agenthost reads {SCHEMA_VERSION}): {aside}"
             )
         if doc.get("agent_id") != self.agent_id:
             raise CheckpointError(
@@ -73,8 +76,11 @@ class Checkpoint:
         try:
             return _KERNELS.validate_python(doc["kernels"])
         except ValidationError as exc:
+            first = exc.errors()[0]
+            index, *rest = first["loc"] or ("?",)
+            where = f"kernels[{index}]" + "".join(f".{p}" for p in rest)
             raise CheckpointError(
-                f"{self.path}: unreadable kernel records ({exc}): {aside}"
+                f"{self.path}: unreadable kernel record at {where}: {first['msg']}: {aside}"
             ) from None
 
     def save(self, kernels: Iterable[Kernel]) -> None:

@@ -15,6 +15,7 @@ import os
 import socket
 import tempfile
 import tomllib
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,19 @@ class ResourcesConfig(_Strict):
         default_factory=dict, description='accelerators by kind, e.g. { cuda = ["0"] }'
     )
 
+    @field_validator("cpus", mode="before")
+    @classmethod
+    def _cpus_shape(cls, value: Any) -> Any:
+        # Before pydantic's lax coercion, which would read "2" or true as a core
+        # count and "0-1" as -1, and report a bad list once per union member.
+        if value is None or type(value) is int:
+            return value
+        if isinstance(value, list) and all(type(c) is int for c in value):
+            return value
+        raise ValueError(
+            f"must be a list of core ids ([0, 1]) or a number of cores (2), not {value!r}"
+        )
+
     @field_validator("cpus")
     @classmethod
     def _cpus(cls, value: list[int] | int | None) -> list[int] | int | None:
@@ -124,6 +138,13 @@ class DockerSettings(_Strict):
     host_ip: str = Field("0.0.0.0", description="host address published ports bind to")
     allow_pull: bool = Field(False, description="pull a missing image instead of failing")
     stop_timeout: float = Field(10.0, ge=0, description="seconds between SIGTERM and SIGKILL")
+    default_image: str | None = Field(
+        None, description="image of kernels whose spec names none; without it an image is required"
+    )
+    init: bool = Field(
+        True,
+        description="run docker-init as PID 1 so signals reach the kernel and zombies are reaped",
+    )
 
 
 class KubernetesSettings(_Strict):
@@ -153,6 +174,17 @@ class AgentEntry(_Strict):
     )
     docker: DockerSettings = Field(default_factory=DockerSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+
+    @field_validator("port_range", mode="before")
+    @classmethod
+    def _port_range_shape(cls, value: Any) -> Any:
+        if (
+            isinstance(value, list | tuple)
+            and len(value) == 2
+            and all(type(p) is int for p in value)
+        ):
+            return value
+        raise ValueError(f"must be two ports [first, last], e.g. [30000, 30099], not {value!r}")
 
     @field_validator("port_range")
     @classmethod
@@ -231,18 +263,12 @@ def parse_config(raw: Mapping[str, Any], path: Path, host: HostCapacity) -> Daem
     except ValidationError as exc:
         problems += _describe(exc, f"{where_file}: daemon")
 
-    defaults = raw.get("defaults", {})
-    if not isinstance(defaults, dict):
+    defaults: dict[str, Any] = {}
+    if not isinstance(raw.get("defaults", {}), dict):
         problems.append(f"{where_file}: defaults: must be a table")
-        defaults = {}
-    for key in defaults:
-        if key in ("id", "port_range"):
-            problems.append(f"{where_file}: defaults: {key} cannot be inherited; set it per agent")
-        elif key not in AgentEntry.model_fields:
-            problems.append(
-                f"{where_file}: defaults: unknown key {key!r}; valid: "
-                + ", ".join(k for k in AgentEntry.model_fields if k not in ("id", "port_range"))
-            )
+    else:
+        defaults, found = _check_defaults(raw.get("defaults", {}), f"{where_file}: defaults")
+        problems += found
 
     entries: list[tuple[str, Any]] = []
     if "agents" in raw and "agent" in raw:
@@ -293,6 +319,32 @@ def parse_config(raw: Mapping[str, Any], path: Path, host: HostCapacity) -> Daem
     return DaemonConfig(path=path, daemon=daemon, agents=agents, host=host, notes=tuple(notes))
 
 
+def _check_defaults(defaults: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list[str]]:
+    """The keys of [defaults] agents may inherit, and the problems with the others.
+
+    Each key is checked once here, so a bad default is reported once, under
+    "defaults", instead of once per agent that inherits it.
+    """
+    usable: dict[str, Any] = {}
+    problems: list[str] = []
+    inheritable = [k for k in AgentEntry.model_fields if k not in ("id", "port_range")]
+    for key, value in defaults.items():
+        if key in ("id", "port_range"):
+            problems.append(f"{where}: {key} cannot be inherited; set it per agent")
+        elif key not in inheritable:
+            problems.append(f"{where}: unknown key {key!r}; valid: {', '.join(inheritable)}")
+        else:
+            try:
+                AgentEntry.model_validate(
+                    {"id": "defaults", "port_range": (PORT_MIN, PORT_MIN), key: value}
+                )
+            except ValidationError as exc:
+                problems += _describe(exc, where)
+            else:
+                usable[key] = value
+    return usable, problems
+
+
 def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     """Deep-merge override over base (tables merge, everything else replaces)."""
     merged = copy.deepcopy(dict(base))
@@ -308,7 +360,7 @@ def _describe(exc: ValidationError, where: str) -> list[str]:
     """Turn pydantic's errors into 'where: key: message' lines a person can act on."""
     lines = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"] if not isinstance(p, int) or True)
+        key = ".".join(str(p) for p in err["loc"])
         kind = err["type"]
         value = err.get("input")
         if kind == "extra_forbidden":
@@ -324,6 +376,8 @@ def _describe(exc: ValidationError, where: str) -> list[str]:
             message = f"{value!r} is not a valid id: {ID_SYNTAX}"
         elif kind == "byte_size" or kind == "byte_size_unit":
             message = f'{value!r} is not a memory size (e.g. "2GiB", "512MiB")'
+        elif kind in ("model_type", "dict_type"):
+            message = f"must be a table, not {value!r}"
         elif kind == "value_error":
             message = str(err["ctx"]["error"]) if "ctx" in err else err["msg"]
         else:
@@ -355,8 +409,9 @@ def _check_agents(
 
     mode = daemon.allocation_mode
     core_owner: dict[int, str] = {}
+    core_counts: dict[str, int] = {}
     device_owner: dict[tuple[str, str], str] = {}
-    memory_total = 0
+    memory_of: dict[str, int] = {}
     for where, e in entries:
         r = e.resources
         if r is None:
@@ -380,16 +435,23 @@ def _check_agents(
                 )
             if mode != "shared":
                 for core in r.cpus:
-                    if core in core_owner and core not in unknown:
+                    if core in unknown:
+                        continue
+                    if core in core_owner:
                         problems.append(
                             f"{where}: resources.cpus: core {core} is already given to "
                             f'agent "{core_owner[core]}"'
                         )
-                    core_owner.setdefault(core, e.id)
-        elif isinstance(r.cpus, int) and r.cpus > len(host.cores):
-            problems.append(
-                f"{where}: resources.cpus: {r.cpus} cores requested, the host has {len(host.cores)}"
-            )
+                    else:
+                        core_owner[core] = e.id
+        elif isinstance(r.cpus, int):
+            if r.cpus > len(host.cores):
+                problems.append(
+                    f"{where}: resources.cpus: {r.cpus} cores requested, "
+                    f"the host has {len(host.cores)}"
+                )
+            else:
+                core_counts[e.id] = r.cpus
         for kind, ids in r.devices.items():
             have = host.devices.get(kind, ())
             for dev in ids:
@@ -412,26 +474,47 @@ def _check_agents(
                 )
             elif r.memory == 0:
                 problems.append(f"{where}: resources.memory: must be more than 0")
-            memory_total += r.memory
+            else:
+                memory_of[e.id] = r.memory
 
-    explicit_counts = sum(
-        e.resources.cpus for _, e in entries if e.resources and isinstance(e.resources.cpus, int)
-    )
+    # Totals only count what passed the per-agent checks, so one oversized agent
+    # is reported once, at its own entry.
+    file = where_file(entries)
+    memory_total = sum(memory_of.values())
     if mode != "shared":
-        if len(core_owner) + explicit_counts > len(host.cores) and explicit_counts:
+        cores_total = len(core_owner) + sum(core_counts.values())
+        if core_counts and cores_total > len(host.cores):
+            owned = Counter(core_owner.values())
+            takes = ", ".join(
+                f"{e.id} {owned[e.id] + core_counts.get(e.id, 0)}"
+                for _, e in entries
+                if owned[e.id] + core_counts.get(e.id, 0)
+            )
             problems.append(
-                f"{where_file(entries)}: agents ask for {len(core_owner) + explicit_counts} cores "
-                f"in all, the host has {len(host.cores)}"
+                f"{file}: resources.cpus: agents take {cores_total} cores in all ({takes}), "
+                f"the host has {len(host.cores)}"
             )
         if memory_total > host.memory:
+            takes = ", ".join(f"{a} {format_bytes(m)}" for a, m in memory_of.items())
             problems.append(
-                f"{where_file(entries)}: agents' memory adds up to {format_bytes(memory_total)}, "
-                f"past the host's {format_bytes(host.memory)}"
+                f"{file}: resources.memory: agents' memory adds up to "
+                f"{format_bytes(memory_total)} ({takes}), past the host's "
+                f"{format_bytes(host.memory)}"
+            )
+        auto_memory = [
+            e.id for _, e in entries if e.resources is None or e.resources.memory is None
+        ]
+        left = host.memory - memory_total
+        if mode == "auto-split" and auto_memory and 0 <= left < len(auto_memory) << 20:
+            problems.append(
+                f"{file}: resources.memory: explicit slices take {format_bytes(memory_total)} "
+                f"of the host's {format_bytes(host.memory)}, leaving less than 1MiB each for "
+                f"agents {', '.join(auto_memory)}; lower the explicit memory or set theirs"
             )
 
     if daemon.default_agent is not None and entries and daemon.default_agent not in seen:
         problems.append(
-            f"{where_file(entries)}: daemon.default_agent: no agent {daemon.default_agent!r}; "
+            f"{file}: daemon.default_agent: no agent {daemon.default_agent!r}; "
             f"agents: {', '.join(seen)}"
         )
     return problems
@@ -506,7 +589,12 @@ def _resolve_slices(
     dev_free = {
         k: [d for d in ids if (k, d) not in claimed_devices] for k, ids in whole.devices.items()
     }
-    auto_dev = [e.id for _, e in entries if e.resources is None or not e.resources.devices]
+    # Manual mode gives an agent only the devices its entry names.
+    auto_dev = [
+        e.id
+        for _, e in entries
+        if mode == "auto-split" and (e.resources is None or not e.resources.devices)
+    ]
     dev_split = {k: _split(ids, len(auto_dev)) for k, ids in dev_free.items()}
 
     slices = []

@@ -20,7 +20,8 @@ ID_SYNTAX = "1-63 characters of letters, digits, '_', '.', '-', starting with a 
 
 def is_valid_id(value: str) -> bool:
     """True when value may be used as an agent, kernel or network id."""
-    return bool(_ID_RE.match(value))
+    # fullmatch: with match, "$" also accepts a trailing newline ("k1\n").
+    return bool(_ID_RE.fullmatch(value))
 
 
 def new_kernel_id() -> KernelId:

@@ -135,6 +135,36 @@ def assign(
     Exclusive cores are picked lowest-first so allocations stay compact.
     """
     validate_request(request)
+    # Every "can never fit" check comes before any "not free now" check: a request
+    # too big for the slice must fail as such even while the slice is busy, or a
+    # caller would keep retrying it.
+    if request.cores:
+        foreign = sorted(set(request.cores) - set(slice_.cores))
+        if foreign:
+            raise FailedPrecondition(
+                f"cores {foreign} are not in the agent's slice (cores {format_cores(slice_.cores)})"
+            )
+    elif request.cpu_count > len(slice_.cores):
+        raise FailedPrecondition(
+            f"{request.cpu_count} cores requested but the agent's slice has "
+            f"{len(slice_.cores)} (cores {format_cores(slice_.cores)})"
+        )
+    if request.cpu_quota > max(len(slice_.cores), 1):
+        raise FailedPrecondition(
+            f"cpu_quota {request.cpu_quota} exceeds the agent's {len(slice_.cores)} cores"
+        )
+    if request.memory > slice_.memory:
+        raise FailedPrecondition(
+            f"{format_bytes(request.memory)} memory requested but the agent's slice has "
+            f"{format_bytes(slice_.memory)}"
+        )
+    for kind, count in sorted(request.devices.items()):
+        own = slice_.devices.get(kind, ())
+        if count > len(own):
+            raise FailedPrecondition(
+                f"{count} {kind} devices requested but the agent's slice has {len(own)}"
+            )
+
     held = list(held)
     used_cores = {c for a in held for c in a.cores}
     used_memory = sum(a.memory for a in held)
@@ -144,21 +174,11 @@ def assign(
             used_devices.setdefault(kind, set()).update(ids)
 
     if request.cores:
-        foreign = sorted(set(request.cores) - set(slice_.cores))
-        if foreign:
-            raise FailedPrecondition(
-                f"cores {foreign} are not in the agent's slice (cores {format_cores(slice_.cores)})"
-            )
         taken = sorted(set(request.cores) & used_cores)
         if taken:
             raise ResourceExhausted(f"cores {taken} are held by other kernels")
         cores = tuple(sorted(request.cores))
     elif request.cpu_count:
-        if request.cpu_count > len(slice_.cores):
-            raise FailedPrecondition(
-                f"{request.cpu_count} cores requested but the agent's slice has "
-                f"{len(slice_.cores)} (cores {format_cores(slice_.cores)})"
-            )
         free = [c for c in slice_.cores if c not in used_cores]
         if len(free) < request.cpu_count:
             raise ResourceExhausted(
@@ -168,16 +188,7 @@ def assign(
         cores = tuple(sorted(free)[: request.cpu_count])
     else:
         cores = ()
-    if request.cpu_quota > max(len(slice_.cores), 1):
-        raise FailedPrecondition(
-            f"cpu_quota {request.cpu_quota} exceeds the agent's {len(slice_.cores)} cores"
-        )
 
-    if request.memory > slice_.memory:
-        raise FailedPrecondition(
-            f"{format_bytes(request.memory)} memory requested but the agent's slice has "
-            f"{format_bytes(slice_.memory)}"
-        )
     if request.memory > slice_.memory - used_memory:
         raise ResourceExhausted(
             f"{format_bytes(request.memory)} memory requested, "
@@ -189,10 +200,6 @@ def assign(
         if count == 0:
             continue
         own = slice_.devices.get(kind, ())
-        if count > len(own):
-            raise FailedPrecondition(
-                f"{count} {kind} devices requested but the agent's slice has {len(own)}"
-            )
         free_ids = [d for d in own if d not in used_devices.get(kind, set())]
         if len(free_ids) < count:
             raise ResourceExhausted(

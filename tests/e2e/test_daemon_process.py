@@ -223,7 +223,9 @@ class TestConfigCheckCommand:
             assert f"{field} = " in sample.stdout, field
         path = tmp_path / "sample.toml"
         path.write_text(sample.stdout)
-        check = subprocess.run([AGENTHOST, "config", "check", str(path)], capture_output=True, text=True)
+        check = subprocess.run(
+            [AGENTHOST, "config", "check", str(path)], capture_output=True, text=True
+        )
         assert check.returncode == 0, check.stderr
 
     def test_bad_config_exits_2_naming_file_agent_and_key(self, tmp_path: Path) -> None:
