@@ -292,6 +292,8 @@ class Agent:
             self._stop_watching(kernel.kernel_id)
             self._release(kernel)
             self._mark_terminated(kernel, Exit(exit_code=None, reason="vanished"))
+            with contextlib.suppress(AgentHostError):
+                await self.backend.stop(kernel.handle, 0)  # remove what it left behind
             log.warning(
                 "agent %s: kernel %s vanished; its slots are free", self.id, kernel.kernel_id
             )
@@ -350,7 +352,13 @@ class Agent:
             self.registry.add(kernel)
         if self.healthy:
             known = {k.kernel_id for k in self.registry if k.alive}
-            for kernel_id in await self.backend.reap_dangling(self.id, known):
+            try:
+                reaped = await self.backend.reap_dangling(self.id, known)
+            except Unavailable as exc:
+                # The backend is down at start: serve the other agents meanwhile.
+                log.warning("agent %s: cannot look for dangling kernels yet: %s", self.id, exc)
+                self.healthy, self.status_message, reaped = False, str(exc), []
+            for kernel_id in reaped:
                 log.warning(
                     "agent %s: ended dangling kernel %s (not in the checkpoint)", self.id, kernel_id
                 )

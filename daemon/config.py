@@ -137,13 +137,21 @@ class DockerSettings(_Strict):
     )
     host_ip: str = Field("0.0.0.0", description="host address published ports bind to")
     allow_pull: bool = Field(False, description="pull a missing image instead of failing")
-    stop_timeout: float = Field(10.0, ge=0, description="seconds between SIGTERM and SIGKILL")
+    stop_timeout: float = Field(
+        10.0,
+        ge=0,
+        description="seconds between SIGTERM and SIGKILL when the engine itself stops a kernel "
+        "(destroy uses kill_grace)",
+    )
     default_image: str | None = Field(
         None, description="image of kernels whose spec names none; without it an image is required"
     )
     init: bool = Field(
-        True,
-        description="run docker-init as PID 1 so signals reach the kernel and zombies are reaped",
+        False,
+        description=(
+            "run docker-init as PID 1 (signals reach the kernel, zombies are reaped); "
+            "a command that cannot run then exits 127 instead of failing the create"
+        ),
     )
 
 
