@@ -17,7 +17,7 @@ set -uo pipefail
 IMAGE="${AGENTHOST_TEST_IMAGE:-agenthost-test-python:latest}"
 CACHE_DIR="${AGENTHOST_CACHE_DIR:-/var/cache/agenthost}"
 LOG="${AGENTHOST_DOCKERD_LOG:-/var/log/agenthost-dockerd.log}"
-MIRROR="${AGENTHOST_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+MIRROR="${AGENTHOST_DEBIAN_MIRROR:-}"
 SUITE=bookworm
 WAIT_SECONDS="${AGENTHOST_DOCKERD_WAIT:-60}"
 DOCKER_PIDFILE=/var/run/docker.pid
@@ -89,8 +89,23 @@ start_engine() {
   say "dockerd is up (pid $(cat "$DOCKER_PIDFILE"))"
 }
 
+# The Debian mirror apt already uses on this machine (deb822 or one-line sources).
+apt_mirror() {
+  local uri
+  uri="$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' \
+    | grep -v -- '-security' | head -n1)"
+  if [ -z "$uri" ]; then
+    uri="$(grep -hsE '^deb [^[]' /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
+      | awk '{print $2}' | grep -v -- '-security' | head -n1)"
+  fi
+  echo "$uri"
+}
+
 build_image() {
   local tarball="$CACHE_DIR/rootfs-python-$SUITE.tar"
+  if [ -z "$MIRROR" ]; then
+    MIRROR="$(apt_mirror)"
+  fi
   mkdir -p "$CACHE_DIR"
   if [ ! -s "$tarball" ]; then
     if ! command -v debootstrap >/dev/null 2>&1; then
@@ -100,6 +115,7 @@ build_image() {
     local root
     root="$(mktemp -d "$CACHE_DIR/rootfs.XXXXXX")"
     say "building a $SUITE minbase root filesystem with python3 (log: $CACHE_DIR/debootstrap.log)"
+    [ -n "$MIRROR" ] || give_up "no Debian mirror in apt's sources; set AGENTHOST_DEBIAN_MIRROR"
     if ! debootstrap --variant=minbase --include=python3-minimal "$SUITE" "$root" "$MIRROR" \
       >"$CACHE_DIR/debootstrap.log" 2>&1; then
       rm -rf "$root"
