@@ -134,3 +134,14 @@ def config_check(file: Path) -> None:
 def config_sample() -> None:
     """Print an annotated sample daemon TOML with every option, its default and meaning."""
     click.echo(render_sample(), nl=False)
+
+
+def _attach_manager_commands() -> None:
+    """`manager`, `up`, `agents` and `kernel` live in manager/cli.py."""
+    from manager.cli import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_attach_manager_commands()

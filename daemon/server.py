@@ -2,7 +2,8 @@
 
 Startup builds the runtime whole, then binds one gRPC port serving
 AgentService, grpc.health.v1 (overall and one service name per agent) and server
-reflection. Shutdown: health says NOT_SERVING, `server.stop(grace)` drains
+reflection; with `[daemon] manager` set, a `ManagerLink` registers the agents
+and heartbeats. Shutdown: health says NOT_SERVING, `server.stop(grace)` drains
 in-flight calls, agents stop (kernels keep running unless asked otherwise),
 checkpoints are flushed. Signal handlers only set a flag; a second signal forces exit.
 """
@@ -21,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from daemon.config import DaemonConfig
+from daemon.manager_link import ManagerLink
 from daemon.runtime import AgentRuntime
 from daemon.service import AgentServicer, ErrorMappingInterceptor
 from protos import agent_pb2, agent_pb2_grpc
@@ -55,6 +57,8 @@ class DaemonServer:
         self.health = health_servicer
         self.address = address
         self._health_task = asyncio.create_task(self._health_forever(), name="health")
+        manager = runtime.config.daemon.manager
+        self.manager_link = ManagerLink(runtime, address, manager) if manager else None
 
     @classmethod
     async def start(cls, config: DaemonConfig, listen: str | None = None) -> DaemonServer:
@@ -96,6 +100,8 @@ class DaemonServer:
     async def stop(self, destroy_kernels: bool = False, grace: float | None = None) -> None:
         """Graceful shutdown: NOT_SERVING, drain, close agents, flush checkpoints."""
         self._health_task.cancel()
+        if self.manager_link is not None:
+            await self.manager_link.close()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(
             self.runtime.config.daemon.shutdown_grace if grace is None else grace

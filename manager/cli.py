@@ -1,0 +1,543 @@
+"""The manager's commands: `agenthost manager`, `agenthost up`, `agenthost agents`
+and `agenthost kernel create|ls|get|exec|logs|rm`.
+
+A thin layer: flags become requests, responses become tables (or `--json`).
+Client commands talk to the manager named by `--manager`, else the
+`AGENTHOST_MANAGER` environment variable, else 127.0.0.1:6000, with a deadline on
+every call. `daemon/cli.py` attaches `COMMANDS` to the root group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+import grpc
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+from pydantic import ByteSize, TypeAdapter, ValidationError
+
+from daemon.errors import AgentHostError, ConfigError
+from daemon.resources import format_bytes
+from protos import agent_pb2 as pb
+from protos import manager_pb2 as mpb
+from protos import manager_pb2_grpc
+
+DEFAULT_MANAGER = "127.0.0.1:6000"
+CALL_TIMEOUT = 30.0  # seconds: every unary call
+CREATE_TIMEOUT = 180.0  # the manager's own create deadline to a daemon is 120 s
+EXEC_DEADLINE = 24 * 3600.0  # an exec with no --timeout of its own
+F = TypeVar("F", bound=Callable[..., Any])
+
+_STATE_NAMES = {
+    pb.KERNEL_STATE_PENDING: "pending",
+    pb.KERNEL_STATE_RUNNING: "running",
+    pb.KERNEL_STATE_TERMINATED: "terminated",
+    pb.KERNEL_STATE_UNKNOWN: "unknown",
+}
+_AGENT_STATUS = {mpb.AGENT_STATUS_ALIVE: "ALIVE", mpb.AGENT_STATUS_LOST: "LOST"}
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _fail(problems: list[str], code: int) -> NoReturn:
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    raise SystemExit(code)
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    from daemon.cli import render_table  # imported late: daemon.cli attaches these commands
+
+    return render_table(headers, rows)
+
+
+log_level_option = click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+
+
+def manager_option(f: F) -> F:
+    """The `--manager ADDR` option (environment: AGENTHOST_MANAGER)."""
+    return click.option(
+        "--manager",
+        "manager_address",
+        envvar="AGENTHOST_MANAGER",
+        default=DEFAULT_MANAGER,
+        show_default=True,
+        show_envvar=True,
+        help="manager host:port",
+    )(f)
+
+
+def json_option(f: F) -> F:
+    """The `--json` flag."""
+    return click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")(f)
+
+
+@contextlib.contextmanager
+def manager_stub(address: str) -> Iterator[manager_pb2_grpc.ManagerServiceStub]:
+    """A stub on the manager; a failed call prints its code and message and exits 1."""
+    channel = grpc.insecure_channel(address)
+    try:
+        yield manager_pb2_grpc.ManagerServiceStub(channel)
+    except grpc.RpcError as exc:
+        code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+        details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+        hint = ""
+        if code is grpc.StatusCode.UNAVAILABLE and "connect" in (details or ""):
+            hint = (
+                f"\nhint: is a manager running at {address}? "
+                "(agenthost up, or --manager / AGENTHOST_MANAGER)"
+            )
+        _fail([f"{details} ({code.name}){hint}"], 1)
+    finally:
+        channel.close()
+
+
+def _as_dict(message: Message) -> dict[str, Any]:
+    return MessageToDict(message, preserving_proto_field_name=True)
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+# ------------------------------------------------------------------- servers
+
+
+@click.command("manager")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="manager TOML file (e.g. configs/manager.toml)",
+)
+@click.option("--listen", default=None, help="override [manager] listen (host:port; port 0 = any)")
+@log_level_option
+def manager_command(config_path: Path, listen: str | None, log_level: str) -> None:
+    """Run the manager: the agent registry, scheduler and user API.
+
+    Daemons whose `[daemon] manager` names it register their agents and heartbeat.
+    SIGTERM or Ctrl-C shuts down gracefully; its state is in the SQLite file.
+    """
+    from manager.config import load_manager_config
+    from manager.server import run_manager
+
+    _setup_logging(log_level)
+    try:
+        config = load_manager_config(config_path)
+    except ConfigError as exc:
+        _fail(exc.problems, 2)
+    try:
+        asyncio.run(run_manager(config, listen))
+    except (AgentHostError, OSError) as exc:
+        _fail([str(exc)], 1)
+
+
+@click.command("up")
+@click.option(
+    "--config",
+    "daemon_config_path",
+    default="configs/daemon-multi.toml",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="daemon TOML file",
+)
+@click.option(
+    "--manager-config",
+    "manager_config_path",
+    default="configs/manager.toml",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="manager TOML file",
+)
+@click.option("--manager-listen", default=None, help="override the manager's listen address")
+@click.option("--daemon-listen", default=None, help="override the daemon's listen address")
+@log_level_option
+def up_command(
+    daemon_config_path: Path,
+    manager_config_path: Path,
+    manager_listen: str | None,
+    daemon_listen: str | None,
+    log_level: str,
+) -> None:
+    """Run a manager and one daemon registered with it, in one process.
+
+    The daemon's `[daemon] manager` is set to the manager's address. Ctrl-C or
+    SIGTERM stops both; kernels keep running and are re-adopted next time.
+    """
+    from daemon.config import load_config
+    from manager.config import load_manager_config
+    from manager.server import run_up
+
+    _setup_logging(log_level)
+    try:
+        manager_config = load_manager_config(manager_config_path)
+        daemon_config = load_config(daemon_config_path)
+    except ConfigError as exc:
+        _fail(exc.problems, 2)
+    try:
+        asyncio.run(run_up(manager_config, daemon_config, manager_listen, daemon_listen))
+    except (AgentHostError, OSError) as exc:
+        _fail([str(exc)], 1)
+
+
+# ------------------------------------------------------------------- clients
+
+
+def _fraction(used: int, total: int, bytes_: bool = False) -> str:
+    if bytes_:
+        return f"{format_bytes(used) if used else '0'}/{format_bytes(total)}"
+    return f"{used}/{total}"
+
+
+@click.command("agents")
+@click.option("--scaling-group", default="", help="only agents of this scaling group")
+@manager_option
+@json_option
+def agents_command(scaling_group: str, manager_address: str, as_json: bool) -> None:
+    """List every agent the manager knows: status, daemon, scaling group, usage."""
+    with manager_stub(manager_address) as stub:
+        response = stub.ListAgents(
+            mpb.ManagerListAgentsRequest(scaling_group=scaling_group), timeout=CALL_TIMEOUT
+        )
+    if as_json:
+        _print_json([_as_dict(a) for a in response.agents])
+        return
+    rows = []
+    for a in response.agents:
+        info = a.info
+        status = _AGENT_STATUS.get(a.status, "?")
+        if a.status == mpb.AGENT_STATUS_ALIVE and not info.healthy:
+            status += " (unhealthy)"
+        rows.append(
+            [
+                info.agent_id,
+                status,
+                a.daemon_address,
+                a.node,
+                info.scaling_group,
+                info.backend,
+                _fraction(len(info.occupied.cores), len(info.capacity.cores)),
+                _fraction(info.occupied.memory_bytes, info.capacity.memory_bytes, bytes_=True),
+                _fraction(info.occupied.ports, info.capacity.ports),
+                str(info.kernel_count),
+            ]
+        )
+    click.echo(
+        _table(
+            [
+                "AGENT_ID",
+                "STATUS",
+                "DAEMON",
+                "NODE",
+                "SCALING_GROUP",
+                "BACKEND",
+                "CORES",
+                "MEMORY",
+                "PORTS",
+                "KERNELS",
+            ],
+            rows,
+        )
+    )
+
+
+@click.group("kernel")
+def kernel_group() -> None:
+    """Create, list, inspect, run commands in and remove kernels through the manager."""
+
+
+def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
+    out = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{value!r} is not KEY=VALUE", param_hint=what)
+        out[key] = rest
+    return out
+
+
+def _memory(value: str) -> int:
+    if not value:
+        return 0
+    try:
+        return int(TypeAdapter(ByteSize).validate_python(value))
+    except ValidationError:
+        raise click.BadParameter(
+            f'{value!r} is not a memory size (e.g. "512MiB", "2GiB")', param_hint="--memory"
+        ) from None
+
+
+def _ports(values: tuple[str, ...]) -> list[pb.ServicePort]:
+    ports = []
+    for value in values:
+        name, sep, inner = value.partition(":")
+        if not name or (sep and not inner.isdigit()):
+            raise click.BadParameter(
+                f"{value!r} is not NAME or NAME:CONTAINER_PORT", param_hint="--port"
+            )
+        ports.append(pb.ServicePort(name=name, container_port=int(inner) if sep else 0))
+    return ports
+
+
+def _state(kernel: pb.Kernel) -> str:
+    state = _STATE_NAMES.get(kernel.state, "?")
+    if kernel.state == pb.KERNEL_STATE_TERMINATED:
+        code = f"exit {kernel.exit_code}" if kernel.HasField("exit_code") else ""
+        why = ", ".join(p for p in (code, kernel.status_message) if p)
+        return f"{state} ({why})" if why else state
+    return state
+
+
+def _kernel_row(k: mpb.ManagedKernel) -> list[str]:
+    kernel = k.kernel
+    command = " ".join(kernel.spec.command)
+    return [
+        kernel.kernel_id,
+        kernel.agent_id,
+        k.daemon_address,
+        _state(kernel),
+        str(len(kernel.allocated.cores)),
+        format_bytes(kernel.allocated.memory_bytes) if kernel.allocated.memory_bytes else "-",
+        ",".join(f"{n}={p}" for n, p in sorted(kernel.ports.items())) or "-",
+        command if len(command) <= 40 else command[:37] + "...",
+    ]
+
+
+_KERNEL_HEADERS = [
+    "KERNEL_ID",
+    "AGENT_ID",
+    "DAEMON",
+    "STATE",
+    "CORES",
+    "MEMORY",
+    "PORTS",
+    "COMMAND",
+]
+
+
+@kernel_group.command("create")
+@click.option(
+    "--agent", "agent_id", default="", help="pin to this agent (else the scheduler picks)"
+)
+@click.option("--scaling-group", default="", help="scaling group (default: the manager's default)")
+@click.option("--id", "kernel_id", default="", help="kernel id (default: generated)")
+@click.option("--cpus", type=click.IntRange(min=0), default=0, help="exclusive cores")
+@click.option("--memory", default="", help='memory to reserve, e.g. "512MiB"')
+@click.option("--device", multiple=True, help="devices by kind, KIND=COUNT (e.g. cuda=1)")
+@click.option("--port", multiple=True, help="a named host port, NAME or NAME:CONTAINER_PORT")
+@click.option("--env", multiple=True, help="environment variable K=V")
+@click.option("--label", multiple=True, help="label K=V")
+@click.option("--image", default="", help="image (container backends)")
+@click.argument("command", nargs=-1, required=True)
+@manager_option
+@json_option
+def kernel_create(
+    agent_id: str,
+    scaling_group: str,
+    kernel_id: str,
+    cpus: int,
+    memory: str,
+    device: tuple[str, ...],
+    port: tuple[str, ...],
+    env: tuple[str, ...],
+    label: tuple[str, ...],
+    image: str,
+    command: tuple[str, ...],
+    manager_address: str,
+    as_json: bool,
+) -> None:
+    """Create a kernel running COMMAND (give it after --) on an agent the manager picks."""
+    devices = {}
+    for kind, count in _pairs(device, "--device").items():
+        if not count.isdigit():
+            raise click.BadParameter(
+                f"{kind}={count}: COUNT must be a number", param_hint="--device"
+            )
+        devices[kind] = int(count)
+    spec = pb.KernelSpec(
+        kernel_id=kernel_id,
+        image=image,
+        command=list(command),
+        env=_pairs(env, "--env"),
+        labels=_pairs(label, "--label"),
+        ports=_ports(port),
+        resources=pb.ResourceRequest(cpu_count=cpus, memory_bytes=_memory(memory), devices=devices),
+    )
+    with manager_stub(manager_address) as stub:
+        response = stub.CreateKernel(
+            mpb.CreateKernelRequest(spec=spec, scaling_group=scaling_group, agent_id=agent_id),
+            timeout=CREATE_TIMEOUT,
+        )
+    if as_json:
+        _print_json(_as_dict(response.kernel))
+        return
+    click.echo(_table(_KERNEL_HEADERS, [_kernel_row(response.kernel)]))
+
+
+@kernel_group.command("ls")
+@click.option("--agent", "agent_id", default="", help="only kernels of this agent")
+@click.option("--scaling-group", default="", help="only kernels of this scaling group")
+@manager_option
+@json_option
+def kernel_ls(agent_id: str, scaling_group: str, manager_address: str, as_json: bool) -> None:
+    """List the kernels the manager knows, with the agent and daemon each is on."""
+    with manager_stub(manager_address) as stub:
+        response = stub.ListKernels(
+            mpb.ManagerListKernelsRequest(agent_id=agent_id, scaling_group=scaling_group),
+            timeout=CALL_TIMEOUT,
+        )
+    if as_json:
+        _print_json([_as_dict(k) for k in response.kernels])
+        return
+    click.echo(_table(_KERNEL_HEADERS, [_kernel_row(k) for k in response.kernels]))
+
+
+@kernel_group.command("get")
+@click.argument("kernel_id")
+@manager_option
+@json_option
+def kernel_get(kernel_id: str, manager_address: str, as_json: bool) -> None:
+    """Show one kernel as its daemon sees it now."""
+    with manager_stub(manager_address) as stub:
+        response = stub.GetKernel(pb.GetKernelRequest(kernel_id=kernel_id), timeout=CALL_TIMEOUT)
+    if as_json:
+        _print_json(_as_dict(response.kernel))
+        return
+    managed = response.kernel
+    k = managed.kernel
+    a = k.allocated
+    fields = [
+        ("kernel_id", k.kernel_id),
+        ("agent_id", k.agent_id),
+        ("daemon", managed.daemon_address),
+        ("node", managed.node),
+        ("scaling_group", managed.scaling_group),
+        ("state", _state(k)),
+        ("backend", f"{k.backend} ({k.backend_ref})" if k.backend_ref else k.backend),
+        ("command", " ".join(k.spec.command)),
+        ("image", k.spec.image or "-"),
+        ("cores", ",".join(map(str, a.cores)) or "-"),
+        ("memory", format_bytes(a.memory_bytes) if a.memory_bytes else "-"),
+        ("memory_limit", k.memory_limit or "-"),
+        ("devices", " ".join(f"{kind}:{','.join(d.ids)}" for kind, d in a.devices.items()) or "-"),
+        ("ports", ", ".join(f"{n}={p}" for n, p in sorted(k.ports.items())) or "-"),
+        ("env", ", ".join(f"{n}={v}" for n, v in sorted(k.spec.env.items())) or "-"),
+        ("labels", ", ".join(f"{n}={v}" for n, v in sorted(k.spec.labels.items())) or "-"),
+        ("created", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(k.created_at))),
+    ]
+    width = max(len(name) for name, _ in fields)
+    for name, value in fields:
+        click.echo(f"{name.ljust(width)}  {value}")
+
+
+@kernel_group.command("exec")
+@click.argument("kernel_id")
+@click.argument("argv", nargs=-1, required=True)
+@click.option("--timeout", type=click.FloatRange(min=0), default=0, help="seconds; 0: none")
+@click.option("--stdin", "send_stdin", is_flag=True, help="send this command's stdin to it")
+@manager_option
+def kernel_exec(
+    kernel_id: str, argv: tuple[str, ...], timeout: float, send_stdin: bool, manager_address: str
+) -> None:
+    """Run ARGV (after --) inside a kernel, stream its output, exit with its exit code."""
+    stdin = sys.stdin.buffer.read() if send_stdin else b""
+    request = pb.ExecuteRequest(kernel_id=kernel_id, argv=list(argv), stdin=stdin, timeout=timeout)
+    exit_code = 1
+    with manager_stub(manager_address) as stub:
+        call = stub.Execute(request, timeout=timeout + CALL_TIMEOUT if timeout else EXEC_DEADLINE)
+        try:
+            for message in call:
+                which = message.WhichOneof("output")
+                if which == "stdout":
+                    sys.stdout.buffer.write(message.stdout)
+                    sys.stdout.buffer.flush()
+                elif which == "stderr":
+                    sys.stderr.buffer.write(message.stderr)
+                    sys.stderr.buffer.flush()
+                elif which == "exit":
+                    exit_code = message.exit.exit_code
+                    if message.exit.timed_out:
+                        click.echo(f"error: timed out after {timeout}s", err=True)
+                        exit_code = 124
+        except KeyboardInterrupt:
+            call.cancel()
+            raise SystemExit(130) from None
+    raise SystemExit(128 - exit_code if exit_code < 0 else min(exit_code, 255))
+
+
+@kernel_group.command("logs")
+@click.argument("kernel_id")
+@click.option("--tail", type=click.IntRange(min=0), default=0, help="last N lines; 0: all")
+@manager_option
+def kernel_logs(kernel_id: str, tail: int, manager_address: str) -> None:
+    """Print what a kernel has written so far."""
+    with manager_stub(manager_address) as stub:
+        response = stub.GetKernelLogs(
+            pb.GetKernelLogsRequest(kernel_id=kernel_id, tail_lines=tail), timeout=CALL_TIMEOUT
+        )
+    sys.stdout.buffer.write(response.logs)
+    sys.stdout.buffer.flush()
+
+
+@kernel_group.command("rm")
+@click.argument("kernel_ids", nargs=-1, required=True)
+@click.option(
+    "--grace", type=click.FloatRange(min=0), default=0, help="seconds to SIGKILL; 0: the agent's"
+)
+@manager_option
+@json_option
+def kernel_rm(
+    kernel_ids: tuple[str, ...], grace: float, manager_address: str, as_json: bool
+) -> None:
+    """Destroy kernels (on their agents) and forget them."""
+    removed = []
+    failed = False
+    channel = grpc.insecure_channel(manager_address)
+    stub = manager_pb2_grpc.ManagerServiceStub(channel)
+    try:
+        for kernel_id in kernel_ids:
+            try:
+                response = stub.DestroyKernel(
+                    pb.DestroyKernelRequest(kernel_id=kernel_id, grace_seconds=grace),
+                    timeout=CALL_TIMEOUT + grace,
+                )
+            except grpc.RpcError as exc:
+                failed = True
+                code = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"
+                details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+                click.echo(f"error: {kernel_id}: {details} ({code})", err=True)
+                continue
+            removed.append(response.kernel)
+            if not as_json:
+                k = response.kernel.kernel
+                click.echo(f"removed {k.kernel_id} (agent {k.agent_id})")
+    finally:
+        channel.close()
+    if as_json:
+        _print_json([_as_dict(k) for k in removed])
+    if failed:
+        raise SystemExit(1)
+
+
+COMMANDS = (manager_command, up_command, agents_command, kernel_group)

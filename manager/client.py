@@ -1,0 +1,230 @@
+"""Calls from the manager to daemons, routed by agent_id.
+
+One grpc.aio channel per daemon address, shared by every agent on that daemon.
+`client.agent(agent_id)` resolves the agent's daemon and returns a handle whose
+every call carries that agent_id. Every call has a deadline. Idempotent calls
+(GetKernel, ListKernels, GetKernelLogs, ListAgents) are retried with backoff when
+the daemon is UNAVAILABLE; CreateKernels, DestroyKernel and Execute never are. A
+daemon's error comes back as the domain error of the same meaning (the inverse of
+the one mapping, `daemon.service.STATUS_CODES`), so the manager's interceptor
+hands the caller the daemon's code and message. Knows gRPC channels and the
+daemon's protocol; nothing of scheduling, liveness or storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
+from daemon.errors import AgentHostError
+from daemon.service import STATUS_CODES
+from manager.errors import DaemonUnreachable
+from protos import agent_pb2 as pb
+from protos import agent_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+# A daemon that restarts should be reachable again within a second, not after
+# gRPC's default reconnect backoff of up to two minutes.
+CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
+_ERRORS: dict[grpc.StatusCode, type[AgentHostError]] = {}
+for _cls, _code in STATUS_CODES.items():
+    _ERRORS.setdefault(_code, _cls)
+
+
+def domain_error(exc: grpc.aio.AioRpcError, agent_id: str, address: str) -> AgentHostError:
+    """The domain error a daemon's status stands for (UNAVAILABLE/DEADLINE: unreachable)."""
+    code = exc.code()
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        what = "did not answer in time" if code is grpc.StatusCode.DEADLINE_EXCEEDED else "is down"
+        return DaemonUnreachable(
+            f"the daemon of agent {agent_id!r} at {address} {what}: {exc.details()}"
+        )
+    cls = _ERRORS.get(code)
+    if cls is None:
+        return AgentHostError(
+            f"the daemon of agent {agent_id!r} at {address} failed: {code.name}: {exc.details()}"
+        )
+    return cls(exc.details() or code.name)
+
+
+class DaemonClient:
+    """Channels to every daemon, and per-agent handles over them."""
+
+    def __init__(
+        self,
+        resolve: Callable[[str], str],
+        call_timeout: float = 10.0,
+        create_timeout: float = 120.0,
+        execute_timeout: float = 3600.0,
+        retries: int = 2,
+        backoff: float = 0.1,
+    ) -> None:
+        self.resolve = resolve
+        self.call_timeout = call_timeout
+        self.create_timeout = create_timeout
+        self.execute_timeout = execute_timeout
+        self.retries = retries
+        self.backoff = backoff
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[str, agent_pb2_grpc.AgentServiceStub] = {}
+
+    def agent(self, agent_id: str) -> AgentHandle:
+        """A handle on agent_id: every call goes to its daemon and carries its id."""
+        address = self.resolve(agent_id)
+        return AgentHandle(self, agent_id, address, self.stub(address))
+
+    def stub(self, address: str) -> agent_pb2_grpc.AgentServiceStub:
+        """The stub over the one channel to address (opened on first use)."""
+        stub = self._stubs.get(address)
+        if stub is None:
+            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            self._channels[address] = channel
+            stub = self._stubs[address] = agent_pb2_grpc.AgentServiceStub(channel)
+        return stub
+
+    @property
+    def addresses(self) -> set[str]:
+        """Daemon addresses with an open channel."""
+        return set(self._channels)
+
+    async def list_agents(self, address: str) -> list[pb.AgentInfo]:
+        """A daemon's own view of its agents (idempotent: retried)."""
+        response = await self.call(
+            "",
+            address,
+            self.stub(address).ListAgents,
+            pb.ListAgentsRequest(),
+            self.call_timeout,
+            idempotent=True,
+        )
+        return list(response.agents)
+
+    async def close_unused(self, in_use: set[str]) -> None:
+        """Close the channels to daemons no agent is on any more."""
+        for address in set(self._channels) - in_use:
+            self._stubs.pop(address, None)
+            await self._channels.pop(address).close(None)
+
+    async def close(self) -> None:
+        """Close every channel."""
+        await self.close_unused(set())
+
+    async def call(
+        self,
+        agent_id: str,
+        address: str,
+        rpc: Callable[..., Any],
+        request: Any,
+        timeout: float,
+        idempotent: bool,
+    ) -> Any:
+        """One unary call with a deadline; retried on UNAVAILABLE only when idempotent."""
+        attempt = 0
+        while True:
+            try:
+                return await rpc(request, timeout=timeout)
+            except grpc.aio.AioRpcError as exc:
+                if (
+                    idempotent
+                    and exc.code() is grpc.StatusCode.UNAVAILABLE
+                    and attempt < self.retries
+                ):
+                    await asyncio.sleep(self.backoff * 2**attempt)
+                    attempt += 1
+                    continue
+                raise domain_error(exc, agent_id, address) from None
+
+
+class AgentHandle:
+    """One agent on its daemon; every request it sends carries its agent_id."""
+
+    def __init__(
+        self,
+        client: DaemonClient,
+        agent_id: str,
+        address: str,
+        stub: agent_pb2_grpc.AgentServiceStub,
+    ) -> None:
+        self.client = client
+        self.agent_id = agent_id
+        self.address = address
+        self.stub = stub
+
+    async def create_kernels(self, specs: list[pb.KernelSpec]) -> list[pb.Kernel]:
+        """CreateKernels (all or nothing; never retried)."""
+        request = pb.CreateKernelsRequest(agent_id=self.agent_id, kernels=specs)
+        response = await self._call(
+            self.stub.CreateKernels, request, self.client.create_timeout, idempotent=False
+        )
+        return list(response.kernels)
+
+    async def destroy_kernel(self, kernel_id: str, grace_seconds: float = 0) -> pb.Kernel:
+        """DestroyKernel (never retried); its deadline covers the grace period."""
+        request = pb.DestroyKernelRequest(
+            agent_id=self.agent_id, kernel_id=kernel_id, grace_seconds=grace_seconds
+        )
+        timeout = self.client.call_timeout + grace_seconds
+        response = await self._call(self.stub.DestroyKernel, request, timeout, idempotent=False)
+        return response.kernel  # type: ignore[no-any-return]
+
+    async def get_kernel(self, kernel_id: str) -> pb.Kernel:
+        """GetKernel (retried)."""
+        request = pb.GetKernelRequest(agent_id=self.agent_id, kernel_id=kernel_id)
+        response = await self._call(
+            self.stub.GetKernel, request, self.client.call_timeout, idempotent=True
+        )
+        return response.kernel  # type: ignore[no-any-return]
+
+    async def list_kernels(self) -> list[pb.Kernel]:
+        """This agent's kernels on its daemon (retried)."""
+        request = pb.ListKernelsRequest(agent_id=self.agent_id)
+        response = await self._call(
+            self.stub.ListKernels, request, self.client.call_timeout, idempotent=True
+        )
+        return list(response.kernels)
+
+    async def kernel_logs(self, kernel_id: str, tail_lines: int = 0) -> bytes:
+        """GetKernelLogs (retried)."""
+        request = pb.GetKernelLogsRequest(
+            agent_id=self.agent_id, kernel_id=kernel_id, tail_lines=tail_lines
+        )
+        response = await self._call(
+            self.stub.GetKernelLogs, request, self.client.call_timeout, idempotent=True
+        )
+        return response.logs  # type: ignore[no-any-return]
+
+    async def execute(
+        self, kernel_id: str, argv: list[str], stdin: bytes = b"", timeout: float = 0
+    ) -> AsyncIterator[pb.ExecuteResponse]:
+        """Execute, yielding each message as the daemon sends it (never retried)."""
+        request = pb.ExecuteRequest(
+            agent_id=self.agent_id, kernel_id=kernel_id, argv=argv, stdin=stdin, timeout=timeout
+        )
+        deadline = (
+            timeout + self.client.call_timeout if timeout > 0 else self.client.execute_timeout
+        )
+        call = self.stub.Execute(request, timeout=deadline)
+        try:
+            async for message in call:
+                yield message
+        except grpc.aio.AioRpcError as exc:
+            raise domain_error(exc, self.agent_id, self.address) from None
+        finally:
+            call.cancel()
+
+    async def _call(
+        self, rpc: Callable[..., Any], request: Any, timeout: float, idempotent: bool
+    ) -> Any:
+        return await self.client.call(
+            self.agent_id, self.address, rpc, request, timeout, idempotent
+        )

@@ -1,0 +1,54 @@
+"""Domain errors of the manager.
+
+Each subclasses the daemon's error of the same meaning, so the one mapping in
+`daemon/service.py` (`STATUS_CODES`) gives the manager's errors their gRPC codes
+too. Nothing here knows gRPC.
+"""
+
+from __future__ import annotations
+
+from daemon.errors import (
+    AlreadyExists,
+    CheckpointError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+
+
+class UnknownSession(NotFound):
+    """A heartbeat carries a session this manager does not know: the daemon registers again."""
+
+
+class AgentConflict(AlreadyExists):
+    """An agent id is already registered by another daemon that is alive."""
+
+
+class KernelNotFound(NotFound):
+    """No kernel with that id is known to the manager."""
+
+
+class NoAgentFits(FailedPrecondition):
+    """No agent of the scaling group could ever run the request."""
+
+
+class AllAgentsBusy(ResourceExhausted):
+    """Agents that could run the request exist, but none has the room right now."""
+
+
+class AgentLost(Unavailable):
+    """The agent's daemon missed its heartbeats; calls to it wait until it is back."""
+
+
+class DaemonUnreachable(Unavailable):
+    """A daemon did not answer (down, or past the call's deadline)."""
+
+
+class BadRequest(InvalidArgument):
+    """A manager request is malformed (a pin that contradicts the scaling group, ...)."""
+
+
+class StoreError(CheckpointError):
+    """The manager's database cannot be used; the message says what to do."""

@@ -1,0 +1,294 @@
+"""The agents the manager knows and whether their daemons are alive.
+
+`agent_id -> (daemon address, scaling group, capacity, occupied, status, last
+heartbeat)`. A daemon registers all its agents at once and gets a session; its
+heartbeats carry that session. A daemon whose heartbeats stop for its timeout
+(`missed_heartbeats` of its own interval, or the configured `heartbeat_timeout`)
+is expired: its agents become LOST and its session is dropped, so its next
+heartbeat is refused and it registers again (which is when the manager
+reconciles kernels with it). Sessions live only in memory, so a restarted
+manager makes every daemon register again.
+
+An agent id belongs to one daemon at a time: a second daemon may take it over only
+while the first is LOST. Knows nothing of kernels, scheduling, storage or gRPC.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from daemon.errors import InvalidArgument, NotFound
+from daemon.ids import ID_SYNTAX, AgentId, is_valid_id
+from manager.errors import AgentConflict, UnknownSession
+from protos import agent_pb2 as pb
+from protos import manager_pb2 as mpb
+
+
+class Liveness(StrEnum):
+    """Whether an agent's daemon heartbeats."""
+
+    ALIVE = "alive"
+    LOST = "lost"
+
+
+@dataclass(slots=True)
+class AgentRecord:
+    """One agent as the manager knows it."""
+
+    agent_id: AgentId
+    daemon_id: str
+    daemon_address: str
+    node: str
+    info: pb.AgentInfo  # as its daemon last reported it
+    status: Liveness
+    last_heartbeat: float  # unix seconds (shown); liveness itself uses the monotonic clock
+
+    @property
+    def scaling_group(self) -> str:
+        """The agent's scaling group as last reported."""
+        return self.info.scaling_group
+
+    @property
+    def schedulable(self) -> bool:
+        """ALIVE and its backend answers: it may receive kernels."""
+        return self.status is Liveness.ALIVE and self.info.healthy
+
+
+@dataclass(slots=True)
+class DaemonSession:
+    """One daemon's registration: its agents and when it was last heard from."""
+
+    daemon_id: str
+    address: str
+    node: str
+    heartbeat_interval: float
+    agent_ids: tuple[AgentId, ...]
+    session_id: str  # empty: loaded from the store, waiting for the daemon to register
+    last_seen: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What a registration changed."""
+
+    session_id: str
+    agents: tuple[AgentRecord, ...]
+    dropped: tuple[AgentId, ...]  # agents this daemon had before and no longer reports
+    moved: tuple[AgentId, ...]  # agents that came from another daemon (a LOST one)
+
+
+class Registry:
+    """Agents by id and daemon sessions by daemon id."""
+
+    def __init__(self, missed_heartbeats: int = 3, heartbeat_timeout: float | None = None) -> None:
+        self.missed_heartbeats = missed_heartbeats
+        self.heartbeat_timeout = heartbeat_timeout
+        self._agents: dict[AgentId, AgentRecord] = {}
+        self._daemons: dict[str, DaemonSession] = {}
+        self._sessions: dict[str, DaemonSession] = {}
+
+    # -------------------------------------------------------------- daemons
+
+    def register(self, request: mpb.RegisterAgentsRequest) -> Registration:
+        """Record a daemon's agents (all of them) and open a new session for it."""
+        if not request.daemon_address:
+            raise InvalidArgument("daemon_address is required (host:port the manager can reach)")
+        if not request.agents:
+            raise InvalidArgument("agents: a daemon registers at least one agent")
+        daemon_id = request.daemon_id or request.daemon_address
+        ids = [AgentId(a.agent_id) for a in request.agents]
+        for agent_id in ids:
+            if not is_valid_id(agent_id):
+                raise InvalidArgument(f"agent_id {agent_id!r} is not valid: {ID_SYNTAX}")
+        if len(set(ids)) != len(ids):
+            raise InvalidArgument(f"agent ids repeat within the registration: {ids}")
+        moved = []
+        for agent_id in ids:
+            current = self._agents.get(agent_id)
+            if current is None or current.daemon_id == daemon_id:
+                continue
+            if current.status is Liveness.ALIVE:
+                raise AgentConflict(
+                    f"agent {agent_id!r} is already registered by the daemon at "
+                    f"{current.daemon_address} (node {current.node!r}), which is alive; "
+                    "agent ids must be unique across daemons"
+                )
+            moved.append(agent_id)
+
+        interval = request.heartbeat_interval if request.heartbeat_interval > 0 else 5.0
+        previous = self._daemons.pop(daemon_id, None)
+        if previous is not None:
+            self._sessions.pop(previous.session_id, None)
+        for agent_id in moved:
+            self._detach(agent_id)
+        kept = set(ids)
+        dropped = tuple(a for a in (previous.agent_ids if previous else ()) if a not in kept)
+        for agent_id in dropped:
+            self._agents.pop(agent_id, None)
+
+        session = DaemonSession(
+            daemon_id=daemon_id,
+            address=request.daemon_address,
+            node=request.node,
+            heartbeat_interval=interval,
+            agent_ids=tuple(ids),
+            session_id=uuid.uuid4().hex,
+        )
+        self._daemons[daemon_id] = session
+        self._sessions[session.session_id] = session
+        now = time.time()
+        records = []
+        for info in request.agents:
+            record = AgentRecord(
+                agent_id=AgentId(info.agent_id),
+                daemon_id=daemon_id,
+                daemon_address=request.daemon_address,
+                node=request.node,
+                info=info,
+                status=Liveness.ALIVE,
+                last_heartbeat=now,
+            )
+            self._agents[record.agent_id] = record
+            records.append(record)
+        return Registration(session.session_id, tuple(records), dropped, tuple(moved))
+
+    def heartbeat(self, request: mpb.HeartbeatRequest) -> tuple[DaemonSession, list[AgentRecord]]:
+        """Note a heartbeat and the agents' reported state; UnknownSession if not registered.
+
+        Returns the session and the agents whose scaling group changed.
+        """
+        session = self._sessions.get(request.session_id)
+        if session is None or session.address != request.daemon_address:
+            raise UnknownSession(
+                f"daemon at {request.daemon_address} has no session with this manager "
+                "(manager restarted, or the daemon was LOST): register again"
+            )
+        session.last_seen = time.monotonic()
+        now = time.time()
+        regrouped = []
+        for beat in request.agents:
+            record = self._agents.get(AgentId(beat.agent_id))
+            if record is None or record.daemon_id != session.daemon_id:
+                continue
+            info = record.info
+            info.occupied.CopyFrom(beat.occupied)
+            info.kernel_count = beat.kernel_count
+            info.healthy = beat.healthy
+            info.status_message = beat.status_message
+            if beat.scaling_group and beat.scaling_group != info.scaling_group:
+                info.scaling_group = beat.scaling_group
+                regrouped.append(record)
+            record.last_heartbeat = now
+        return session, regrouped
+
+    def expire(self, now: float | None = None) -> list[DaemonSession]:
+        """Mark LOST the agents of every daemon past its heartbeat timeout; return those daemons."""
+        now = time.monotonic() if now is None else now
+        expired = [d for d in self._daemons.values() if now - d.last_seen > self.timeout_of(d)]
+        for daemon in expired:
+            del self._daemons[daemon.daemon_id]
+            self._sessions.pop(daemon.session_id, None)
+            for agent_id in daemon.agent_ids:
+                record = self._agents.get(agent_id)
+                if record is not None and record.daemon_id == daemon.daemon_id:
+                    record.status = Liveness.LOST
+        return expired
+
+    def forgive(self, seconds: float) -> None:
+        """Move every daemon's last heartbeat forward by seconds the manager was stalled."""
+        for daemon in self._daemons.values():
+            daemon.last_seen += seconds
+
+    def timeout_of(self, daemon: DaemonSession) -> float:
+        """Seconds without a heartbeat after which daemon's agents are LOST."""
+        if self.heartbeat_timeout is not None:
+            return self.heartbeat_timeout
+        return self.missed_heartbeats * daemon.heartbeat_interval
+
+    def restore(self, record: AgentRecord, heartbeat_interval: float) -> None:
+        """Put back an agent read from the store.
+
+        An ALIVE agent gets a session-less daemon entry: the daemon's next heartbeat
+        is refused (it registers again), and if none comes it is expired like any other.
+        """
+        self._agents[record.agent_id] = record
+        if record.status is not Liveness.ALIVE:
+            return
+        daemon = self._daemons.get(record.daemon_id)
+        if daemon is None:
+            daemon = DaemonSession(
+                daemon_id=record.daemon_id,
+                address=record.daemon_address,
+                node=record.node,
+                heartbeat_interval=heartbeat_interval,
+                agent_ids=(),
+                session_id="",
+            )
+            self._daemons[record.daemon_id] = daemon
+        daemon.agent_ids = (*daemon.agent_ids, record.agent_id)
+
+    def interval_of(self, agent_id: AgentId) -> float:
+        """The heartbeat interval of agent_id's daemon (5 s when unknown)."""
+        record = self._agents.get(agent_id)
+        daemon = self._daemons.get(record.daemon_id) if record else None
+        return daemon.heartbeat_interval if daemon else 5.0
+
+    # --------------------------------------------------------------- agents
+
+    def get(self, agent_id: str) -> AgentRecord:
+        """The agent, or NotFound naming some of the known ids."""
+        record = self._agents.get(AgentId(agent_id))
+        if record is None:
+            if not is_valid_id(agent_id):
+                raise InvalidArgument(f"agent_id {agent_id!r} is not valid: {ID_SYNTAX}")
+            known = list(self._agents)
+            shown = ", ".join(known[:10]) + (
+                f" and {len(known) - 10} more" if len(known) > 10 else ""
+            )
+            raise NotFound(
+                f"agent {agent_id!r} is not registered with the manager; known: {shown or 'none'}"
+            )
+        return record
+
+    def find(self, agent_id: str) -> AgentRecord | None:
+        """The agent, or None."""
+        return self._agents.get(AgentId(agent_id))
+
+    def address_of(self, agent_id: str) -> str:
+        """The daemon address agent_id is reached at."""
+        return self.get(agent_id).daemon_address
+
+    def list(self, scaling_group: str = "") -> list[AgentRecord]:
+        """Agents in registration order, optionally of one scaling group."""
+        return [
+            r
+            for r in self._agents.values()
+            if not scaling_group or r.scaling_group == scaling_group
+        ]
+
+    def addresses(self) -> set[str]:
+        """Every daemon address in use by some agent."""
+        return {r.daemon_address for r in self._agents.values()}
+
+    def __iter__(self) -> Iterator[AgentRecord]:
+        return iter(list(self._agents.values()))
+
+    def __len__(self) -> int:
+        return len(self._agents)
+
+    def agents_of(self, daemon_id: str) -> Iterable[AgentRecord]:
+        """The agents registered by one daemon."""
+        return [r for r in self._agents.values() if r.daemon_id == daemon_id]
+
+    def _detach(self, agent_id: AgentId) -> None:
+        """Take agent_id away from the (LOST) daemon that had it."""
+        record = self._agents.get(agent_id)
+        if record is None:
+            return
+        daemon = self._daemons.get(record.daemon_id)
+        if daemon is not None:
+            daemon.agent_ids = tuple(a for a in daemon.agent_ids if a != agent_id)

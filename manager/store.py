@@ -1,0 +1,239 @@
+"""Persistence of the manager: agents and kernels in one SQLite file.
+
+Every change is written through before the manager answers, so a restart (even
+after kill -9) loses nothing: the database runs in WAL mode, where a committed
+transaction survives the process dying. The schema carries a version
+(`PRAGMA user_version`); a file this version cannot use is refused with the one
+thing the operator should do. All SQLite work runs on one dedicated thread, so
+the event loop never blocks on the disk. Knows rows and protocol messages (stored
+as serialised bytes); nothing of scheduling, routing or gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from manager.errors import StoreError
+from protos import agent_pb2 as pb
+
+SCHEMA_VERSION = 1
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS agents (
+    agent_id TEXT PRIMARY KEY,
+    daemon_id TEXT NOT NULL,
+    daemon_address TEXT NOT NULL,
+    node TEXT NOT NULL,
+    scaling_group TEXT NOT NULL,
+    heartbeat_interval REAL NOT NULL,
+    status TEXT NOT NULL,
+    last_heartbeat REAL NOT NULL,
+    info BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kernels (
+    kernel_id TEXT PRIMARY KEY,
+    agent_id TEXT NOT NULL,
+    daemon_address TEXT NOT NULL,
+    state TEXT NOT NULL,
+    kernel BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS kernels_by_agent ON kernels (agent_id);
+"""
+
+
+@dataclass(frozen=True)
+class AgentRow:
+    """One agent as persisted."""
+
+    agent_id: str
+    daemon_id: str
+    daemon_address: str
+    node: str
+    heartbeat_interval: float
+    status: str  # "alive" or "lost"
+    last_heartbeat: float  # unix seconds
+    info: pb.AgentInfo
+
+
+@dataclass(frozen=True)
+class KernelRow:
+    """One kernel as persisted: where it lives and what its daemon last said of it."""
+
+    kernel_id: str
+    agent_id: str
+    daemon_address: str
+    kernel: pb.Kernel
+
+
+class Store:
+    """The SQLite file of one manager."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, executor: ThreadPoolExecutor) -> None:
+        self.path = path
+        self._conn = conn
+        self._executor = executor
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        """Open (creating if needed) the database at path and check its schema version."""
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="manager-store")
+        loop = asyncio.get_running_loop()
+        try:
+            conn = await loop.run_in_executor(executor, _connect, path)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(path, conn, executor)
+
+    async def load(self) -> tuple[list[AgentRow], list[KernelRow]]:
+        """Every agent and kernel recorded."""
+
+        def read(conn: sqlite3.Connection) -> tuple[list[AgentRow], list[KernelRow]]:
+            agents = [
+                AgentRow(
+                    agent_id=r[0],
+                    daemon_id=r[1],
+                    daemon_address=r[2],
+                    node=r[3],
+                    heartbeat_interval=r[4],
+                    status=r[5],
+                    last_heartbeat=r[6],
+                    info=pb.AgentInfo.FromString(r[7]),
+                )
+                for r in conn.execute(
+                    "SELECT agent_id, daemon_id, daemon_address, node, heartbeat_interval, "
+                    "status, last_heartbeat, info FROM agents ORDER BY rowid"
+                )
+            ]
+            kernels = [
+                KernelRow(
+                    kernel_id=r[0],
+                    agent_id=r[1],
+                    daemon_address=r[2],
+                    kernel=pb.Kernel.FromString(r[3]),
+                )
+                for r in conn.execute(
+                    "SELECT kernel_id, agent_id, daemon_address, kernel FROM kernels ORDER BY rowid"
+                )
+            ]
+            return agents, kernels
+
+        return await self._run(read)
+
+    async def save_agents(self, rows: Iterable[AgentRow]) -> None:
+        """Insert or replace agents, in one transaction."""
+        values = [
+            (
+                r.agent_id,
+                r.daemon_id,
+                r.daemon_address,
+                r.node,
+                r.info.scaling_group,
+                r.heartbeat_interval,
+                r.status,
+                r.last_heartbeat,
+                r.info.SerializeToString(),
+            )
+            for r in rows
+        ]
+        if values:
+            await self._write(
+                "INSERT INTO agents (agent_id, daemon_id, daemon_address, node, scaling_group, "
+                "heartbeat_interval, status, last_heartbeat, info) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (agent_id) DO UPDATE SET daemon_id = excluded.daemon_id, "
+                "daemon_address = excluded.daemon_address, node = excluded.node, "
+                "scaling_group = excluded.scaling_group, "
+                "heartbeat_interval = excluded.heartbeat_interval, status = excluded.status, "
+                "last_heartbeat = excluded.last_heartbeat, info = excluded.info",
+                values,
+            )
+
+    async def delete_agents(self, agent_ids: Iterable[str]) -> None:
+        """Forget agents (their kernels are separate rows)."""
+        values = [(a,) for a in agent_ids]
+        if values:
+            await self._write("DELETE FROM agents WHERE agent_id = ?", values)
+
+    async def save_kernels(self, rows: Iterable[KernelRow]) -> None:
+        """Insert or replace kernels, in one transaction."""
+        values = [
+            (
+                r.kernel_id,
+                r.agent_id,
+                r.daemon_address,
+                pb.KernelState.Name(r.kernel.state),
+                r.kernel.SerializeToString(),
+            )
+            for r in rows
+        ]
+        if values:
+            await self._write(
+                "INSERT INTO kernels (kernel_id, agent_id, daemon_address, state, kernel) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (kernel_id) DO UPDATE SET "
+                "agent_id = excluded.agent_id, daemon_address = excluded.daemon_address, "
+                "state = excluded.state, kernel = excluded.kernel",
+                values,
+            )
+
+    async def delete_kernels(self, kernel_ids: Iterable[str]) -> None:
+        """Forget kernels."""
+        values = [(k,) for k in kernel_ids]
+        if values:
+            await self._write("DELETE FROM kernels WHERE kernel_id = ?", values)
+
+    async def close(self) -> None:
+        """Close the database and its thread."""
+        await self._run(lambda conn: conn.close())
+        self._executor.shutdown(wait=True)
+
+    async def _write(self, sql: str, values: Sequence[tuple[object, ...]]) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            with conn:
+                conn.executemany(sql, values)
+
+        await self._run(write)
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, work, self._conn)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """Open path, create the schema on a new file, refuse one this version cannot read."""
+    aside = f"move it aside (mv {path} {path}.broken) to start with an empty manager"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level="DEFERRED")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{path}: schema version {version} was written by a newer agenthost (this one "
+                f"reads {SCHEMA_VERSION}): run that newer agenthost, or {aside}; the daemons "
+                "register their agents and kernels again"
+            )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        if version == 0:
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if tables:
+                raise StoreError(
+                    f"{path}: a SQLite file that is not an agenthost manager database: {aside}"
+                )
+            with conn:
+                conn.executescript(_SCHEMA)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise StoreError(f"{path}: not a usable SQLite database ({exc}): {aside}") from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn

@@ -1,0 +1,164 @@
+from protos import agent_pb2 as _agent_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class AgentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AGENT_STATUS_UNSPECIFIED: _ClassVar[AgentStatus]
+    AGENT_STATUS_ALIVE: _ClassVar[AgentStatus]
+    AGENT_STATUS_LOST: _ClassVar[AgentStatus]
+AGENT_STATUS_UNSPECIFIED: AgentStatus
+AGENT_STATUS_ALIVE: AgentStatus
+AGENT_STATUS_LOST: AgentStatus
+
+class RegisterAgentsRequest(_message.Message):
+    __slots__ = ("daemon_address", "node", "agents", "kernels", "taken_at", "heartbeat_interval", "daemon_id")
+    DAEMON_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    KERNELS_FIELD_NUMBER: _ClassVar[int]
+    TAKEN_AT_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    DAEMON_ID_FIELD_NUMBER: _ClassVar[int]
+    daemon_address: str
+    node: str
+    agents: _containers.RepeatedCompositeFieldContainer[_agent_pb2.AgentInfo]
+    kernels: _containers.RepeatedCompositeFieldContainer[_agent_pb2.Kernel]
+    taken_at: float
+    heartbeat_interval: float
+    daemon_id: str
+    def __init__(self, daemon_address: _Optional[str] = ..., node: _Optional[str] = ..., agents: _Optional[_Iterable[_Union[_agent_pb2.AgentInfo, _Mapping]]] = ..., kernels: _Optional[_Iterable[_Union[_agent_pb2.Kernel, _Mapping]]] = ..., taken_at: _Optional[float] = ..., heartbeat_interval: _Optional[float] = ..., daemon_id: _Optional[str] = ...) -> None: ...
+
+class RegisterAgentsResponse(_message.Message):
+    __slots__ = ("session_id",)
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+
+class KernelStatus(_message.Message):
+    __slots__ = ("kernel_id", "state", "exit_code", "status_message", "finished_at")
+    KERNEL_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    kernel_id: str
+    state: _agent_pb2.KernelState
+    exit_code: int
+    status_message: str
+    finished_at: float
+    def __init__(self, kernel_id: _Optional[str] = ..., state: _Optional[_Union[_agent_pb2.KernelState, str]] = ..., exit_code: _Optional[int] = ..., status_message: _Optional[str] = ..., finished_at: _Optional[float] = ...) -> None: ...
+
+class AgentHeartbeat(_message.Message):
+    __slots__ = ("agent_id", "scaling_group", "occupied", "kernel_count", "healthy", "status_message", "kernels")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SCALING_GROUP_FIELD_NUMBER: _ClassVar[int]
+    OCCUPIED_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    STATUS_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    KERNELS_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    scaling_group: str
+    occupied: _agent_pb2.Resources
+    kernel_count: int
+    healthy: bool
+    status_message: str
+    kernels: _containers.RepeatedCompositeFieldContainer[KernelStatus]
+    def __init__(self, agent_id: _Optional[str] = ..., scaling_group: _Optional[str] = ..., occupied: _Optional[_Union[_agent_pb2.Resources, _Mapping]] = ..., kernel_count: _Optional[int] = ..., healthy: _Optional[bool] = ..., status_message: _Optional[str] = ..., kernels: _Optional[_Iterable[_Union[KernelStatus, _Mapping]]] = ...) -> None: ...
+
+class HeartbeatRequest(_message.Message):
+    __slots__ = ("daemon_address", "session_id", "taken_at", "agents")
+    DAEMON_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    TAKEN_AT_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    daemon_address: str
+    session_id: str
+    taken_at: float
+    agents: _containers.RepeatedCompositeFieldContainer[AgentHeartbeat]
+    def __init__(self, daemon_address: _Optional[str] = ..., session_id: _Optional[str] = ..., taken_at: _Optional[float] = ..., agents: _Optional[_Iterable[_Union[AgentHeartbeat, _Mapping]]] = ...) -> None: ...
+
+class HeartbeatResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ManagedAgent(_message.Message):
+    __slots__ = ("info", "status", "daemon_address", "node", "last_heartbeat")
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    DAEMON_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    info: _agent_pb2.AgentInfo
+    status: AgentStatus
+    daemon_address: str
+    node: str
+    last_heartbeat: float
+    def __init__(self, info: _Optional[_Union[_agent_pb2.AgentInfo, _Mapping]] = ..., status: _Optional[_Union[AgentStatus, str]] = ..., daemon_address: _Optional[str] = ..., node: _Optional[str] = ..., last_heartbeat: _Optional[float] = ...) -> None: ...
+
+class ManagerListAgentsRequest(_message.Message):
+    __slots__ = ("scaling_group",)
+    SCALING_GROUP_FIELD_NUMBER: _ClassVar[int]
+    scaling_group: str
+    def __init__(self, scaling_group: _Optional[str] = ...) -> None: ...
+
+class ManagerListAgentsResponse(_message.Message):
+    __slots__ = ("agents",)
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    agents: _containers.RepeatedCompositeFieldContainer[ManagedAgent]
+    def __init__(self, agents: _Optional[_Iterable[_Union[ManagedAgent, _Mapping]]] = ...) -> None: ...
+
+class CreateKernelRequest(_message.Message):
+    __slots__ = ("spec", "scaling_group", "agent_id")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    SCALING_GROUP_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    spec: _agent_pb2.KernelSpec
+    scaling_group: str
+    agent_id: str
+    def __init__(self, spec: _Optional[_Union[_agent_pb2.KernelSpec, _Mapping]] = ..., scaling_group: _Optional[str] = ..., agent_id: _Optional[str] = ...) -> None: ...
+
+class ManagedKernel(_message.Message):
+    __slots__ = ("kernel", "daemon_address", "scaling_group", "node")
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    DAEMON_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    SCALING_GROUP_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    kernel: _agent_pb2.Kernel
+    daemon_address: str
+    scaling_group: str
+    node: str
+    def __init__(self, kernel: _Optional[_Union[_agent_pb2.Kernel, _Mapping]] = ..., daemon_address: _Optional[str] = ..., scaling_group: _Optional[str] = ..., node: _Optional[str] = ...) -> None: ...
+
+class CreateKernelResponse(_message.Message):
+    __slots__ = ("kernel",)
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    kernel: ManagedKernel
+    def __init__(self, kernel: _Optional[_Union[ManagedKernel, _Mapping]] = ...) -> None: ...
+
+class ManagerListKernelsRequest(_message.Message):
+    __slots__ = ("agent_id", "scaling_group")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SCALING_GROUP_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    scaling_group: str
+    def __init__(self, agent_id: _Optional[str] = ..., scaling_group: _Optional[str] = ...) -> None: ...
+
+class ManagerListKernelsResponse(_message.Message):
+    __slots__ = ("kernels",)
+    KERNELS_FIELD_NUMBER: _ClassVar[int]
+    kernels: _containers.RepeatedCompositeFieldContainer[ManagedKernel]
+    def __init__(self, kernels: _Optional[_Iterable[_Union[ManagedKernel, _Mapping]]] = ...) -> None: ...
+
+class ManagerKernelResponse(_message.Message):
+    __slots__ = ("kernel",)
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    kernel: ManagedKernel
+    def __init__(self, kernel: _Optional[_Union[ManagedKernel, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,244 @@
+"""Real managers for tests: in-process on port 0, or the real `agenthost manager` command.
+
+`manager_config` writes a manager TOML into a temporary directory;
+`running_manager` starts the real grpc.aio manager in this process and yields a
+connected stub; `ManagerProcess` runs `agenthost manager` as a separate process
+(for kill -9 and restart tests); `linked_daemon_config` writes a daemon TOML that
+registers with a manager and heartbeats fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import textwrap
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import tomlkit
+
+from manager.config import load_manager_config
+from manager.server import ManagerServer
+from protos import agent_pb2 as pb
+from protos import manager_pb2 as mpb
+from protos import manager_pb2_grpc
+from tests.servers import AGENTHOST, DaemonProcess, daemon_config
+
+HEARTBEAT = 0.2  # seconds between a test daemon's heartbeats
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def manager_config(tmp_path: Path, listen: str = "127.0.0.1:0", **settings: object) -> Path:
+    """Write manager.toml with its database under tmp_path; settings override [manager] keys."""
+    values: dict[str, object] = {
+        "listen": listen,
+        "db_path": str(tmp_path / "manager.db"),
+        "liveness_check_interval": 0.05,
+        "call_timeout": 5.0,
+        **settings,
+    }
+    path = tmp_path / "manager.toml"
+    path.write_text(tomlkit.dumps({"manager": values}))
+    return path
+
+
+def linked_daemon_config(
+    tmp_path: Path,
+    name: str,
+    manager_address: str,
+    agents: str,
+    heartbeat: float = HEARTBEAT,
+    listen: str = "127.0.0.1:0",
+) -> Path:
+    """A daemon TOML in tmp_path/name whose daemon registers with manager_address."""
+    directory = tmp_path / name
+    directory.mkdir(parents=True, exist_ok=True)
+    path = daemon_config(
+        directory,
+        agents,
+        daemon=textwrap.dedent(
+            f"""\
+            manager = "{manager_address}"
+            heartbeat_interval = {heartbeat}
+            node = "{name}"
+            """
+        ),
+    )
+    text = path.read_text().replace('listen = "127.0.0.1:0"', f'listen = "{listen}"')
+    path.write_text(text)
+    return path
+
+
+def agents_toml(*agents: tuple[str, str, int, str]) -> str:
+    """[[agents]] entries from (id, scaling_group, first_port, extra inline keys)."""
+    return "".join(
+        f"""
+[[agents]]
+id = "{agent_id}"
+scaling_group = "{group}"
+port_range = [{port}, {port + 9}]
+{extra}
+"""
+        for agent_id, group, port, extra in agents
+    )
+
+
+@dataclass
+class Manager:
+    """An in-process manager and a stub connected to it."""
+
+    server: ManagerServer
+    stub: manager_pb2_grpc.ManagerServiceStub
+    channel: grpc.aio.Channel
+
+    @property
+    def address(self) -> str:
+        """Where it listens."""
+        return self.server.address
+
+
+@contextlib.asynccontextmanager
+async def running_manager(config_path: Path, listen: str | None = None) -> AsyncIterator[Manager]:
+    """Start the real manager in this process; stop it after."""
+    server = await ManagerServer.start(load_manager_config(config_path), listen)
+    channel = grpc.aio.insecure_channel(server.address)
+    try:
+        yield Manager(server, manager_pb2_grpc.ManagerServiceStub(channel), channel)
+    finally:
+        await channel.close()
+        await server.stop(grace=0.5)
+
+
+async def agents_by_id(stub: manager_pb2_grpc.ManagerServiceStub) -> dict[str, mpb.ManagedAgent]:
+    """ListAgents as a dict."""
+    response = await stub.ListAgents(mpb.ManagerListAgentsRequest(), timeout=10)
+    return {a.info.agent_id: a for a in response.agents}
+
+
+async def kernels_by_id(stub: manager_pb2_grpc.ManagerServiceStub) -> dict[str, mpb.ManagedKernel]:
+    """ListKernels as a dict."""
+    response = await stub.ListKernels(mpb.ManagerListKernelsRequest(), timeout=10)
+    return {k.kernel.kernel_id: k for k in response.kernels}
+
+
+async def create(
+    stub: manager_pb2_grpc.ManagerServiceStub,
+    spec: pb.KernelSpec,
+    scaling_group: str = "",
+    agent_id: str = "",
+) -> mpb.ManagedKernel:
+    """CreateKernel through the manager."""
+    response = await stub.CreateKernel(
+        mpb.CreateKernelRequest(spec=spec, scaling_group=scaling_group, agent_id=agent_id),
+        timeout=30,
+    )
+    return response.kernel
+
+
+async def run(
+    stub: manager_pb2_grpc.ManagerServiceStub, kernel_id: str, argv: list[str]
+) -> tuple[bytes, bytes, int]:
+    """Execute through the manager: stdout, stderr, exit code."""
+    out, err, code = b"", b"", None
+    async for m in stub.Execute(pb.ExecuteRequest(kernel_id=kernel_id, argv=argv), timeout=30):
+        out += m.stdout
+        err += m.stderr
+        if m.HasField("exit"):
+            code = m.exit.exit_code
+    assert code is not None
+    return out, err, code
+
+
+class ManagerProcess:
+    """`agenthost manager --config FILE` as a real process; address parsed from its log."""
+
+    def __init__(self, config_path: Path, *extra: str) -> None:
+        self.log_path = config_path.with_suffix(f".{int(time.time() * 1000)}.log")
+        self._log = self.log_path.open("w")
+        self.proc = subprocess.Popen(
+            [AGENTHOST, "manager", "--config", str(config_path), *extra],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ},
+        )
+        self.address = self._wait_address()
+
+    def _wait_address(self, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(r"manager listening on (\S+)", self.log_path.read_text())
+            if match:
+                return match.group(1)
+            if self.proc.poll() is not None:
+                raise AssertionError(f"manager exited early:\n{self.log_path.read_text()}")
+            time.sleep(0.05)
+        raise AssertionError(f"manager did not start:\n{self.log_path.read_text()}")
+
+    def log(self) -> str:
+        """Everything the manager logged so far."""
+        return self.log_path.read_text()
+
+    def kill9(self) -> None:
+        """SIGKILL the manager."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 20.0) -> int:
+        """SIGTERM and wait for a graceful exit; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def close(self) -> None:
+        """Make sure the process is gone."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._log.close()
+
+
+@contextlib.contextmanager
+def manager_process(config_path: Path, *extra: str) -> Iterator[ManagerProcess]:
+    """A ManagerProcess that is always cleaned up."""
+    proc = ManagerProcess(config_path, *extra)
+    try:
+        yield proc
+    finally:
+        proc.close()
+
+
+def pid_of(kernel: pb.Kernel) -> int:
+    """The process (group) id of a local-backend kernel ("pid N" in backend_ref)."""
+    return int(kernel.backend_ref.split()[1])
+
+
+def reap(kernels: list[pb.Kernel]) -> None:
+    """Kill the process groups of local-backend kernels that may have outlived their daemon."""
+    for kernel in kernels:
+        with contextlib.suppress(ProcessLookupError, IndexError, ValueError):
+            os.killpg(pid_of(kernel), signal.SIGKILL)
+
+
+@contextlib.asynccontextmanager
+async def daemon_process_off_loop(config_path: Path, *extra: str) -> AsyncIterator[DaemonProcess]:
+    """A DaemonProcess started and cleaned up in a thread, so an in-process manager keeps
+    serving heartbeats meanwhile."""
+    proc = await asyncio.to_thread(DaemonProcess, config_path, *extra)
+    try:
+        yield proc
+    finally:
+        await asyncio.to_thread(proc.close)

@@ -1,0 +1,180 @@
+"""The manager's core: reconciliation from registrations and heartbeats, without daemons.
+
+Registrations and heartbeats are fed to `Manager` directly (as the servicer would);
+its store is a temporary SQLite file. Calls that would reach a daemon are not made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from manager.config import ManagerConfig, ManagerSection
+from manager.core import Manager
+from protos import agent_pb2 as pb
+from protos import manager_pb2 as mpb
+
+RUNNING, PENDING = pb.KERNEL_STATE_RUNNING, pb.KERNEL_STATE_PENDING
+TERMINATED, UNKNOWN = pb.KERNEL_STATE_TERMINATED, pb.KERNEL_STATE_UNKNOWN
+T0 = 1_000_000.0  # the daemon's clock
+
+
+def kernel(
+    kernel_id: str, agent_id: str = "a0", state: int = RUNNING, created: float = T0
+) -> pb.Kernel:
+    return pb.Kernel(
+        kernel_id=kernel_id,
+        agent_id=agent_id,
+        state=state,  # type: ignore[arg-type]
+        created_at=created,
+        allocated=pb.Resources(memory_bytes=1 << 20),
+    )
+
+
+def registration(*kernels: pb.Kernel, taken_at: float = T0 + 10) -> mpb.RegisterAgentsRequest:
+    return mpb.RegisterAgentsRequest(
+        daemon_address="127.0.0.1:7001",
+        node="n1",
+        daemon_id="n1/d",
+        heartbeat_interval=1,
+        taken_at=taken_at,
+        agents=[
+            pb.AgentInfo(
+                agent_id="a0",
+                scaling_group="default",
+                healthy=True,
+                capacity=pb.Resources(memory_bytes=1 << 30, ports=10),
+            )
+        ],
+        kernels=kernels,
+    )
+
+
+def heartbeat(
+    session: str, *states: tuple[str, int], taken_at: float = T0 + 20
+) -> mpb.HeartbeatRequest:
+    return mpb.HeartbeatRequest(
+        daemon_address="127.0.0.1:7001",
+        session_id=session,
+        taken_at=taken_at,
+        agents=[
+            mpb.AgentHeartbeat(
+                agent_id="a0",
+                scaling_group="default",
+                healthy=True,
+                kernels=[mpb.KernelStatus(kernel_id=k, state=s) for k, s in states],  # type: ignore[misc]
+            )
+        ],
+    )
+
+
+def config(tmp_path: Path, **settings: object) -> ManagerConfig:
+    return ManagerConfig(ManagerSection(db_path=tmp_path / "m.db", **settings))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def manager(tmp_path: Path) -> AsyncIterator[Manager]:
+    m = await Manager.create(config(tmp_path))
+    yield m
+    await m.close()
+
+
+def states(m: Manager) -> dict[str, int]:
+    return {k: r.kernel.state for k, r in m.kernels.items()}
+
+
+class TestRegistrationReconciles:
+    async def test_unknown_kernels_are_adopted_and_hold_their_resources(
+        self, manager: Manager
+    ) -> None:
+        await manager.register(registration(kernel("k1"), kernel("k2", state=TERMINATED)))
+        assert states(manager) == {"k1": RUNNING, "k2": TERMINATED}
+        assert manager.scheduler.usage("a0").memory == 1 << 20  # type: ignore[arg-type]
+
+    async def test_kernels_the_daemon_no_longer_has_become_terminated(
+        self, manager: Manager
+    ) -> None:
+        await manager.register(registration(kernel("k1"), kernel("k2")))
+        await manager.register(registration(kernel("k1")))
+        assert states(manager) == {"k1": RUNNING, "k2": TERMINATED}
+        assert manager.kernels["k2"].kernel.status_message == "gone from its daemon"  # type: ignore[index]
+
+    async def test_a_snapshot_older_than_the_kernel_does_not_terminate_it(
+        self, manager: Manager
+    ) -> None:
+        await manager.register(registration(kernel("k1", created=T0 + 50)))
+        await manager.register(registration(taken_at=T0 + 40))
+        assert states(manager) == {"k1": RUNNING}
+
+
+class TestHeartbeats:
+    async def test_exit_is_applied_and_frees_the_hold(self, manager: Manager) -> None:
+        session = await manager.register(registration(kernel("k1")))
+        await manager.heartbeat(heartbeat(session, ("k1", TERMINATED)))
+        assert states(manager) == {"k1": TERMINATED}
+        assert manager.scheduler.usage("a0").memory == 0  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize(
+        ("known", "reported", "after"),
+        [
+            (RUNNING, PENDING, RUNNING),
+            (TERMINATED, RUNNING, TERMINATED),
+            (TERMINATED, PENDING, TERMINATED),
+            (PENDING, RUNNING, RUNNING),
+        ],
+        ids=["running stays running", "terminated stays", "terminated stays (pending)", "forward"],
+    )
+    async def test_a_kernels_state_only_moves_forward(
+        self, manager: Manager, known: int, reported: int, after: int
+    ) -> None:
+        session = await manager.register(registration(kernel("k1", state=known)))
+        await manager.heartbeat(heartbeat(session, ("k1", reported)))
+        assert states(manager) == {"k1": after}
+
+    async def test_a_kernel_missing_from_a_heartbeat_is_terminated(self, manager: Manager) -> None:
+        session = await manager.register(registration(kernel("k1")))
+        await manager.heartbeat(heartbeat(session))
+        assert states(manager) == {"k1": TERMINATED}
+
+
+class TestLiveness:
+    async def test_expired_daemon_makes_agents_lost_and_kernels_unknown(
+        self, tmp_path: Path
+    ) -> None:
+        m = await Manager.create(config(tmp_path, heartbeat_timeout=0.05))
+        try:
+            await m.register(registration(kernel("k1"), kernel("k2", state=TERMINATED)))
+
+            async def lost() -> bool:
+                await m.expire()
+                return m.list_agents()[0].status == mpb.AGENT_STATUS_LOST
+
+            for _ in range(200):
+                if await lost():
+                    break
+                await asyncio.sleep(0.02)
+            assert states(m) == {"k1": UNKNOWN, "k2": TERMINATED}
+            # Registering again makes it ALIVE and the daemon's word wins.
+            await m.register(registration(kernel("k1")))
+            assert m.list_agents()[0].status == mpb.AGENT_STATUS_ALIVE
+            assert states(m)["k1"] == RUNNING
+        finally:
+            await m.close()
+
+
+class TestRestart:
+    async def test_everything_comes_back_from_the_store(self, tmp_path: Path) -> None:
+        m = await Manager.create(config(tmp_path))
+        await m.register(registration(kernel("k1"), kernel("k2")))
+        await m.close()
+        again = await Manager.create(config(tmp_path))
+        try:
+            assert [a.info.agent_id for a in again.list_agents()] == ["a0"]
+            assert [k.kernel.kernel_id for k in again.list_kernels()] == ["k1", "k2"]
+            assert again.scheduler.usage("a0").memory == 2 << 20  # type: ignore[arg-type]
+            assert again.list_kernels()[0].daemon_address == "127.0.0.1:7001"
+        finally:
+            await again.close()

@@ -1,0 +1,174 @@
+"""The registry: registration, sessions, heartbeats, expiry to LOST, take-over rules."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from daemon.errors import InvalidArgument, NotFound
+from daemon.ids import AgentId
+from manager.errors import AgentConflict, UnknownSession
+from manager.registry import AgentRecord, Liveness, Registry
+from protos import agent_pb2 as pb
+from protos import manager_pb2 as mpb
+
+
+def registration(
+    *agent_ids: str, address: str = "127.0.0.1:7001", daemon_id: str = "n1/d1", interval: float = 1
+) -> mpb.RegisterAgentsRequest:
+    return mpb.RegisterAgentsRequest(
+        daemon_address=address,
+        node="n1",
+        daemon_id=daemon_id,
+        heartbeat_interval=interval,
+        agents=[pb.AgentInfo(agent_id=a, scaling_group="default", healthy=True) for a in agent_ids],
+    )
+
+
+def beat(session_id: str, address: str = "127.0.0.1:7001", **groups: str) -> mpb.HeartbeatRequest:
+    return mpb.HeartbeatRequest(
+        daemon_address=address,
+        session_id=session_id,
+        agents=[
+            mpb.AgentHeartbeat(agent_id=a, scaling_group=g, healthy=True, kernel_count=2)
+            for a, g in groups.items()
+        ],
+    )
+
+
+class TestRegistration:
+    def test_agents_are_alive_and_routed_to_their_daemon(self) -> None:
+        registry = Registry()
+        result = registry.register(registration("a0", "a1"))
+        assert result.session_id and not result.dropped and not result.moved
+        assert registry.address_of("a1") == "127.0.0.1:7001"
+        assert [r.status for r in registry.list()] == [Liveness.ALIVE, Liveness.ALIVE]
+
+    def test_registering_again_drops_agents_the_daemon_no_longer_has(self) -> None:
+        registry = Registry()
+        registry.register(registration("a0", "a1"))
+        result = registry.register(registration("a0", address="127.0.0.1:7002"))
+        assert result.dropped == ("a1",)
+        assert [r.agent_id for r in registry.list()] == ["a0"]
+        assert registry.address_of("a0") == "127.0.0.1:7002"
+
+    def test_an_alive_agent_of_another_daemon_is_a_conflict(self) -> None:
+        registry = Registry()
+        registry.register(registration("a0"))
+        with pytest.raises(AgentConflict) as err:
+            registry.register(registration("a0", address="10.0.0.9:7001", daemon_id="n2/x"))
+        assert str(err.value) == (
+            "agent 'a0' is already registered by the daemon at 127.0.0.1:7001 (node 'n1'), "
+            "which is alive; agent ids must be unique across daemons"
+        )
+
+    def test_a_lost_agent_may_move_to_another_daemon(self) -> None:
+        registry = Registry(heartbeat_timeout=0.01)
+        registry.register(registration("a0"))
+        registry.expire(time.monotonic() + 1)
+        result = registry.register(registration("a0", address="10.0.0.9:7001", daemon_id="n2/x"))
+        assert result.moved == ("a0",)
+        assert registry.get("a0").status is Liveness.ALIVE
+
+    @pytest.mark.parametrize(
+        ("request_", "message"),
+        [
+            (mpb.RegisterAgentsRequest(node="n"), "daemon_address is required"),
+            (mpb.RegisterAgentsRequest(daemon_address="h:1"), "agents: a daemon registers"),
+            (registration("bad id"), "agent_id 'bad id' is not valid"),
+            (registration("a0", "a0"), "agent ids repeat within the registration"),
+        ],
+        ids=["no address", "no agents", "bad agent id", "repeated agent id"],
+    )
+    def test_bad_registrations_are_invalid(
+        self, request_: mpb.RegisterAgentsRequest, message: str
+    ) -> None:
+        with pytest.raises(InvalidArgument) as err:
+            Registry().register(request_)
+        assert str(err.value).startswith(message)
+
+
+class TestHeartbeats:
+    def test_heartbeat_updates_occupancy_and_scaling_group(self) -> None:
+        registry = Registry()
+        session = registry.register(registration("a0", "a1")).session_id
+        _, regrouped = registry.heartbeat(beat(session, a0="default", a1="batch"))
+        assert [r.agent_id for r in regrouped] == ["a1"]
+        assert registry.get("a1").scaling_group == "batch"
+        assert registry.get("a0").info.kernel_count == 2
+
+    def test_unknown_session_must_register_again(self) -> None:
+        registry = Registry()
+        with pytest.raises(UnknownSession) as err:
+            registry.heartbeat(beat("nope", a0="default"))
+        assert str(err.value) == (
+            "daemon at 127.0.0.1:7001 has no session with this manager "
+            "(manager restarted, or the daemon was LOST): register again"
+        )
+
+    def test_a_new_registration_ends_the_old_session(self) -> None:
+        registry = Registry()
+        old = registry.register(registration("a0")).session_id
+        registry.register(registration("a0"))
+        with pytest.raises(UnknownSession):
+            registry.heartbeat(beat(old, a0="default"))
+
+
+class TestExpiry:
+    def test_missed_heartbeats_mark_agents_lost_and_drop_the_session(self) -> None:
+        registry = Registry(missed_heartbeats=3)
+        session = registry.register(registration("a0", "a1", interval=1)).session_id
+        now = time.monotonic()
+        assert registry.expire(now + 2.5) == []
+        expired = registry.expire(now + 3.5)
+        assert [d.agent_ids for d in expired] == [("a0", "a1")]
+        assert {r.status for r in registry.list()} == {Liveness.LOST}
+        with pytest.raises(UnknownSession):
+            registry.heartbeat(beat(session, a0="default"))
+
+    def test_heartbeat_timeout_overrides_missed_heartbeats(self) -> None:
+        registry = Registry(missed_heartbeats=100, heartbeat_timeout=0.5)
+        registry.register(registration("a0", interval=10))
+        assert len(registry.expire(time.monotonic() + 1)) == 1
+
+    def test_restored_alive_agent_is_expired_unless_its_daemon_registers(self) -> None:
+        registry = Registry(missed_heartbeats=2)
+        record = AgentRecord(
+            agent_id=AgentId("a0"),
+            daemon_id="n1/d1",
+            daemon_address="127.0.0.1:7001",
+            node="n1",
+            info=pb.AgentInfo(agent_id="a0", healthy=True),
+            status=Liveness.ALIVE,
+            last_heartbeat=0,
+        )
+        registry.restore(record, heartbeat_interval=1)
+        assert registry.get("a0").schedulable
+        assert [d.agent_ids for d in registry.expire(time.monotonic() + 3)] == [("a0",)]
+        assert registry.get("a0").status is Liveness.LOST
+
+
+class TestLookup:
+    def test_unknown_agent_is_not_found_and_names_known_ones(self) -> None:
+        registry = Registry()
+        registry.register(registration(*(f"a{i}" for i in range(12))))
+        with pytest.raises(NotFound) as err:
+            registry.get("zz")
+        assert str(err.value) == (
+            "agent 'zz' is not registered with the manager; known: "
+            "a0, a1, a2, a3, a4, a5, a6, a7, a8, a9 and 2 more"
+        )
+
+    def test_bad_agent_id_is_invalid(self) -> None:
+        with pytest.raises(InvalidArgument):
+            Registry().get("no spaces")
+
+
+class TestStalls:
+    def test_time_the_manager_was_stalled_is_forgiven(self) -> None:
+        registry = Registry(heartbeat_timeout=1.0)
+        registry.register(registration("a0"))
+        registry.forgive(5.0)
+        assert registry.expire(time.monotonic() + 4.0) == []
+        assert len(registry.expire(time.monotonic() + 6.5)) == 1
