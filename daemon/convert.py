@@ -1,6 +1,12 @@
 """Conversions between the protocol messages and the daemon's domain values.
 
 The only place that knows both sides; handlers call these and nothing else.
+
+Outgoing messages are filled field by field in place (sub-messages included)
+rather than built from constructor keywords and nested messages: with upb,
+keyword construction, empty-map keywords and sub-message copies cost several
+times more, and `kernel_to_proto` is on the path of every GetKernel and
+ListKernels call (see benchmarks/bench_daemon.py).
 """
 
 from __future__ import annotations
@@ -25,12 +31,25 @@ def resources_to_proto(
     cores: tuple[int, ...], memory: int, devices: Mapping[str, tuple[str, ...]], ports: int
 ) -> pb.Resources:
     """A Resources message."""
-    return pb.Resources(
-        cores=list(cores),
-        memory_bytes=memory,
-        devices={kind: pb.DeviceIds(ids=list(ids)) for kind, ids in devices.items()},
-        ports=ports,
-    )
+    msg = pb.Resources()
+    _fill_resources(msg, cores, memory, devices, ports)
+    return msg
+
+
+def _fill_resources(
+    msg: pb.Resources,
+    cores: tuple[int, ...],
+    memory: int,
+    devices: Mapping[str, tuple[str, ...]],
+    ports: int,
+) -> None:
+    """Fill msg (possibly a sub-message, which this marks as present) in place."""
+    msg.SetInParent()
+    msg.cores.extend(cores)
+    msg.memory_bytes = memory
+    for kind, ids in devices.items():
+        msg.devices[kind].ids.extend(ids)
+    msg.ports = ports
 
 
 def agent_to_proto(status: AgentStatus) -> pb.AgentInfo:
@@ -73,44 +92,54 @@ def spec_from_proto(msg: pb.KernelSpec) -> KernelSpec:
 
 def spec_to_proto(spec: KernelSpec) -> pb.KernelSpec:
     """The KernelSpec message of a domain spec."""
+    msg = pb.KernelSpec()
+    _fill_spec(msg, spec)
+    return msg
+
+
+def _fill_spec(msg: pb.KernelSpec, spec: KernelSpec) -> None:
+    """Fill msg (possibly a sub-message, which this marks as present) in place."""
+    msg.SetInParent()
+    msg.kernel_id = spec.kernel_id
+    msg.image = spec.image
+    msg.command.extend(spec.command)
+    if spec.env:
+        msg.env.update(spec.env)
     r = spec.resources
-    return pb.KernelSpec(
-        kernel_id=spec.kernel_id,
-        image=spec.image,
-        command=list(spec.command),
-        env=spec.env,
-        resources=pb.ResourceRequest(
-            cpu_count=r.cpu_count,
-            cores=list(r.cores),
-            memory_bytes=r.memory,
-            devices=dict(r.devices),
-            cpu_quota=r.cpu_quota,
-        ),
-        ports=[pb.ServicePort(name=p.name, container_port=p.container_port) for p in spec.ports],
-        labels=spec.labels,
-        networks=list(spec.networks),
-    )
+    request = msg.resources
+    request.SetInParent()
+    request.cpu_count = r.cpu_count
+    request.cores.extend(r.cores)
+    request.memory_bytes = r.memory
+    if r.devices:
+        request.devices.update(r.devices)
+    request.cpu_quota = r.cpu_quota
+    for port in spec.ports:
+        msg.ports.add(name=port.name, container_port=port.container_port)
+    if spec.labels:
+        msg.labels.update(spec.labels)
+    msg.networks.extend(spec.networks)
 
 
 def kernel_to_proto(kernel: Kernel) -> pb.Kernel:
     """The Kernel message of a kernel record."""
+    msg = pb.Kernel()
+    msg.kernel_id = kernel.kernel_id
+    msg.agent_id = kernel.agent_id
+    msg.backend = kernel.backend
+    msg.state = _STATES[kernel.state]
+    _fill_spec(msg.spec, kernel.spec)
     a = kernel.allocation
-    msg = pb.Kernel(
-        kernel_id=kernel.kernel_id,
-        agent_id=kernel.agent_id,
-        backend=kernel.backend,
-        state=_STATES[kernel.state],
-        spec=spec_to_proto(kernel.spec),
-        allocated=resources_to_proto(a.cores, a.memory, a.devices, len(kernel.ports)),
-        ports=kernel.ports,
-        status_message=kernel.status_message,
-        memory_limit=kernel.memory_limit,
-        created_at=kernel.created_at,
-        finished_at=kernel.finished_at,
-        backend_ref=kernel.backend_ref,
-    )
+    _fill_resources(msg.allocated, a.cores, a.memory, a.devices, len(kernel.ports))
+    if kernel.ports:
+        msg.ports.update(kernel.ports)
     if kernel.exit_code is not None:
         msg.exit_code = kernel.exit_code
+    msg.status_message = kernel.status_message
+    msg.memory_limit = kernel.memory_limit
+    msg.created_at = kernel.created_at
+    msg.finished_at = kernel.finished_at
+    msg.backend_ref = kernel.backend_ref
     return msg
 
 

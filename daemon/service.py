@@ -62,15 +62,27 @@ def status_code(exc: AgentHostError) -> grpc.StatusCode:
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Turns domain errors into status codes; anything else is INTERNAL, logged."""
 
+    def __init__(self) -> None:
+        # grpc.aio asks the interceptor on every call: wrap each method's handler
+        # once and reuse it (rebuilt should the server hand out another handler).
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler:
         handler = await continuation(handler_call_details)
-        method = handler_call_details.method
         if handler is None:
             return handler
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is None or cached[0] is not handler:
+            cached = self._wrapped[method] = (handler, self._wrap(method, handler))
+        return cached[1]
+
+    @staticmethod
+    def _wrap(method: str, handler: Handler) -> Handler:
         if handler.unary_unary is not None:
             unary = handler.unary_unary
 
