@@ -19,10 +19,18 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tomlkit
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from daemon.errors import ConfigError, NotFound
 from daemon.ids import ID_PATTERN, ID_SYNTAX, AgentId, is_valid_id
@@ -33,6 +41,17 @@ ALLOCATION_MODES = ("manual", "auto-split", "shared")
 PORT_MIN, PORT_MAX = 1024, 65535
 
 
+def _check_host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f'{value!r} is not host:port (e.g. "127.0.0.1:6001")')
+    return value
+
+
+HostPort = Annotated[str, AfterValidator(_check_host_port)]
+"""A `host:port` address (port 0: any free port); every config's addresses use it."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -40,10 +59,10 @@ class _Strict(BaseModel):
 class DaemonSection(_Strict):
     """The `[daemon]` table: what the process as a whole does."""
 
-    listen: str = Field(
+    listen: HostPort = Field(
         "127.0.0.1:6001", description="host:port of the one gRPC port serving every agent"
     )
-    manager: str | None = Field(
+    manager: HostPort | None = Field(
         None, description="host:port of the manager to register with and heartbeat to"
     )
     node: str = Field(
@@ -73,16 +92,6 @@ class DaemonSection(_Strict):
     shutdown_grace: float = Field(
         10.0, ge=0, description="seconds in-flight calls get to finish on shutdown"
     )
-
-    @field_validator("listen", "manager")
-    @classmethod
-    def _host_port(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f'{value!r} is not host:port (e.g. "127.0.0.1:6001")')
-        return value
 
 
 class ResourcesConfig(_Strict):

@@ -11,27 +11,21 @@ checkpoints are flushed. Signal handlers only set a flag; a second signal forces
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import signal
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from daemon.config import DaemonConfig
 from daemon.manager_link import ManagerLink
 from daemon.runtime import AgentRuntime
-from daemon.service import AgentServicer, ErrorMappingInterceptor
+from daemon.service import AgentServicer
+from daemon.serving import NOT_SERVING, SERVING, start_grpc_server, stop_signals
 from protos import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def agent_health_name(agent_id: str) -> str:
@@ -65,24 +59,18 @@ class DaemonServer:
         """Build the runtime, bind the port, start serving."""
         runtime = await AgentRuntime.create(config)
         try:
-            server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
-            agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(runtime), server)
-            health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
-            health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-            reflection.enable_server_reflection(
-                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            started = await start_grpc_server(
+                lambda server: agent_pb2_grpc.add_AgentServiceServicer_to_server(
+                    AgentServicer(runtime), server
+                ),
+                SERVICE_NAME,
+                listen or config.daemon.listen,
             )
-            address = listen or config.daemon.listen
-            host = address.rpartition(":")[0]
-            port = server.add_insecure_port(address)
-            if port == 0:
-                raise OSError(f"cannot listen on {address}")
-            await server.start()
         except BaseException:
             await runtime.close()
             raise
-        bound = f"{host}:{port}"
-        daemon = cls(runtime, server, health_servicer, bound)
+        bound = started.address
+        daemon = cls(runtime, started.server, started.health, bound)
         await daemon._publish_health()
         for status in runtime.list_agents():
             log.info(
@@ -127,23 +115,9 @@ async def run_daemon(
     config: DaemonConfig, listen: str | None, destroy_kernels_on_exit: bool
 ) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def on_signal(signum: int) -> None:
-        if stop.is_set():
-            log.warning("second %s: exiting now", signal.Signals(signum).name)
-            os._exit(1)
-        log.info("%s received: shutting down", signal.Signals(signum).name)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig)
-    daemon = await DaemonServer.start(config, listen)
-    try:
-        await stop.wait()
-    finally:
-        await daemon.stop(destroy_kernels=destroy_kernels_on_exit)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(Exception):
-                loop.remove_signal_handler(sig)
+    async with stop_signals() as stop:
+        daemon = await DaemonServer.start(config, listen)
+        try:
+            await stop.wait()
+        finally:
+            await daemon.stop(destroy_kernels=destroy_kernels_on_exit)

@@ -7,7 +7,6 @@ try/except. Knows gRPC and the runtime; nothing of backends.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -89,13 +88,8 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
             async def unary_call(request: Any, context: Ctx) -> Any:
                 try:
                     return await unary(request, context)  # type: ignore[arg-type]
-                except AgentHostError as exc:
-                    await context.abort(status_code(exc), str(exc))
-                except (grpc.aio.AbortError, asyncio.CancelledError):
-                    raise
-                except Exception:
-                    log.exception("%s failed", method)
-                    await context.abort(grpc.StatusCode.INTERNAL, f"{method}: internal error")
+                except Exception as exc:
+                    await _abort(context, method, exc)
 
             return grpc.unary_unary_rpc_method_handler(
                 unary_call,
@@ -109,13 +103,8 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
                 try:
                     async for response in stream(request, context):  # type: ignore[attr-defined, arg-type]
                         yield response
-                except AgentHostError as exc:
-                    await context.abort(status_code(exc), str(exc))
-                except (grpc.aio.AbortError, asyncio.CancelledError):
-                    raise
-                except Exception:
-                    log.exception("%s failed", method)
-                    await context.abort(grpc.StatusCode.INTERNAL, f"{method}: internal error")
+                except Exception as exc:
+                    await _abort(context, method, exc)
 
             return grpc.unary_stream_rpc_method_handler(
                 stream_call,
@@ -123,6 +112,16 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
                 response_serializer=handler.response_serializer,
             )
         return handler
+
+
+async def _abort(context: Ctx, method: str, exc: Exception) -> None:
+    """End the call with the status code of exc (re-raising the ones that are no errors)."""
+    if isinstance(exc, AgentHostError):
+        await context.abort(status_code(exc), str(exc))
+    if isinstance(exc, grpc.aio.AbortError):
+        raise exc
+    log.error("%s failed", method, exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, f"{method}: internal error")
 
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from daemon.config import HostPort
 from daemon.errors import ConfigError
 from daemon.ids import ID_PATTERN, ID_SYNTAX
 
@@ -26,7 +27,7 @@ class ManagerSection(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    listen: str = Field(
+    listen: HostPort = Field(
         "127.0.0.1:6000", description="host:port the manager serves users and daemons on"
     )
     db_path: Path = Field(
@@ -73,14 +74,6 @@ class ManagerSection(BaseModel):
     shutdown_grace: float = Field(
         5.0, ge=0, description="seconds in-flight calls get to finish on shutdown"
     )
-
-    @field_validator("listen")
-    @classmethod
-    def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f'{value!r} is not host:port (e.g. "127.0.0.1:6000")')
-        return value
 
 
 @dataclass(frozen=True)

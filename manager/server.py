@@ -10,22 +10,15 @@ set a flag; a second signal forces exit.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import logging
-import os
-import signal
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from daemon.config import DaemonConfig
 from daemon.server import DaemonServer
-from daemon.service import ErrorMappingInterceptor
+from daemon.serving import start_grpc_server, stop_signals
 from manager.config import ManagerConfig
 from manager.core import Manager
 from manager.service import ManagerServicer
@@ -34,7 +27,6 @@ from protos import manager_pb2, manager_pb2_grpc
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = manager_pb2.DESCRIPTOR.services_by_name["ManagerService"].full_name
-SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 class ManagerServer:
@@ -53,32 +45,24 @@ class ManagerServer:
         """Build the core, bind the port, start serving."""
         manager = await Manager.create(config)
         try:
-            server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
-            manager_pb2_grpc.add_ManagerServiceServicer_to_server(ManagerServicer(manager), server)
-            health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
-            health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-            reflection.enable_server_reflection(
-                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            started = await start_grpc_server(
+                lambda server: manager_pb2_grpc.add_ManagerServiceServicer_to_server(
+                    ManagerServicer(manager), server
+                ),
+                SERVICE_NAME,
+                listen or config.manager.listen,
             )
-            address = listen or config.manager.listen
-            host = address.rpartition(":")[0]
-            port = server.add_insecure_port(address)
-            if port == 0:
-                raise OSError(f"cannot listen on {address}")
-            await server.start()
-            await health_servicer.set("", SERVING)
-            await health_servicer.set(SERVICE_NAME, SERVING)
         except BaseException:
             await manager.close()
             raise
-        bound = f"{host}:{port}"
+        bound = started.address
         log.info(
             "manager listening on %s (policy %s, state %s)",
             bound,
             config.manager.scheduling_policy,
             config.db_path,
         )
-        return cls(manager, server, health_servicer, bound)
+        return cls(manager, started.server, started.health, bound)
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful shutdown: NOT_SERVING, drain, close the core."""
@@ -90,32 +74,9 @@ class ManagerServer:
         log.info("manager stopped")
 
 
-@contextlib.asynccontextmanager
-async def _signals() -> AsyncIterator[asyncio.Event]:
-    """An event set by the first SIGTERM/SIGINT; a second one exits at once."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def on_signal(signum: int) -> None:
-        if stop.is_set():
-            log.warning("second %s: exiting now", signal.Signals(signum).name)
-            os._exit(1)
-        log.info("%s received: shutting down", signal.Signals(signum).name)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig)
-    try:
-        yield stop
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(Exception):
-                loop.remove_signal_handler(sig)
-
-
 async def run_manager(config: ManagerConfig, listen: str | None) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
-    async with _signals() as stop:
+    async with stop_signals() as stop:
         manager = await ManagerServer.start(config, listen)
         try:
             await stop.wait()
@@ -130,7 +91,7 @@ async def run_up(
     daemon_listen: str | None = None,
 ) -> None:
     """A manager and one daemon registered with it, until SIGTERM or SIGINT stops both."""
-    async with _signals() as stop:
+    async with stop_signals() as stop:
         manager = await ManagerServer.start(manager_config, manager_listen)
         try:
             pointed = dataclasses.replace(

@@ -12,12 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import signal
 import socket
-import subprocess
 import textwrap
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +27,7 @@ from manager.server import ManagerServer
 from protos import agent_pb2 as pb
 from protos import manager_pb2 as mpb
 from protos import manager_pb2_grpc
-from tests.servers import AGENTHOST, DaemonProcess, daemon_config
+from tests.servers import AgenthostProcess, DaemonProcess, daemon_config
 
 HEARTBEAT = 0.2  # seconds between a test daemon's heartbeats
 
@@ -163,52 +160,10 @@ async def run(
     return out, err, code
 
 
-class ManagerProcess:
-    """`agenthost manager --config FILE` as a real process; address parsed from its log."""
+class ManagerProcess(AgenthostProcess):
+    """`agenthost manager --config FILE`."""
 
-    def __init__(self, config_path: Path, *extra: str) -> None:
-        self.log_path = config_path.with_suffix(f".{int(time.time() * 1000)}.log")
-        self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen(
-            [AGENTHOST, "manager", "--config", str(config_path), *extra],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ},
-        )
-        self.address = self._wait_address()
-
-    def _wait_address(self, timeout: float = 30.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            match = re.search(r"manager listening on (\S+)", self.log_path.read_text())
-            if match:
-                return match.group(1)
-            if self.proc.poll() is not None:
-                raise AssertionError(f"manager exited early:\n{self.log_path.read_text()}")
-            time.sleep(0.05)
-        raise AssertionError(f"manager did not start:\n{self.log_path.read_text()}")
-
-    def log(self) -> str:
-        """Everything the manager logged so far."""
-        return self.log_path.read_text()
-
-    def kill9(self) -> None:
-        """SIGKILL the manager."""
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def terminate(self, timeout: float = 20.0) -> int:
-        """SIGTERM and wait for a graceful exit; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def close(self) -> None:
-        """Make sure the process is gone."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._log.close()
+    command = "manager"
 
 
 @contextlib.contextmanager

@@ -134,14 +134,16 @@ async def eventually(predicate, timeout: float = 10.0, interval: float = 0.05): 
         await asyncio.sleep(interval)
 
 
-class DaemonProcess:
-    """`agenthost daemon --config FILE` as a real process; address parsed from its log."""
+class AgenthostProcess:
+    """`agenthost <command> --config FILE` as a real process; address parsed from its log."""
+
+    command = ""
 
     def __init__(self, config_path: Path, *extra: str) -> None:
         self.log_path = config_path.with_suffix(f".{int(time.time() * 1000)}.log")
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(
-            [AGENTHOST, "daemon", "--config", str(config_path), *extra],
+            [AGENTHOST, self.command, "--config", str(config_path), *extra],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ},
@@ -151,20 +153,20 @@ class DaemonProcess:
     def _wait_address(self, timeout: float = 30.0) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            match = re.search(r"daemon listening on (\S+)", self.log_path.read_text())
+            match = re.search(rf"{self.command} listening on (\S+)", self.log_path.read_text())
             if match:
                 return match.group(1)
             if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited early:\n{self.log_path.read_text()}")
+                raise AssertionError(f"{self.command} exited early:\n{self.log_path.read_text()}")
             time.sleep(0.05)
-        raise AssertionError(f"daemon did not start:\n{self.log_path.read_text()}")
+        raise AssertionError(f"{self.command} did not start:\n{self.log_path.read_text()}")
 
     def log(self) -> str:
-        """Everything the daemon logged so far."""
+        """Everything the process logged so far."""
         return self.log_path.read_text()
 
     def kill9(self) -> None:
-        """SIGKILL the daemon (its kernels survive)."""
+        """SIGKILL the process (a daemon's kernels survive)."""
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
 
@@ -180,6 +182,12 @@ class DaemonProcess:
             self.proc.kill()
             self.proc.wait(10)
         self._log.close()
+
+
+class DaemonProcess(AgenthostProcess):
+    """`agenthost daemon --config FILE`."""
+
+    command = "daemon"
 
 
 @contextlib.contextmanager

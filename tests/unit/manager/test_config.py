@@ -40,7 +40,7 @@ class TestErrors:
         [
             (
                 "[manager]\nlisten = 'nowhere'\n",
-                "manager: listen: 'nowhere' is not host:port (e.g. \"127.0.0.1:6000\")",
+                "manager: listen: 'nowhere' is not host:port (e.g. \"127.0.0.1:6001\")",
             ),
             (
                 "[manager]\nscheduling_policy = 'random'\n",

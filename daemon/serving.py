@@ -1,0 +1,83 @@
+"""What every agenthost gRPC server shares: building and binding it, and stop signals.
+
+`start_grpc_server` makes a grpc.aio server with the one error-mapping
+interceptor, the grpc.health.v1 service and server reflection, binds one port
+and starts it. `stop_signals` turns the first SIGTERM/SIGINT into an event and
+a second one into an immediate exit. Used by the daemon and the manager; knows
+nothing of agents or kernels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from daemon.service import ErrorMappingInterceptor
+
+log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass(frozen=True)
+class GrpcServer:
+    """A started grpc.aio server, its health servicer and the address it is bound to."""
+
+    server: grpc.aio.Server
+    health: Any  # grpc_health.v1.health.aio.HealthServicer (untyped)
+    address: str
+
+
+async def start_grpc_server(
+    add_servicers: Callable[[grpc.aio.Server], None], service_name: str, listen: str
+) -> GrpcServer:
+    """Build, bind (port 0: any free port) and start a server; health says SERVING."""
+    server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
+    add_servicers(server)
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    host = listen.rpartition(":")[0]
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    await server.start()
+    await health_servicer.set("", SERVING)
+    await health_servicer.set(service_name, SERVING)
+    return GrpcServer(server, health_servicer, f"{host}:{port}")
+
+
+@contextlib.asynccontextmanager
+async def stop_signals() -> AsyncIterator[asyncio.Event]:
+    """An event set by the first SIGTERM/SIGINT; a second one exits at once."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second %s: exiting now", signal.Signals(signum).name)
+            os._exit(1)
+        log.info("%s received: shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        yield stop
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
