@@ -49,13 +49,27 @@ def render_table(headers: list[str], rows: list[list[str]]) -> str:
     context_settings={"auto_envvar_prefix": "AGENTHOST", "help_option_names": ["-h", "--help"]}
 )
 def main() -> None:
-    """agenthost: one node daemon hosting several agents, each keyed by agent_id."""
+    """agenthost: one node daemon hosting several agents, each keyed by agent_id.
+
+    \b
+    Quick start (a manager plus a daemon with three local agents):
+      agenthost up
+      agenthost kernel create -- sleep 600
+      agenthost kernel ls
+    Validate a daemon config:  agenthost config check FILE
+
+    Every option can also come from an environment variable named
+    AGENTHOST_<COMMAND>_<OPTION> (e.g. AGENTHOST_DAEMON_CONFIG); client commands
+    read the manager address from AGENTHOST_MANAGER.
+    """
 
 
 @main.command()
 @click.option(
     "--config",
     "config_path",
+    envvar="AGENTHOST_DAEMON_CONFIG",
+    show_envvar=True,
     required=True,
     type=click.Path(path_type=Path),
     help="daemon TOML file (e.g. configs/daemon-multi.toml)",

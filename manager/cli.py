@@ -127,6 +127,8 @@ def _print_json(value: Any) -> None:
 @click.option(
     "--config",
     "config_path",
+    envvar="AGENTHOST_MANAGER_CONFIG",
+    show_envvar=True,
     required=True,
     type=click.Path(path_type=Path),
     help="manager TOML file (e.g. configs/manager.toml)",
@@ -157,6 +159,7 @@ def manager_command(config_path: Path, listen: str | None, log_level: str) -> No
 @click.option(
     "--config",
     "daemon_config_path",
+    envvar="AGENTHOST_UP_CONFIG",
     default="configs/daemon-multi.toml",
     show_default=True,
     type=click.Path(path_type=Path),
