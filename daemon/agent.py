@@ -38,7 +38,7 @@ from daemon.errors import (
     Unsupported,
 )
 from daemon.ids import ID_SYNTAX, AgentId, KernelId, is_valid_id, new_kernel_id
-from daemon.kernels import Kernel, KernelRegistry, KernelSpec, KernelState
+from daemon.kernels import Kernel, KernelRegistry, KernelSpec, KernelState, validate_spec
 from daemon.ports import PortPool
 from daemon.resources import Allocation, ResourceAllocator, ResourceSlice
 
@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 # Seconds reconcile waits before declaring a dead kernel "vanished", so that the
 # kernel's own exit watcher (which knows the exit code) can record it first.
 DEAD_KERNEL_GRACE = 0.5
+# Every this many reconcile passes the agent also looks for dangling kernels
+# (started by this daemon, owned by no record): a full process or container scan.
+REAP_DANGLING_EVERY = 12
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,7 @@ class Agent:
         self._watchers: dict[KernelId, asyncio.Task[None]] = {}
         self._busy: set[KernelId] = set()  # being destroyed or restarted: watchers stand back
         self._save_lock = asyncio.Lock()
+        self._passes = 0  # reconcile passes so far
 
     @classmethod
     async def create(
@@ -113,9 +117,8 @@ class Agent:
             s if s.kernel_id else s.model_copy(update={"kernel_id": new_kernel_id()}) for s in specs
         ]
         ids = [s.kernel_id for s in specs]
-        for kernel_id in ids:
-            if not is_valid_id(kernel_id):
-                raise InvalidArgument(f"kernel_id {kernel_id!r} is not valid: {ID_SYNTAX}")
+        for spec in specs:
+            validate_spec(spec)
         if len(set(ids)) != len(ids):
             raise InvalidArgument(f"kernel ids repeat within the batch: {ids}")
         await self._require_healthy()
@@ -155,6 +158,8 @@ class Agent:
 
     async def destroy_kernel(self, kernel_id: KernelId, grace: float = 0) -> Kernel:
         """End the kernel, return everything it held and forget it."""
+        if grace < 0:
+            raise InvalidArgument(f"grace_seconds must not be negative, got {grace}")
         kernel = self.registry.get(kernel_id)
         self._busy.add(kernel_id)
         try:
@@ -270,6 +275,9 @@ class Agent:
                 log.warning("agent %s: %s", self.id, exc)
             self.healthy, self.status_message = False, str(exc)
             return
+        self._passes += 1
+        if self._passes % REAP_DANGLING_EVERY == 0:
+            await self._reap_dangling()
         dead: list[Kernel] = []
         for kernel in list(self.registry):
             if kernel.state is not KernelState.RUNNING or kernel.kernel_id in self._busy:
@@ -345,24 +353,27 @@ class Agent:
                 self._mark_terminated(
                     kernel, Exit(exit_code=None, reason="ended while the daemon was down")
                 )
-                kernel.allocation, kernel.ports = Allocation(), {}
                 log.info(
                     "agent %s: kernel %s ended while the daemon was down", self.id, kernel.kernel_id
                 )
             self.registry.add(kernel)
         if self.healthy:
-            known = {k.kernel_id for k in self.registry if k.alive}
-            try:
-                reaped = await self.backend.reap_dangling(self.id, known)
-            except Unavailable as exc:
-                # The backend is down at start: serve the other agents meanwhile.
-                log.warning("agent %s: cannot look for dangling kernels yet: %s", self.id, exc)
-                self.healthy, self.status_message, reaped = False, str(exc), []
-            for kernel_id in reaped:
-                log.warning(
-                    "agent %s: ended dangling kernel %s (not in the checkpoint)", self.id, kernel_id
-                )
+            await self._reap_dangling()
         await self._save()
+
+    async def _reap_dangling(self) -> None:
+        """End what the backend runs for this agent that no live kernel record owns."""
+        try:
+            reaped = await self.backend.reap_dangling(self.id, self.registry.alive_ids())
+        except Unavailable as exc:
+            # The backend is down: serve the other agents meanwhile.
+            log.warning("agent %s: cannot look for dangling kernels yet: %s", self.id, exc)
+            self.healthy, self.status_message = False, str(exc)
+            return
+        for kernel_id in reaped:
+            log.warning(
+                "agent %s: ended dangling kernel %s (no record owns it)", self.id, kernel_id
+            )
 
     # --------------------------------------------------------------- details
 
@@ -448,6 +459,8 @@ class Agent:
 
     @staticmethod
     def _mark_terminated(kernel: Kernel, exit_: Exit) -> None:
+        # What it held is back in the pools (callers release first): show nothing held.
+        kernel.allocation, kernel.ports = Allocation(), {}
         kernel.state = KernelState.TERMINATED
         kernel.exit_code = exit_.exit_code
         kernel.status_message = exit_.reason

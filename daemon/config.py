@@ -41,14 +41,15 @@ ALLOCATION_MODES = ("manual", "auto-split", "shared")
 PORT_MIN, PORT_MAX = 1024, 65535
 
 
-def _check_host_port(value: str) -> str:
+def check_host_port(value: str) -> str:
+    """Return value if it is host:port (port 0-65535), else raise ValueError."""
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f'{value!r} is not host:port (e.g. "127.0.0.1:6001")')
     return value
 
 
-HostPort = Annotated[str, AfterValidator(_check_host_port)]
+HostPort = Annotated[str, AfterValidator(check_host_port)]
 """A `host:port` address (port 0: any free port); every config's addresses use it."""
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Iterable, Mapping
 
-from daemon.errors import InvalidArgument, ResourceExhausted
+from daemon.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from daemon.ids import KernelId
 
 
@@ -63,6 +63,11 @@ class PortPool:
         if not names:
             self._held[kernel_id] = {}
             return {}
+        if len(names) > self.size:
+            raise FailedPrecondition(
+                f"{len(names)} ports requested but the agent's port range "
+                f"{self.start}-{self.end} has {self.size}"
+            )
         taken = self.in_use()
         chosen: list[int] = []
         # Round-robin from the last handed-out port, so a port just released

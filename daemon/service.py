@@ -7,6 +7,7 @@ try/except. Knows gRPC and the runtime; nothing of backends.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -98,13 +99,24 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
             )
         if handler.unary_stream is not None:
             stream = handler.unary_stream
+            stream_call: Callable[[Any, Ctx], Any]
+            if inspect.isasyncgenfunction(stream):
 
-            async def stream_call(request: Any, context: Ctx) -> AsyncIterator[Any]:
-                try:
-                    async for response in stream(request, context):  # type: ignore[attr-defined, arg-type]
-                        yield response
-                except Exception as exc:
-                    await _abort(context, method, exc)
+                async def stream_call(request: Any, context: Ctx) -> AsyncIterator[Any]:
+                    try:
+                        async for response in stream(request, context):  # type: ignore[arg-type]
+                            yield response
+                    except Exception as exc:
+                        await _abort(context, method, exc)
+
+            else:
+                # A coroutine that writes its responses with context.write()
+                # (grpc.health.v1 Watch does).
+                async def stream_call(request: Any, context: Ctx) -> None:
+                    try:
+                        await stream(request, context)  # type: ignore[arg-type, misc]
+                    except Exception as exc:
+                        await _abort(context, method, exc)
 
             return grpc.unary_stream_rpc_method_handler(
                 stream_call,

@@ -22,6 +22,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from daemon.config import check_host_port
 from daemon.service import ErrorMappingInterceptor
 
 log = logging.getLogger(__name__)
@@ -50,10 +51,19 @@ async def start_grpc_server(
     reflection.enable_server_reflection(
         (service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
+    try:
+        check_host_port(listen)
+    except ValueError as exc:
+        raise OSError(f"cannot listen on {listen!r}: {exc}") from None
     host = listen.rpartition(":")[0]
-    port = server.add_insecure_port(listen)
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError:  # grpc's "Failed to bind to address"
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {listen}")
+        raise OSError(
+            f"cannot listen on {listen}: the port is in use or the address is not on this host"
+        )
     await server.start()
     await health_servicer.set("", SERVING)
     await health_servicer.set(service_name, SERVING)

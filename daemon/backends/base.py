@@ -9,7 +9,7 @@ Optional features are separate small protocols (`NetworkCapable`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Container, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -112,7 +112,7 @@ class Backend(Protocol):
         """The kernel's output so far (the last tail_lines lines when non-zero)."""
         ...
 
-    async def reap_dangling(self, agent_id: AgentId, known: set[KernelId]) -> list[KernelId]:
+    async def reap_dangling(self, agent_id: AgentId, known: Container[KernelId]) -> list[KernelId]:
         """End kernels this daemon started for agent_id that are not in known."""
         ...
 

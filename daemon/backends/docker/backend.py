@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Container
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -183,7 +183,7 @@ class DockerBackend:
             return await asyncio.to_thread(_tail, h.log_path, tail_lines)
         return execute.demultiplex(raw)
 
-    async def reap_dangling(self, agent_id: AgentId, known: set[KernelId]) -> list[KernelId]:
+    async def reap_dangling(self, agent_id: AgentId, known: Container[KernelId]) -> list[KernelId]:
         """Remove containers labelled as this daemon's and agent_id's that no kernel owns."""
         return await reconcile.reap_dangling(self.engine, self.identity, agent_id, known)
 

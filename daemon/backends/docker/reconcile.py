@@ -10,7 +10,7 @@ agent's checkpoint beyond the set of kernel ids it is given.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from typing import Any
 
 from aiodocker.exceptions import DockerError
@@ -49,7 +49,7 @@ async def owned_containers(engine: Engine, identity: str, agent_id: str) -> list
 
 
 async def reap_dangling(
-    engine: Engine, identity: str, agent_id: str, known: set[KernelId]
+    engine: Engine, identity: str, agent_id: str, known: Container[KernelId]
 ) -> list[KernelId]:
     """Remove this agent's containers whose kernel id is not in known; return those ids."""
     reaped: set[KernelId] = set()

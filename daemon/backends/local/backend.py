@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Container
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -297,7 +297,7 @@ class LocalBackend:
         """The kernel's combined stdout/stderr from its log file."""
         return await asyncio.to_thread(_tail, launch.workdir / LOG_NAME, tail_lines)
 
-    async def reap_dangling(self, agent_id: AgentId, known: set[KernelId]) -> list[KernelId]:
+    async def reap_dangling(self, agent_id: AgentId, known: Container[KernelId]) -> list[KernelId]:
         """Kill processes and cgroups this daemon made for agent_id that no record owns."""
         found = await asyncio.to_thread(self._find_processes, agent_id)
         reaped: set[KernelId] = set()

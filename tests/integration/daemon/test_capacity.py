@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -136,6 +137,90 @@ class TestConcurrentCreates:
             )
 
 
+@dataclass(frozen=True)
+class BadSpec:
+    name: str
+    spec: pb.KernelSpec
+    message: str
+
+
+BAD_SPECS = [
+    BadSpec(
+        "env-key-with-equals",
+        sleeper("k", env={"A=B": "1"}),
+        "kernel 'k': env key 'A=B' is not a valid environment variable name "
+        "(non-empty, no '=' and no NUL byte)",
+    ),
+    BadSpec(
+        "empty-env-key",
+        sleeper("k", env={"": "1"}),
+        "kernel 'k': env key '' is not a valid environment variable name "
+        "(non-empty, no '=' and no NUL byte)",
+    ),
+    BadSpec(
+        "port-name-with-space",
+        sleeper("k", ports=[pb.ServicePort(name="a b")]),
+        "kernel 'k': port name 'a b' is not valid: letters, digits and '_', "
+        "not starting with a digit (it becomes PORT_<NAME>)",
+    ),
+    BadSpec(
+        "empty-port-name",
+        sleeper("k", ports=[pb.ServicePort(name="")]),
+        "kernel 'k': port name '' is not valid: letters, digits and '_', "
+        "not starting with a digit (it becomes PORT_<NAME>)",
+    ),
+    BadSpec(
+        "port-names-clash-by-case",
+        sleeper("k", ports=[pb.ServicePort(name="http"), pb.ServicePort(name="HTTP")]),
+        "kernel 'k': port names 'http' and 'HTTP' both become PORT_HTTP",
+    ),
+    BadSpec(
+        "nul-in-command",
+        pb.KernelSpec(kernel_id="k", command=["echo", "a\0b"]),
+        "kernel 'k': command contains a NUL byte",
+    ),
+    BadSpec(
+        "bad-kernel-id",
+        sleeper("no/slash"),
+        "kernel_id 'no/slash' is not valid: 1-63 characters of letters, digits, '_', "
+        "'.', '-', starting with a letter or digit",
+    ),
+]
+
+
+class TestSpecValidation:
+    @pytest.mark.parametrize("case", BAD_SPECS, ids=[c.name for c in BAD_SPECS])
+    async def test_bad_spec_is_invalid_argument_and_takes_nothing(
+        self, tmp_path: Path, case: BadSpec
+    ) -> None:
+        async with running_daemon(daemon_config(tmp_path, one_agent(43700, 43799))) as d:
+            good = sleeper(
+                "good",
+                ports=[pb.ServicePort(name="p")],
+                resources=pb.ResourceRequest(memory_bytes=100 * MIB),
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await d.stub.CreateKernels(
+                    pb.CreateKernelsRequest(agent_id="a0", kernels=[good, case.spec])
+                )
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert err.value.details() == case.message
+            info = await occupied(d.stub, "a0")
+            assert (info.occupied.memory_bytes, info.occupied.ports, info.kernel_count) == (0, 0, 0)
+
+    async def test_negative_destroy_grace_is_invalid(self, tmp_path: Path) -> None:
+        async with running_daemon(daemon_config(tmp_path, one_agent(43800, 43899))) as d:
+            await d.stub.CreateKernels(
+                pb.CreateKernelsRequest(agent_id="a0", kernels=[sleeper("k")])
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await d.stub.DestroyKernel(
+                    pb.DestroyKernelRequest(agent_id="a0", kernel_id="k", grace_seconds=-1)
+                )
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert err.value.details() == "grace_seconds must not be negative, got -1.0"
+
+
 class TestPorts:
     async def test_ports_come_from_the_range_unique_and_skip_bound_ones(
         self, tmp_path: Path
@@ -180,6 +265,24 @@ class TestPorts:
                 assert info.occupied.ports == 4
         finally:
             holder.close()
+
+    async def test_more_ports_than_the_range_holds_is_a_failed_precondition(
+        self, tmp_path: Path
+    ) -> None:
+        async with running_daemon(daemon_config(tmp_path, one_agent(43900, 43901))) as d:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await d.stub.CreateKernels(
+                    pb.CreateKernelsRequest(
+                        agent_id="a0",
+                        kernels=[
+                            sleeper("k", ports=[pb.ServicePort(name=n) for n in ("a", "b", "c")])
+                        ],
+                    )
+                )
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert err.value.details() == (
+                "3 ports requested but the agent's port range 43900-43901 has 2"
+            )
 
     async def test_http_server_kernel_answers_on_its_host_port(self, tmp_path: Path) -> None:
         async with running_daemon(daemon_config(tmp_path, one_agent(43500, 43599))) as d:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import grpc
@@ -11,6 +12,7 @@ import psutil
 import pytest
 
 from daemon.config import load_config
+from daemon.ids import daemon_identity
 from daemon.resources import HostCapacity
 from protos import agent_pb2 as pb
 from tests.servers import daemon_config, eventually, execute, running_daemon, sleeper
@@ -222,6 +224,8 @@ class TestExits:
         await eventually(lambda: _state(daemon.stub, "x"))
         kernel = await get(daemon.stub, "a1", "x")
         assert kernel.exit_code == 5 and kernel.status_message == "exited"
+        # A terminated kernel holds nothing (its slots are back in the pool).
+        assert kernel.allocated.memory_bytes == 0 and dict(kernel.ports) == {}
         logs = await daemon.stub.GetKernelLogs(
             pb.GetKernelLogsRequest(agent_id="a1", kernel_id="x")
         )
@@ -317,6 +321,35 @@ class TestExits:
             not psutil.pid_exists(int(before.backend_ref.split()[1]))
             or psutil.Process(int(before.backend_ref.split()[1])).status() == psutil.STATUS_ZOMBIE
         )
+
+
+class TestDanglingKernels:
+    async def test_a_process_of_this_agent_that_no_record_owns_is_ended_while_running(
+        self,
+        daemon,
+        tmp_path: Path,  # type: ignore[no-untyped-def]
+    ) -> None:
+        identity = daemon_identity(tmp_path / "state")
+        env = {
+            **os.environ,
+            "AGENTHOST_DAEMON": identity,
+            "AGENTHOST_AGENT_ID": "a1",
+            "AGENTHOST_KERNEL_ID": "ghost",
+        }
+        ghost = subprocess.Popen(["sleep", "300"], env=env, start_new_session=True)  # noqa: ASYNC220 (instant)
+        other_env = {**env, "AGENTHOST_DAEMON": "someone-else"}
+        bystander = subprocess.Popen(["sleep", "300"], env=other_env, start_new_session=True)  # noqa: ASYNC220
+        try:
+            await daemon.stub.CreateKernels(
+                pb.CreateKernelsRequest(agent_id="a1", kernels=[sleeper("real")])
+            )
+            await eventually(lambda: ghost.poll() is not None, timeout=60)
+            assert bystander.poll() is None  # another daemon's process is left alone
+            assert (await get(daemon.stub, "a1", "real")).state == pb.KERNEL_STATE_RUNNING
+        finally:
+            for proc in (ghost, bystander):
+                proc.kill()
+                proc.wait()
 
 
 class TestAllocationModes:
