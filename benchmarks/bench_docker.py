@@ -42,8 +42,8 @@ import aiodocker  # noqa: E402
 import grpc  # noqa: E402
 
 from daemon.backends.base import LABEL_AGENT_ID, LABEL_DAEMON, LABEL_KERNEL_ID, LaunchSpec  # noqa: E402
-from daemon.backends.docker.engine import resolve_url  # noqa: E402
-from daemon.backends.docker.spec import container_config  # noqa: E402
+from daemon.backends.docker_engine.engine import resolve_url  # noqa: E402
+from daemon.backends.docker_engine.spec import container_config  # noqa: E402
 from daemon.ids import AgentId, KernelId, daemon_identity  # noqa: E402
 from protos import agent_pb2 as pb  # noqa: E402
 from protos import agent_pb2_grpc  # noqa: E402

@@ -22,7 +22,7 @@ import aiodocker
 import pytest
 
 from daemon.backends.base import LABEL_DAEMON
-from daemon.backends.docker.engine import resolve_url
+from daemon.backends.docker_engine.engine import resolve_url
 from daemon.ids import daemon_identity
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -10,7 +10,7 @@ import aiodocker
 import grpc
 import pytest
 
-from daemon.backends.docker.spec import container_name
+from daemon.backends.docker_engine.spec import container_name
 from protos import agent_pb2 as pb
 from tests.integration.docker.conftest import docker_agent, identity_of
 from tests.servers import daemon_config, eventually, execute, running_daemon, sleeper

@@ -9,7 +9,7 @@ import aiodocker
 import grpc
 import pytest
 
-from daemon.backends.docker.networks import network_name
+from daemon.backends.docker_engine.networks import network_name
 from protos import agent_pb2 as pb
 from tests.integration.docker.conftest import docker_agent, identity_of
 from tests.integration.docker.test_containers import SERVER, create

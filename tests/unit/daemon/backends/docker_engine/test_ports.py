@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.backends.docker.ports import (
+from daemon.backends.docker_engine.ports import (
     PublishedPort,
     exposed_ports,
     port_bindings,

@@ -16,7 +16,7 @@ from typing import Any
 from aiodocker.exceptions import DockerError
 
 from daemon.backends.base import LABEL_AGENT_ID, LABEL_DAEMON, LABEL_KERNEL_ID
-from daemon.backends.docker.engine import Engine, is_not_found
+from daemon.backends.docker_engine.engine import Engine, is_not_found
 from daemon.errors import AgentHostError
 from daemon.ids import KernelId
 

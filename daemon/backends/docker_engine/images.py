@@ -13,7 +13,7 @@ import asyncio
 
 from aiodocker.exceptions import DockerError
 
-from daemon.backends.docker.engine import Engine
+from daemon.backends.docker_engine.engine import Engine
 from daemon.errors import FailedPrecondition
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from daemon.backends.base import LaunchSpec
-from daemon.backends.docker.spec import container_config, container_name
+from daemon.backends.docker_engine.spec import container_config, container_name
 from daemon.ids import AgentId, KernelId
 
 MIB = 1 << 20

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from daemon.backends.docker.resources import cpuset, host_resources
+from daemon.backends.docker_engine.resources import cpuset, host_resources
 from daemon.errors import FailedPrecondition, InvalidArgument
 
 MIB = 1 << 20

@@ -22,7 +22,7 @@ from aiodocker.exceptions import DockerError
 from aiodocker.stream import Stream
 
 from daemon.backends.base import ExecEvent, ExecExit, ExecOutput
-from daemon.backends.docker.engine import Engine, is_not_found
+from daemon.backends.docker_engine.engine import Engine, is_not_found
 from daemon.errors import AgentHostError, FailedPrecondition
 
 HEADER = struct.Struct(">BxxxL")  # the engine's frame header: stream, size

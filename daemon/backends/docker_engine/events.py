@@ -23,7 +23,7 @@ import aiohttp
 from aiodocker.exceptions import DockerError
 
 from daemon.backends.base import Exit
-from daemon.backends.docker.engine import CONNECT_TIMEOUT, Engine, is_not_found
+from daemon.backends.docker_engine.engine import CONNECT_TIMEOUT, Engine, is_not_found
 from daemon.errors import AgentHostError, Unavailable
 
 log = logging.getLogger(__name__)
