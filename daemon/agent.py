@@ -444,13 +444,8 @@ class Agent:
             await self.backend.stop(kernel.handle, 0)
         self._release(kernel)
         self._mark_terminated(kernel, exit_)
-        log.info(
-            "agent %s: kernel %s %s (exit code %s)",
-            self.id,
-            kernel.kernel_id,
-            exit_.reason,
-            exit_.exit_code,
-        )
+        code = "" if exit_.exit_code is None else f" with exit code {exit_.exit_code}"
+        log.info("agent %s: kernel %s ended: %s%s", self.id, kernel.kernel_id, exit_.reason, code)
         await self._save()
 
     def _release(self, kernel: Kernel) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from daemon.config import DaemonConfig, load_config, render_sample
+from daemon.config import DaemonConfig, load_config, plural, render_sample
 from daemon.errors import AgentHostError, ConfigError
 from daemon.resources import format_bytes, format_cores, format_devices
 
@@ -131,7 +131,8 @@ def config_check(file: Path) -> None:
         for a in cfg.agents
     ]
     click.echo(
-        f"{file}: ok, {len(cfg.agents)} agents, allocation_mode {cfg.daemon.allocation_mode}, "
+        f"{file}: ok, {plural(len(cfg.agents), 'agent')}, "
+        f"allocation_mode {cfg.daemon.allocation_mode}, "
         f"listen {cfg.daemon.listen}"
     )
     click.echo(

@@ -270,9 +270,14 @@ def parse_config(raw: Mapping[str, Any], path: Path, host: HostCapacity) -> Daem
 
     for key in raw:
         if key not in ("daemon", "defaults", "agents", "agent"):
+            hint = (
+                " (this looks like a manager config: run it with agenthost manager --config)"
+                if key == "manager"
+                else ""
+            )
             problems.append(
                 f"{where_file}: unknown key {key!r}; valid top-level tables: "
-                "daemon, defaults, agents, agent"
+                f"daemon, defaults, agents, agent{hint}"
             )
 
     daemon = DaemonSection()
@@ -598,10 +603,18 @@ def _resolve_slices(
     if auto and len(free_cores) < len(auto):
         pool = free_cores or list(host.cores)
         auto_cores = [(pool[i % len(pool)],) for i in range(len(auto))]
-        notes.append(
-            f"auto-split: {len(auto)} agents but {len(free_cores)} unclaimed cores; "
-            f"agents {', '.join(auto)} share cores {format_cores(pool)} round-robin"
-        )
+        if free_cores:
+            notes.append(
+                f"auto-split: {plural(len(auto), 'agent')} but "
+                f"{plural(len(free_cores), 'unclaimed core')}; "
+                f"agents {', '.join(auto)} share cores {format_cores(pool)} round-robin"
+            )
+        else:
+            notes.append(
+                f"auto-split: every core is claimed by an agent's resources; "
+                f"{', '.join(auto)} run on cores {format_cores(pool)} round-robin, "
+                "shared with the agents that claimed them"
+            )
     auto_mem = [e.id for _, e in entries if e.resources is None or e.resources.memory is None]
     mem_share = (host.memory - claimed_memory) // max(len(auto_mem), 1) // (1 << 20) * (1 << 20)
     dev_free = {
@@ -637,6 +650,11 @@ def _resolve_slices(
             devices = {}
         slices.append(ResourceSlice(cores=cores, memory=memory, devices=devices))
     return slices, notes
+
+
+def plural(count: int, word: str) -> str:
+    """'1 agent', '3 agents'."""
+    return f"{count} {word}" + ("" if count == 1 else "s")
 
 
 def _split(items: Sequence[Any], n: int) -> list[tuple[Any, ...]]:

@@ -164,7 +164,8 @@ class Registry:
         session = self._sessions.get(request.session_id)
         if session is None or session.address != request.daemon_address:
             raise UnknownSession(
-                f"daemon at {request.daemon_address} has no session with this manager "
+                f"daemon at {request.daemon_address or '(no address given)'} has no session "
+                "with this manager "
                 "(manager restarted, or the daemon was LOST): register again"
             )
         session.last_seen = time.monotonic()

@@ -209,8 +209,15 @@ class Store:
 def _connect(path: Path) -> sqlite3.Connection:
     """Open path, create the schema on a new file, refuse one this version cannot read."""
     aside = f"move it aside (mv {path} {path}.broken) to start with an empty manager"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, isolation_level="DEFERRED")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level="DEFERRED")
+    except (OSError, sqlite3.Error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise StoreError(
+            f"db_path {path}: cannot open the manager's database: {reason}; "
+            "set [manager] db_path to a writable file"
+        ) from None
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
