@@ -90,6 +90,7 @@ class Manager:
         self._destroying: set[KernelId] = set()
         self._adopting: set[KernelId] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._persisted_info: dict[AgentId, bytes] = {}  # AgentInfo as last written
         self._liveness = asyncio.create_task(self._watch_liveness(), name="liveness")
 
     @classmethod
@@ -195,6 +196,7 @@ class Manager:
             log.info("agent %s: scaling group is now %s", record.agent_id, record.scaling_group)
         changed: list[KernelRecord] = []
         unknown: list[tuple[AgentId, KernelId]] = []
+        reported: list[AgentRecord] = list(regrouped)
         for beat in request.agents:
             agent_id = AgentId(beat.agent_id)
             agent = self.registry.find(agent_id)
@@ -202,8 +204,15 @@ class Manager:
                 continue
             self.scheduler.set_schedulable(agent_id, agent.schedulable)
             changed += self._apply_states(agent_id, beat.kernels, request.taken_at, unknown)
-        if regrouped:
-            await self.store.save_agents(self._agent_row(r) for r in regrouped)
+            # Occupancy and health as last reported survive a manager restart too,
+            # written only when they changed.
+            snapshot = agent.info.SerializeToString(deterministic=True)
+            if self._persisted_info.get(agent_id) != snapshot:
+                self._persisted_info[agent_id] = snapshot
+                if agent not in reported:
+                    reported.append(agent)
+        if reported:
+            await self.store.save_agents(self._agent_row(r) for r in reported)
         await self._save(changed)
         for agent_id, kernel_id in unknown:
             self._adopting.add(kernel_id)

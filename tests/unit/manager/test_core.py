@@ -178,3 +178,23 @@ class TestRestart:
             assert again.list_kernels()[0].daemon_address == "127.0.0.1:7001"
         finally:
             await again.close()
+
+
+class TestRestartKeepsOccupancy:
+    async def test_occupancy_from_heartbeats_is_listed_right_after_a_restart(
+        self, tmp_path: Path
+    ) -> None:
+        first = await Manager.create(config(tmp_path))
+        session = await first.register(registration())
+        beat = heartbeat(session)
+        beat.agents[0].occupied.memory_bytes = 3 << 20
+        beat.agents[0].kernel_count = 2
+        await first.heartbeat(beat)
+        await first.close()
+
+        second = await Manager.create(config(tmp_path))
+        try:
+            [agent] = second.list_agents()
+            assert (agent.info.occupied.memory_bytes, agent.info.kernel_count) == (3 << 20, 2)
+        finally:
+            await second.close()
