@@ -421,7 +421,7 @@ def kernel_ls(agent_id: str, scaling_group: str, manager_address: str, as_json: 
 @manager_option
 @json_option
 def kernel_get(kernel_id: str, manager_address: str, as_json: bool) -> None:
-    """Show one kernel as its daemon sees it now."""
+    """Show one kernel as its daemon sees it now (the last known record while its agent is LOST)."""
     with manager_stub(manager_address) as stub:
         response = stub.GetKernel(pb.GetKernelRequest(kernel_id=kernel_id), timeout=CALL_TIMEOUT)
     if as_json:
