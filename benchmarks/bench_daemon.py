@@ -380,7 +380,7 @@ def get_agent_ns(config1: Path, config64: Path, number: int) -> tuple[float, flo
     def runtime(path: Path) -> AgentRuntime:
         cfg = load_config(path)
         agents: Any = {AgentId(a.id): object() for a in cfg.agents}
-        return AgentRuntime(cfg, agents, AggregateKernelRegistry())
+        return AgentRuntime(cfg, agents, AggregateKernelRegistry(), "bench")
 
     r1, r64 = runtime(config1), runtime(config64)
     one: list[float] = []

@@ -109,7 +109,6 @@ def bare_config(agent_id: str, core: int, kernel_id: str) -> dict[str, Any]:
     launch = LaunchSpec(
         agent_id=AgentId(agent_id),
         kernel_id=KernelId(kernel_id),
-        daemon_identity=BARE_IDENTITY,
         image=IMAGE,
         command=COMMAND,
         env={

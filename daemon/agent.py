@@ -165,10 +165,8 @@ class Agent:
         try:
             if kernel.handle and kernel.alive:
                 await self.backend.stop(kernel.handle, grace or self.config.kill_grace)
-            self._stop_watching(kernel_id)
-            self._release(kernel)
             if kernel.alive:
-                self._mark_terminated(kernel, Exit(exit_code=None, reason="destroyed"))
+                self._terminate(kernel, Exit(exit_code=None, reason="destroyed"))
             self.registry.remove(kernel_id)
             shutil.rmtree(self._workdir(kernel_id), ignore_errors=True)
         finally:
@@ -193,8 +191,7 @@ class Agent:
             try:
                 await self._start(kernel)
             except AgentHostError as exc:
-                self._release(kernel)
-                self._mark_terminated(kernel, Exit(exit_code=None, reason=f"restart failed: {exc}"))
+                self._terminate(kernel, Exit(exit_code=None, reason=f"restart failed: {exc}"))
                 raise
             kernel.state = KernelState.RUNNING
             kernel.exit_code = None
@@ -211,7 +208,7 @@ class Agent:
 
     def list_kernels(self) -> list[Kernel]:
         """This agent's kernels, oldest first."""
-        return sorted(self.registry, key=lambda k: k.created_at)
+        return self.registry.ordered()
 
     async def kernel_logs(self, kernel_id: KernelId, tail_lines: int) -> bytes:
         """What the kernel has written so far."""
@@ -297,9 +294,7 @@ class Agent:
         for kernel in dead:
             if kernel.state is not KernelState.RUNNING or kernel.kernel_id in self._busy:
                 continue
-            self._stop_watching(kernel.kernel_id)
-            self._release(kernel)
-            self._mark_terminated(kernel, Exit(exit_code=None, reason="vanished"))
+            self._terminate(kernel, Exit(exit_code=None, reason="vanished"))
             with contextlib.suppress(AgentHostError):
                 await self.backend.stop(kernel.handle, 0)  # remove what it left behind
             log.warning(
@@ -350,7 +345,7 @@ class Agent:
                     continue
                 with contextlib.suppress(AgentHostError):
                     await self.backend.stop(kernel.handle, 0)
-                self._mark_terminated(
+                self._terminate(
                     kernel, Exit(exit_code=None, reason="ended while the daemon was down")
                 )
                 log.info(
@@ -403,7 +398,6 @@ class Agent:
         return LaunchSpec(
             agent_id=self.id,
             kernel_id=kernel.kernel_id,
-            daemon_identity=self.identity,
             image=spec.image,
             command=spec.command,
             env=env,
@@ -439,11 +433,9 @@ class Agent:
             return
         if kernel.kernel_id in self._busy or kernel.state is not KernelState.RUNNING:
             return
-        self._watchers.pop(kernel.kernel_id, None)
         with contextlib.suppress(AgentHostError):
             await self.backend.stop(kernel.handle, 0)
-        self._release(kernel)
-        self._mark_terminated(kernel, exit_)
+        self._terminate(kernel, exit_)
         code = "" if exit_.exit_code is None else f" with exit code {exit_.exit_code}"
         log.info("agent %s: kernel %s ended: %s%s", self.id, kernel.kernel_id, exit_.reason, code)
         await self._save()
@@ -452,9 +444,10 @@ class Agent:
         self.allocator.release(kernel.kernel_id)
         self.ports.release(kernel.kernel_id)
 
-    @staticmethod
-    def _mark_terminated(kernel: Kernel, exit_: Exit) -> None:
-        # What it held is back in the pools (callers release first): show nothing held.
+    def _terminate(self, kernel: Kernel, exit_: Exit) -> None:
+        """Record how the kernel ended and return everything it held (it holds nothing now)."""
+        self._stop_watching(kernel.kernel_id)
+        self._release(kernel)
         kernel.allocation, kernel.ports = Allocation(), {}
         kernel.state = KernelState.TERMINATED
         kernel.exit_code = exit_.exit_code
@@ -479,7 +472,8 @@ class Agent:
 
     async def _save(self) -> None:
         async with self._save_lock:
-            records = [
-                k.model_copy(deep=True) for k in self.registry if k.state is not KernelState.PENDING
-            ]
-            await asyncio.to_thread(self.checkpoint.save, records)
+            # Encoded on the loop, so the records cannot change under the writer thread.
+            content = self.checkpoint.encode(
+                k for k in self.registry if k.state is not KernelState.PENDING
+            )
+            await asyncio.to_thread(self.checkpoint.write, content)

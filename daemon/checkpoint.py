@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
+from daemon.atomic_file import write_atomically
 from daemon.errors import CheckpointError
 from daemon.kernels import Kernel
 
@@ -83,9 +82,9 @@ class Checkpoint:
                 f"{self.path}: unreadable kernel record at {where}: {first['msg']}: {aside}"
             ) from None
 
-    def save(self, kernels: Iterable[Kernel]) -> None:
-        """Write kernels atomically: temporary file, fsync, rename, fsync the directory."""
-        records = json.loads(_KERNELS.dump_json(list(kernels)))
+    def encode(self, kernels: Iterable[Kernel]) -> str:
+        """The file's content for kernels (a snapshot: later changes to them do not show)."""
+        records = _KERNELS.dump_python(list(kernels), mode="json")
         payload = json.dumps(records, sort_keys=True, separators=(",", ":"))
         doc = {
             "schema_version": SCHEMA_VERSION,
@@ -93,19 +92,12 @@ class Checkpoint:
             "checksum": _checksum(payload),
             "kernels": records,
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(doc, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        return json.dumps(doc, indent=1)
+
+    def write(self, content: str) -> None:
+        """Replace the file atomically with content from encode()."""
+        write_atomically(self.path, content)
+
+    def save(self, kernels: Iterable[Kernel]) -> None:
+        """encode() then write()."""
+        self.write(self.encode(kernels))

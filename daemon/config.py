@@ -11,9 +11,7 @@ Nothing here starts anything.
 from __future__ import annotations
 
 import copy
-import os
 import socket
-import tempfile
 import tomllib
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -32,6 +30,7 @@ from pydantic import (
     field_validator,
 )
 
+from daemon.atomic_file import write_atomically
 from daemon.errors import ConfigError, NotFound
 from daemon.ids import ID_PATTERN, ID_SYNTAX, AgentId, is_valid_id
 from daemon.resources import HostCapacity, ResourceSlice, format_bytes, format_cores
@@ -692,22 +691,8 @@ def set_scaling_group(path: Path, agent_id: str, scaling_group: str) -> None:
     if entry is None:
         raise NotFound(f"agent {agent_id!r} has no entry in {path}")
     entry["scaling_group"] = scaling_group
-    _atomic_write(path, tomlkit.dumps(doc), backup=text)
-
-
-def _atomic_write(path: Path, content: str, backup: str) -> None:
-    bak = path.with_name(path.name + ".bak")
-    bak.write_text(backup)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    path.with_name(path.name + ".bak").write_text(text)
+    write_atomically(path, tomlkit.dumps(doc))
 
 
 # ---------------------------------------------------------------------- sample

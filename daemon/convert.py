@@ -90,13 +90,6 @@ def spec_from_proto(msg: pb.KernelSpec) -> KernelSpec:
     )
 
 
-def spec_to_proto(spec: KernelSpec) -> pb.KernelSpec:
-    """The KernelSpec message of a domain spec."""
-    msg = pb.KernelSpec()
-    _fill_spec(msg, spec)
-    return msg
-
-
 def _fill_spec(msg: pb.KernelSpec, spec: KernelSpec) -> None:
     """Fill msg (possibly a sub-message, which this marks as present) in place."""
     msg.SetInParent()

@@ -149,6 +149,10 @@ class KernelRegistry:
     def __len__(self) -> int:
         return len(self._kernels)
 
+    def ordered(self) -> list[Kernel]:
+        """The kernels, oldest first."""
+        return sorted(self._kernels.values(), key=lambda k: k.created_at)
+
     def alive_count(self) -> int:
         """Kernels that are not terminated."""
         return sum(1 for k in self._kernels.values() if k.alive)
@@ -197,11 +201,7 @@ class AggregateKernelRegistry:
 
     def list(self) -> list[Kernel]:
         """Every kernel of every agent, ordered by agent then creation time."""
-        return [
-            k
-            for registry in self._registries.values()
-            for k in sorted(registry, key=lambda k: k.created_at)
-        ]
+        return [k for registry in self._registries.values() for k in registry.ordered()]
 
     def counts(self) -> dict[AgentId, int]:
         """Kernels that are not terminated, per agent."""

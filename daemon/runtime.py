@@ -29,11 +29,12 @@ class AgentRuntime:
         config: DaemonConfig,
         agents: Mapping[AgentId, Agent],
         kernels: AggregateKernelRegistry,
+        identity: str,
     ) -> None:
         self.config = config
         self.agents = dict(agents)
         self.kernels = kernels
-        self.identity = daemon_identity(config.state_dir)
+        self.identity = identity
         self._default: AgentId | None = (
             AgentId(config.daemon.default_agent)
             if config.daemon.default_agent
@@ -66,7 +67,7 @@ class AgentRuntime:
                 with contextlib.suppress(Exception):
                     await agent.close(destroy_kernels=False)
             raise
-        runtime = cls(config, agents, kernels)
+        runtime = cls(config, agents, kernels, identity)
         runtime._reconciler = asyncio.create_task(runtime._reconcile_forever(), name="reconcile")
         return runtime
 

@@ -30,7 +30,6 @@ class LaunchSpec:
 
     agent_id: AgentId
     kernel_id: KernelId
-    daemon_identity: str  # tells this daemon's kernels from another's
     image: str
     command: tuple[str, ...]
     env: Mapping[str, str]  # the caller's env plus AGENTHOST_* and PORT_*

@@ -101,7 +101,7 @@ class TestRoundTrip:
         def broken_fsync(fd: int) -> None:
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr("daemon.checkpoint.os.fsync", broken_fsync)
+        monkeypatch.setattr("daemon.atomic_file.os.fsync", broken_fsync)
         with pytest.raises(OSError):
             checkpoint.save([])
         assert checkpoint.path.read_bytes() == before

@@ -15,7 +15,6 @@ def launch(**fields: object) -> LaunchSpec:
     values: dict[str, object] = {
         "agent_id": AgentId("d0"),
         "kernel_id": KernelId("k1"),
-        "daemon_identity": "abc",
         "image": "img:1",
         "command": ("sleep", "5"),
         "env": {"B": "2", "A": "1"},
