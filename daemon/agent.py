@@ -102,7 +102,7 @@ class Agent:
         cls, config: AgentConfig, registry: KernelRegistry, state_dir: Path, identity: str
     ) -> Agent:
         """Build the agent whole: backend connected, checkpoint recovered, dangling reaped."""
-        backend = await create_backend(config, state_dir)
+        backend = await create_backend(config, identity)
         agent = cls(config, backend, registry, state_dir, identity)
         await agent._recover()
         return agent
@@ -226,6 +226,8 @@ class Agent:
             )
         if timeout < 0:
             raise InvalidArgument(f"timeout must not be negative, got {timeout}")
+        if not argv:
+            raise InvalidArgument("argv: give the command to execute")
         async for event in self.backend.execute(
             kernel.handle, self._launch_spec(kernel), argv, stdin, timeout
         ):
@@ -373,7 +375,9 @@ class Agent:
     # --------------------------------------------------------------- details
 
     async def _start(self, kernel: Kernel) -> None:
-        started = await self.backend.start(self._launch_spec(kernel))
+        launch = self._launch_spec(kernel)
+        await asyncio.to_thread(launch.workdir.mkdir, parents=True, exist_ok=True)
+        started = await self.backend.start(launch)
         kernel.handle = started.handle
         kernel.memory_limit = started.memory_limit
         kernel.backend_ref = started.backend_ref

@@ -7,7 +7,6 @@ imports the client library its own backend needs (aiodocker, kubernetes).
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from daemon.errors import FailedPrecondition
@@ -22,8 +21,12 @@ BACKEND_CLASSES: dict[str, str] = {
 }
 
 
-async def create_backend(agent: AgentConfig, state_dir: Path) -> Backend:
-    """Build the backend an agent's config names, importing only its module."""
+async def create_backend(agent: AgentConfig, identity: str) -> Backend:
+    """Build the backend an agent's config names, importing only its module.
+
+    identity is the daemon's (see daemon.ids.daemon_identity): what the backend
+    marks its kernels with so another daemon's are never touched.
+    """
     target = BACKEND_CLASSES.get(agent.backend)
     if target is None:
         raise FailedPrecondition(
@@ -32,5 +35,5 @@ async def create_backend(agent: AgentConfig, state_dir: Path) -> Backend:
         )
     module_name, class_name = target.split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
-    backend: Backend = await cls.create(agent, state_dir)
+    backend: Backend = await cls.create(agent, identity)
     return backend

@@ -9,6 +9,7 @@ Optional features are separate small protocols (`NetworkCapable`).
 
 from __future__ import annotations
 
+import collections
 from collections.abc import AsyncIterator, Container, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,22 @@ Handle = dict[str, Any]
 LABEL_AGENT_ID = "agenthost.agent_id"
 LABEL_KERNEL_ID = "agenthost.kernel_id"
 LABEL_DAEMON = "agenthost.daemon"
+
+
+# A kernel's output file in its working directory (local kernels write it as they
+# run; docker keeps the output of an ended container there).
+KERNEL_LOG = "kernel.log"
+
+
+def read_log_tail(path: Path, lines: int) -> bytes:
+    """The file's content, or its last `lines` lines when lines is non-zero; b"" if absent."""
+    try:
+        with path.open("rb") as f:
+            if not lines:
+                return f.read()
+            return b"".join(collections.deque(f, maxlen=lines))
+    except FileNotFoundError:
+        return b""
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiodocker.exceptions import DockerError
 
-from daemon.backends.base import ExecEvent, Exit, Handle, LaunchSpec, Started
+from daemon.backends.base import ExecEvent, Exit, Handle, LaunchSpec, Started, read_log_tail
 from daemon.backends.docker_engine import execute, reconcile
 from daemon.backends.docker_engine.engine import Engine, is_not_found, resolve_url
 from daemon.backends.docker_engine.events import ExitWatcher
@@ -36,7 +36,7 @@ from daemon.errors import (
     NotFound,
     ResourceExhausted,
 )
-from daemon.ids import AgentId, KernelId, daemon_identity
+from daemon.ids import AgentId, KernelId
 
 if TYPE_CHECKING:
     from daemon.config import AgentConfig, DockerSettings
@@ -65,10 +65,10 @@ class DockerBackend:
         self.networks = AgentNetworks(engine, identity)
 
     @classmethod
-    async def create(cls, agent: AgentConfig, state_dir: Path) -> DockerBackend:
+    async def create(cls, agent: AgentConfig, identity: str) -> DockerBackend:
         """Build the backend of one agent; an engine that is down only makes it unhealthy."""
         engine = Engine(resolve_url(agent.docker.url))
-        return cls(agent.id, daemon_identity(state_dir), agent.docker, engine)
+        return cls(agent.id, identity, agent.docker, engine)
 
     # ------------------------------------------------------------------ verbs
 
@@ -90,7 +90,6 @@ class DockerBackend:
             networks=networks,
         )
         name = container_name(self.identity, launch.agent_id, launch.kernel_id)
-        await asyncio.to_thread(launch.workdir.mkdir, parents=True, exist_ok=True)
         container_id = await self._create(name, config, image, launch)
         try:
             for network in networks[1:]:
@@ -152,8 +151,6 @@ class DockerBackend:
         self, handle: Handle, launch: LaunchSpec, argv: list[str], stdin: bytes, timeout: float
     ) -> AsyncIterator[ExecEvent]:
         """Run argv in the kernel's container through docker exec, streaming its output."""
-        if not argv:
-            raise InvalidArgument("argv: give the command to execute")
         h = self._require(handle, launch)
         async for event in execute.run(
             self.engine, h.container_id, launch.kernel_id, argv, stdin, timeout
@@ -180,7 +177,7 @@ class DockerBackend:
                     f"docker engine at {self.engine.url}: cannot read logs of kernel "
                     f"{launch.kernel_id!r}: {exc.message}"
                 ) from None
-            return await asyncio.to_thread(_tail, h.log_path, tail_lines)
+            return await asyncio.to_thread(read_log_tail, h.log_path, tail_lines)
         return execute.demultiplex(raw)
 
     async def reap_dangling(self, agent_id: AgentId, known: Container[KernelId]) -> list[KernelId]:
@@ -313,13 +310,3 @@ class DockerBackend:
 def _write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
-
-
-def _tail(path: Path, lines: int) -> bytes:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return b""
-    if not lines:
-        return data
-    return b"".join(data.splitlines(keepends=True)[-lines:])

@@ -65,7 +65,7 @@ class Engine:
                 raise unavailable(self.url, what, exc.message) from None
             raise
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise unavailable(self.url, what, exc or type(exc).__name__) from None
+            raise unavailable(self.url, what, str(exc) or type(exc).__name__) from None
 
     async def ping(self) -> None:
         """Raise Unavailable unless the engine answers within PING_TIMEOUT."""
@@ -76,8 +76,6 @@ class Engine:
             except TimeoutError:
                 raise unavailable(self.url, "ping", f"no answer within {PING_TIMEOUT:g}s") from None
             except DockerError as exc:
-                if exc.status == NOT_CONNECTED:
-                    raise
                 raise unavailable(self.url, "ping", exc.message) from None
 
     async def close(self) -> None:

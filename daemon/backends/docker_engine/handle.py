@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from daemon.backends.base import Handle
+from daemon.backends.base import KERNEL_LOG, Handle
 
 HANDLE_VERSION = 1
-LOG_NAME = "kernel.log"  # the output of an ended kernel, kept in its working directory
 
 
 @dataclass(frozen=True)
@@ -29,7 +28,7 @@ class ContainerHandle:
     @property
     def log_path(self) -> Path:
         """Where the output of the ended container is kept."""
-        return self.workdir / LOG_NAME
+        return self.workdir / KERNEL_LOG
 
     def to_dict(self) -> Handle:
         """The serialisable form the agent persists."""

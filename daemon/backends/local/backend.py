@@ -23,18 +23,27 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from daemon.backends.base import ExecEvent, ExecExit, ExecOutput, Exit, Handle, LaunchSpec, Started
+from daemon.backends.base import (
+    KERNEL_LOG,
+    ExecEvent,
+    ExecExit,
+    ExecOutput,
+    Exit,
+    Handle,
+    LaunchSpec,
+    Started,
+    read_log_tail,
+)
 from daemon.backends.local import cgroups
 from daemon.backends.local.cgroups import MemoryCgroups
 from daemon.errors import InvalidArgument
-from daemon.ids import AgentId, KernelId, daemon_identity
+from daemon.ids import AgentId, KernelId
 
 if TYPE_CHECKING:
     from daemon.config import AgentConfig
 
 HANDLE_VERSION = 1
 LAUNCHER = str(Path(__file__).with_name("launch.py"))
-LOG_NAME = "kernel.log"
 # Environment a kernel inherits from the daemon; everything else comes from its spec.
 INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR")
 
@@ -114,9 +123,8 @@ class LocalBackend:
         self._watches: dict[int, _ExitWatch] = {}
 
     @classmethod
-    async def create(cls, agent: AgentConfig, state_dir: Path) -> LocalBackend:
+    async def create(cls, agent: AgentConfig, identity: str) -> LocalBackend:
         """Build the backend for one agent; detects a writable memory cgroup."""
-        identity = daemon_identity(state_dir)
         return cls(identity, MemoryCgroups.detect(identity))
 
     # ------------------------------------------------------------------ verbs
@@ -125,7 +133,6 @@ class LocalBackend:
         """Spawn the kernel through the launcher; fail cleanly when it cannot exec."""
         if not launch.command:
             raise InvalidArgument("command: a local kernel needs a command (argv)")
-        launch.workdir.mkdir(parents=True, exist_ok=True)
         group = (
             self.cgroups.create(launch.agent_id, launch.kernel_id, launch.memory_limit)
             if self.cgroups
@@ -147,7 +154,7 @@ class LocalBackend:
                     (
                         os.POSIX_SPAWN_OPEN,
                         1,
-                        str(launch.workdir / LOG_NAME),
+                        str(launch.workdir / KERNEL_LOG),
                         os.O_WRONLY | os.O_CREAT | os.O_APPEND,
                         0o644,
                     ),
@@ -227,8 +234,6 @@ class LocalBackend:
         self, handle: Handle, launch: LaunchSpec, argv: list[str], stdin: bytes, timeout: float
     ) -> AsyncIterator[ExecEvent]:
         """Run argv with the kernel's cores, memory limit, cwd and env; stream its output."""
-        if not argv:
-            raise InvalidArgument("argv: give the command to execute")
         group = Path(handle["cgroup"]) if handle.get("cgroup") else None
         plan = self._plan(launch, group, argv)
         proc = await asyncio.create_subprocess_exec(
@@ -295,7 +300,7 @@ class LocalBackend:
 
     async def logs(self, handle: Handle, launch: LaunchSpec, tail_lines: int) -> bytes:
         """The kernel's combined stdout/stderr from its log file."""
-        return await asyncio.to_thread(_tail, launch.workdir / LOG_NAME, tail_lines)
+        return await asyncio.to_thread(read_log_tail, launch.workdir / KERNEL_LOG, tail_lines)
 
     async def reap_dangling(self, agent_id: AgentId, known: Container[KernelId]) -> list[KernelId]:
         """Kill processes and cgroups this daemon made for agent_id that no record owns."""
@@ -404,13 +409,3 @@ def _read_to_eof(fd: int) -> str:
     finally:
         os.close(fd)
     return b"".join(chunks).decode(errors="replace")
-
-
-def _tail(path: Path, lines: int) -> bytes:
-    try:
-        with path.open("rb") as f:
-            if not lines:
-                return f.read()
-            return b"".join(collections.deque(f, maxlen=lines))
-    except FileNotFoundError:
-        return b""
