@@ -247,19 +247,22 @@ class DaemonConfig:
 # --------------------------------------------------------------------- loading
 
 
-def load_config(path: str | Path, host: HostCapacity | None = None) -> DaemonConfig:
-    """Read, validate and resolve path; raise ConfigError listing every problem."""
-    path = Path(path)
-    host = host or HostCapacity.detect()
+def read_toml(path: Path) -> dict[str, Any]:
+    """The parsed TOML document at path, or ConfigError saying why it cannot be read."""
     try:
-        raw = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError([f"{path}: no such file"]) from None
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
-    return parse_config(raw, path, host)
+
+
+def load_config(path: str | Path, host: HostCapacity | None = None) -> DaemonConfig:
+    """Read, validate and resolve path; raise ConfigError listing every problem."""
+    path = Path(path)
+    return parse_config(read_toml(path), path, host or HostCapacity.detect())
 
 
 def parse_config(raw: Mapping[str, Any], path: Path, host: HostCapacity) -> DaemonConfig:
@@ -283,7 +286,7 @@ def parse_config(raw: Mapping[str, Any], path: Path, host: HostCapacity) -> Daem
     try:
         daemon = DaemonSection.model_validate(raw.get("daemon", {}))
     except ValidationError as exc:
-        problems += _describe(exc, f"{where_file}: daemon")
+        problems += describe_errors(exc, f"{where_file}: daemon")
 
     defaults: dict[str, Any] = {}
     if not isinstance(raw.get("defaults", {}), dict):
@@ -319,7 +322,7 @@ def parse_config(raw: Mapping[str, Any], path: Path, host: HostCapacity) -> Daem
         try:
             valid.append((where, AgentEntry.model_validate(_merge(defaults, entry))))
         except ValidationError as exc:
-            problems += _describe(exc, where)
+            problems += describe_errors(exc, where)
 
     problems += _check_agents(valid, daemon, host)
     if problems:
@@ -361,7 +364,7 @@ def _check_defaults(defaults: Mapping[str, Any], where: str) -> tuple[dict[str, 
                     {"id": "defaults", "port_range": (PORT_MIN, PORT_MIN), key: value}
                 )
             except ValidationError as exc:
-                problems += _describe(exc, where)
+                problems += describe_errors(exc, where)
             else:
                 usable[key] = value
     return usable, problems
@@ -378,22 +381,39 @@ def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, An
     return merged
 
 
-def _describe(exc: ValidationError, where: str) -> list[str]:
-    """Turn pydantic's errors into 'where: key: message' lines a person can act on."""
+DAEMON_LITERALS = {
+    "backend": ("backend", BACKENDS),
+    "allocation_mode": ("allocation_mode", ALLOCATION_MODES),
+}
+
+
+def describe_errors(
+    exc: ValidationError,
+    where: str,
+    literals: Mapping[str, tuple[str, Sequence[str]]] = DAEMON_LITERALS,
+    valid_keys: Sequence[str] = (),
+) -> list[str]:
+    """Turn pydantic's errors into 'where: key: message' lines a person can act on.
+
+    literals names, per choice-valued field, what to call it and its valid values;
+    valid_keys, when given, is listed after an unknown key.
+    """
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"])
         kind = err["type"]
         value = err.get("input")
+        field = err["loc"][-1] if err["loc"] else ""
         if kind == "extra_forbidden":
-            message = f"unknown key {err['loc'][-1]!r}"
+            message = f"unknown key {field!r}"
+            if valid_keys:
+                message += "; valid: " + ", ".join(valid_keys)
             key = ".".join(str(p) for p in err["loc"][:-1])
         elif kind == "missing":
             message = "required"
-        elif kind == "literal_error" and err["loc"][-1] == "backend":
-            message = f"unknown backend {value!r}; valid: {', '.join(BACKENDS)}"
-        elif kind == "literal_error" and err["loc"][-1] == "allocation_mode":
-            message = f"unknown allocation_mode {value!r}; valid: {', '.join(ALLOCATION_MODES)}"
+        elif kind == "literal_error" and field in literals:
+            noun, valid = literals[str(field)]
+            message = f"unknown {noun} {value!r}; valid: {', '.join(valid)}"
         elif kind == "string_pattern_mismatch":
             message = f"{value!r} is not a valid id: {ID_SYNTAX}"
         elif kind == "byte_size" or kind == "byte_size_unit":

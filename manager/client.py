@@ -97,18 +97,6 @@ class DaemonClient:
         """Daemon addresses with an open channel."""
         return set(self._channels)
 
-    async def list_agents(self, address: str) -> list[pb.AgentInfo]:
-        """A daemon's own view of its agents (idempotent: retried)."""
-        response = await self.call(
-            "",
-            address,
-            self.stub(address).ListAgents,
-            pb.ListAgentsRequest(),
-            self.call_timeout,
-            idempotent=True,
-        )
-        return list(response.agents)
-
     async def close_unused(self, in_use: set[str]) -> None:
         """Close the channels to daemons no agent is on any more."""
         for address in set(self._channels) - in_use:

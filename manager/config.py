@@ -8,18 +8,18 @@ file and the key. Nothing here starts anything or knows gRPC.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from daemon.config import HostPort
+from daemon.config import HostPort, describe_errors, read_toml
 from daemon.errors import ConfigError
-from daemon.ids import ID_PATTERN, ID_SYNTAX
+from daemon.ids import ID_PATTERN
 
-POLICIES = ("spread", "pack")
+Policy = Literal["spread", "pack"]
+POLICIES: tuple[str, ...] = get_args(Policy)
 
 
 class ManagerSection(BaseModel):
@@ -34,7 +34,7 @@ class ManagerSection(BaseModel):
         Path("./var/agenthost-manager/manager.db"),
         description="SQLite file of agents and kernels (relative: to the current directory)",
     )
-    scheduling_policy: Literal["spread", "pack"] = Field(
+    scheduling_policy: Policy = Field(
         "spread",
         description=(
             "spread: the least loaded fitting agent (kernels spread over agents); "
@@ -92,15 +92,7 @@ class ManagerConfig:
 def load_manager_config(path: str | Path) -> ManagerConfig:
     """Read and validate path; raise ConfigError naming the file and every bad key."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError([f"{path}: no such file"]) from None
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
-    return parse_manager_config(raw, path)
+    return parse_manager_config(read_toml(path), path)
 
 
 def parse_manager_config(raw: dict[str, Any], path: Path) -> ManagerConfig:
@@ -114,33 +106,12 @@ def parse_manager_config(raw: dict[str, Any], path: Path) -> ManagerConfig:
     try:
         section = ManagerSection.model_validate(raw.get("manager", {}))
     except ValidationError as exc:
-        problems += _describe(exc, f"{path}: manager")
+        problems += describe_errors(
+            exc,
+            f"{path}: manager",
+            literals={"scheduling_policy": ("policy", POLICIES)},
+            valid_keys=list(ManagerSection.model_fields),
+        )
     if problems:
         raise ConfigError(problems)
     return ManagerConfig(manager=section, path=path)
-
-
-def _describe(exc: ValidationError, where: str) -> list[str]:
-    """pydantic's errors as 'where: key: message' lines a person can act on."""
-    lines = []
-    for err in exc.errors():
-        loc = [str(p) for p in err["loc"]]
-        kind = err["type"]
-        if kind == "extra_forbidden":
-            key, message = (
-                ".".join(loc[:-1]),
-                f"unknown key {loc[-1]!r}; valid: " + ", ".join(ManagerSection.model_fields),
-            )
-        elif kind == "literal_error":
-            key, message = (
-                ".".join(loc),
-                (f"unknown policy {err.get('input')!r}; valid: {', '.join(POLICIES)}"),
-            )
-        elif kind == "string_pattern_mismatch":
-            key, message = ".".join(loc), f"{err.get('input')!r} is not a valid id: {ID_SYNTAX}"
-        elif kind == "value_error":
-            key, message = ".".join(loc), str(err.get("ctx", {}).get("error", err["msg"]))
-        else:
-            key, message = ".".join(loc), f"{err['msg']} (got {err.get('input')!r})"
-        lines.append(f"{where}: {key}: {message}" if key else f"{where}: {message}")
-    return lines

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -274,16 +273,6 @@ class Registry:
     def addresses(self) -> set[str]:
         """Every daemon address in use by some agent."""
         return {r.daemon_address for r in self._agents.values()}
-
-    def __iter__(self) -> Iterator[AgentRecord]:
-        return iter(list(self._agents.values()))
-
-    def __len__(self) -> int:
-        return len(self._agents)
-
-    def agents_of(self, daemon_id: str) -> Iterable[AgentRecord]:
-        """The agents registered by one daemon."""
-        return [r for r in self._agents.values() if r.daemon_id == daemon_id]
 
     def _detach(self, agent_id: AgentId) -> None:
         """Take agent_id away from the (LOST) daemon that had it."""

@@ -32,17 +32,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, NoReturn
+from typing import NoReturn
 
 import numpy as np
 import numpy.typing as npt
 
+from daemon.config import plural
 from daemon.ids import AgentId, KernelId
 from daemon.resources import format_bytes
+from manager.config import POLICIES, Policy
 from manager.errors import AgentLost, AllAgentsBusy, BadRequest, NoAgentFits
 from protos import agent_pb2 as pb
 
-Policy = Literal["spread", "pack"]
 IntArray = npt.NDArray[np.int64]
 
 _DIMENSIONS = ("cores", "memory", "ports")
@@ -82,12 +83,12 @@ class Demand:
         """'2 cores, 1GiB memory, 1 cuda device, 2 ports' (only what is asked)."""
         parts = []
         if self.cores:
-            parts.append(_plural(self.cores, "core"))
+            parts.append(plural(self.cores, "core"))
         if self.memory:
             parts.append(f"{format_bytes(self.memory)} memory")
-        parts += [_plural(n, f"{kind} device") for kind, n in sorted(self.devices.items())]
+        parts += [plural(n, f"{kind} device") for kind, n in sorted(self.devices.items())]
         if self.ports:
-            parts.append(_plural(self.ports, "port"))
+            parts.append(plural(self.ports, "port"))
         return ", ".join(parts) or "nothing exclusive"
 
 
@@ -147,8 +148,8 @@ class Scheduler:
     """Places kernels on agents and keeps what is held on each agent."""
 
     def __init__(self, policy: Policy = "spread") -> None:
-        if policy not in ("spread", "pack"):
-            raise BadRequest(f"unknown scheduling policy {policy!r}; valid: spread, pack")
+        if policy not in POLICIES:
+            raise BadRequest(f"unknown scheduling policy {policy!r}; valid: {', '.join(POLICIES)}")
         self.policy: Policy = policy
         self._cols = _Columns()
         self._slot: dict[AgentId, int] = {}
@@ -408,20 +409,16 @@ class Scheduler:
         n = len(self._agent_at)
         counts = np.bincount(self._cols.group[:n][self._cols.group[:n] >= 0])
         groups = [
-            f"{self._group_names[code]} ({_plural(int(count), 'agent')})"
+            f"{self._group_names[code]} ({plural(int(count), 'agent')})"
             for code, count in enumerate(counts)
             if count
         ]
         return ", ".join(groups) or "none (no agents registered)"
 
 
-def _plural(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
 def _label(name: str, amount: int) -> str:
     if name == "memory":
         return f"{format_bytes(amount)} memory"
     if name.startswith("device:"):
-        return _plural(amount, f"{name.removeprefix('device:')} device")
-    return _plural(amount, name[:-1])
+        return plural(amount, f"{name.removeprefix('device:')} device")
+    return plural(amount, name[:-1])
