@@ -20,7 +20,7 @@ from daemon.kernels import Kernel, KernelSpec, KernelState, ServicePort
 from daemon.resources import Allocation, ResourceRequest, ResourceSlice
 from protos import agent_pb2 as pb
 
-_STATES = {
+KERNEL_STATES = {
     KernelState.PENDING: pb.KERNEL_STATE_PENDING,
     KernelState.RUNNING: pb.KERNEL_STATE_RUNNING,
     KernelState.TERMINATED: pb.KERNEL_STATE_TERMINATED,
@@ -120,7 +120,7 @@ def kernel_to_proto(kernel: Kernel) -> pb.Kernel:
     msg.kernel_id = kernel.kernel_id
     msg.agent_id = kernel.agent_id
     msg.backend = kernel.backend
-    msg.state = _STATES[kernel.state]
+    msg.state = KERNEL_STATES[kernel.state]
     _fill_spec(msg.spec, kernel.spec)
     a = kernel.allocation
     _fill_resources(msg.allocated, a.cores, a.memory, a.devices, len(kernel.ports))

@@ -128,27 +128,26 @@ class ManagerLink:
         taken_at = time.time()
         agents = []
         for status in self.runtime.list_agents():
-            info = convert.agent_to_proto(status)
+            occupied = status.occupied
             agents.append(
                 mpb.AgentHeartbeat(
                     agent_id=status.agent_id,
                     scaling_group=status.scaling_group,
-                    occupied=info.occupied,
+                    occupied=convert.resources_to_proto(
+                        occupied.cores, occupied.memory, occupied.devices, status.ports_used
+                    ),
                     kernel_count=status.kernel_count,
                     healthy=status.healthy,
                     status_message=status.status_message,
                     kernels=[
                         mpb.KernelStatus(
                             kernel_id=k.kernel_id,
-                            state=k.state,
-                            exit_code=k.exit_code if k.HasField("exit_code") else None,
+                            state=convert.KERNEL_STATES[k.state],
+                            exit_code=k.exit_code,
                             status_message=k.status_message,
                             finished_at=k.finished_at,
                         )
-                        for k in map(
-                            convert.kernel_to_proto,
-                            self.runtime.agents[status.agent_id].list_kernels(),
-                        )
+                        for k in self.runtime.agents[status.agent_id].list_kernels()
                     ],
                 )
             )

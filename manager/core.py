@@ -270,10 +270,9 @@ class Manager:
         for record in self.kernels.values():
             if agent_id and record.agent_id != agent_id:
                 continue
-            managed = self._managed(record)
-            if scaling_group and managed.scaling_group != scaling_group:
+            if scaling_group and self._scaling_group_of(record) != scaling_group:
                 continue
-            out.append(managed)
+            out.append(self._managed(record))
         return out
 
     async def create_kernel(
@@ -431,12 +430,16 @@ class Manager:
             f"no heartbeat since {since}); kernel {kernel_id!r} can be reached once it is back"
         )
 
+    def _scaling_group_of(self, record: KernelRecord) -> str:
+        agent = self.registry.find(record.agent_id)
+        return agent.scaling_group if agent else ""
+
     def _managed(self, record: KernelRecord) -> mpb.ManagedKernel:
         agent = self.registry.find(record.agent_id)
         return mpb.ManagedKernel(
             kernel=record.kernel,
             daemon_address=record.daemon_address,
-            scaling_group=agent.scaling_group if agent else "",
+            scaling_group=self._scaling_group_of(record),
             node=agent.node if agent else "",
         )
 
