@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -47,8 +45,8 @@ from daemon.backends.docker_engine.spec import container_config  # noqa: E402
 from daemon.ids import AgentId, KernelId, daemon_identity  # noqa: E402
 from protos import agent_pb2 as pb  # noqa: E402
 from protos import agent_pb2_grpc  # noqa: E402
+from tests.servers import DaemonProcess  # noqa: E402
 
-AGENTHOST = str(Path(sys.executable).with_name("agenthost"))
 IMAGE = "agenthost-test-python:latest"
 MEMORY = 2 << 30
 BARE_IDENTITY = "bench-bare"
@@ -77,31 +75,6 @@ def config_text(state_dir: Path) -> str:
         reconcile_interval = 5
         """
     ) + textwrap.dedent(agents)
-
-
-class DaemonProcess:
-    """The real `agenthost daemon` in its own process."""
-
-    def __init__(self, config: Path) -> None:
-        self.log = config.with_suffix(".log")
-        self.proc = subprocess.Popen(
-            [AGENTHOST, "daemon", "--config", str(config)],
-            stdout=self.log.open("w"),
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            match = re.search(r"daemon listening on (\S+)", self.log.read_text())
-            if match:
-                self.address = match.group(1)
-                return
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"daemon did not start:\n{self.log.read_text()}")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
 
 
 def bare_config(agent_id: str, core: int, kernel_id: str) -> dict[str, Any]:
@@ -240,7 +213,8 @@ async def main(quick: bool) -> int:
             many = statistics.median(batch_ratios)
         finally:
             await channel.close()
-            daemon.stop()
+            daemon.terminate(30)
+            daemon.close()
             await remove_labelled(docker, BARE_IDENTITY)
             await remove_labelled(docker, daemon_id)
             await docker.close()
