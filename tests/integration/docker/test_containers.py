@@ -12,26 +12,19 @@ import pytest
 
 from daemon.backends.docker_engine.spec import container_name
 from protos import agent_pb2 as pb
-from tests.integration.docker.conftest import docker_agent, identity_of
+from tests.integration.docker.conftest import (
+    MIB,
+    SERVER,
+    agent_info,
+    create,
+    docker_agent,
+    get,
+    identity_of,
+)
 from tests.servers import daemon_config, eventually, execute, running_daemon, sleeper
 
 pytestmark = pytest.mark.docker
 
-MIB = 1 << 20
-TWO_DOCKER = docker_agent("d0", [0], 42000) + docker_agent("d1", [1], 42100)
-
-# Listens on $LISTEN (else on the kernel's host port $PORT_HTTP) and greets each client.
-SERVER = (
-    "import os, socket\n"
-    "s = socket.socket()\n"
-    "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-    "s.bind(('0.0.0.0', int(os.environ.get('LISTEN') or os.environ['PORT_HTTP'])))\n"
-    "s.listen()\n"
-    "while True:\n"
-    "    c, _ = s.accept()\n"
-    "    c.sendall(b'hello from ' + os.environ['AGENTHOST_KERNEL_ID'].encode())\n"
-    "    c.close()\n"
-)
 COMMAND_LINES = (
     "import os\n"
     "for p in filter(str.isdigit, os.listdir('/proc')):\n"
@@ -41,27 +34,6 @@ CGROUP_LIMITS = (
     "grep Cpus_allowed_list /proc/self/status; "
     "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max"
 )
-
-
-@pytest.fixture
-async def daemon(tmp_path: Path):  # type: ignore[no-untyped-def]
-    async with running_daemon(daemon_config(tmp_path, TWO_DOCKER, allocation_mode="manual")) as d:
-        yield d
-
-
-async def create(stub, agent_id: str, *specs: pb.KernelSpec) -> list[pb.Kernel]:  # type: ignore[no-untyped-def]
-    reply = await stub.CreateKernels(pb.CreateKernelsRequest(agent_id=agent_id, kernels=specs))
-    return list(reply.kernels)
-
-
-async def get(stub, agent_id: str, kernel_id: str) -> pb.Kernel:  # type: ignore[no-untyped-def]
-    reply = await stub.GetKernel(pb.GetKernelRequest(agent_id=agent_id, kernel_id=kernel_id))
-    return reply.kernel
-
-
-async def agent_info(stub, agent_id: str) -> pb.AgentInfo:  # type: ignore[no-untyped-def]
-    agents = (await stub.ListAgents(pb.ListAgentsRequest())).agents
-    return next(a for a in agents if a.agent_id == agent_id)
 
 
 async def containers_of(docker: aiodocker.Docker, identity: str) -> list[dict]:  # type: ignore[type-arg]

@@ -24,12 +24,14 @@ from protos import agent_pb2 as pb
 from tests.integration.docker.conftest import (
     DOCKERD_PIDFILE,
     OUR_DOCKERD_PIDFILE,
+    agent_info,
+    create,
     docker_agent,
     engine_problem,
+    get,
     local_agent,
     run_docker_up,
 )
-from tests.integration.docker.test_containers import agent_info, create, get
 from tests.servers import daemon_config, eventually, execute, running_daemon, sleeper
 
 pytestmark = pytest.mark.docker

@@ -7,13 +7,11 @@ from pathlib import Path
 import pytest
 
 from protos import agent_pb2 as pb
-from tests.integration.docker.conftest import docker_agent
-from tests.integration.docker.test_containers import agent_info, create, get
+from tests.integration.docker.conftest import MIB, agent_info, create, docker_agent, get
 from tests.servers import daemon_config, eventually, running_daemon, sleeper
 
 pytestmark = pytest.mark.docker
 
-MIB = 1 << 20
 # Touches 1 GiB, far past the kernel's 64 MiB limit.
 HOG = ["python3", "-c", "x = b'a' * (1 << 30)"]
 

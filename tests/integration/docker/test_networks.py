@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import aiodocker
 import grpc
@@ -11,23 +10,15 @@ import pytest
 
 from daemon.backends.docker_engine.networks import network_name
 from protos import agent_pb2 as pb
-from tests.integration.docker.conftest import docker_agent, identity_of
-from tests.integration.docker.test_containers import SERVER, create
-from tests.servers import daemon_config, eventually, execute, running_daemon, sleeper
+from tests.integration.docker.conftest import SERVER, create, identity_of
+from tests.servers import eventually, execute, sleeper
 
 pytestmark = pytest.mark.docker
 
-TWO_DOCKER = docker_agent("d0", [0], 42000) + docker_agent("d1", [1], 42100)
 CLIENT = (
     "import socket, sys\n"
     "print(socket.create_connection((sys.argv[1], 9000), timeout=5).recv(100).decode())\n"
 )
-
-
-@pytest.fixture
-async def daemon(tmp_path: Path):  # type: ignore[no-untyped-def]
-    async with running_daemon(daemon_config(tmp_path, TWO_DOCKER, allocation_mode="manual")) as d:
-        yield d
 
 
 async def create_network(stub, agent_id: str, name: str) -> pb.CreateNetworkResponse:  # type: ignore[no-untyped-def]

@@ -12,14 +12,11 @@ import pytest
 from daemon.backends.base import LABEL_AGENT_ID, LABEL_DAEMON, LABEL_KERNEL_ID
 from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc
-from tests.integration.docker.conftest import IMAGE, docker_agent, identity_of
-from tests.integration.docker.test_containers import SERVER, greeting
+from tests.integration.docker.conftest import IMAGE, MIB, SERVER, TWO_DOCKER, identity_of
+from tests.integration.docker.test_containers import greeting
 from tests.servers import daemon_config, daemon_process, eventually, execute
 
 pytestmark = pytest.mark.docker
-
-MIB = 1 << 20
-TWO_DOCKER = docker_agent("d0", [0], 42000) + docker_agent("d1", [1], 42100)
 
 
 def web(kernel_id: str) -> pb.KernelSpec:
