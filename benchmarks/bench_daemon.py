@@ -41,12 +41,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import grpc  # noqa: E402
-import psutil  # noqa: E402
+import grpc
+import psutil
 
-from protos import agent_pb2 as pb  # noqa: E402
-from protos import agent_pb2_grpc  # noqa: E402
-from tests.servers import AGENTHOST, DaemonProcess, daemon_config, local_agents  # noqa: E402
+from protos import agent_pb2 as pb
+from protos import agent_pb2_grpc
+from tests.servers import AGENTHOST, DaemonProcess, daemon_config, local_agents
 
 KERNEL_ID = "k-bench"
 CALL_TIMEOUT = 10.0
@@ -372,8 +372,8 @@ async def destroy_kernel(address: str, agent_id: str) -> None:
 
 def get_agent_ns(config1: Path, config64: Path, number: int) -> tuple[float, float]:
     """In-process cost of `AgentRuntime.get_agent` alone (ns per call), 1 vs 64 agents."""
+    from common.ids import AgentId
     from daemon.config import load_config
-    from daemon.ids import AgentId
     from daemon.kernels import AggregateKernelRegistry
     from daemon.runtime import AgentRuntime
 

@@ -36,16 +36,17 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import aiodocker  # noqa: E402
-import grpc  # noqa: E402
+import aiodocker
+import grpc
 
-from daemon.backends.base import LABEL_AGENT_ID, LABEL_DAEMON, LABEL_KERNEL_ID, LaunchSpec  # noqa: E402
-from daemon.backends.docker_engine.engine import resolve_url  # noqa: E402
-from daemon.backends.docker_engine.spec import container_config  # noqa: E402
-from daemon.ids import AgentId, KernelId, daemon_identity  # noqa: E402
-from protos import agent_pb2 as pb  # noqa: E402
-from protos import agent_pb2_grpc  # noqa: E402
-from tests.servers import DaemonProcess  # noqa: E402
+from common.ids import AgentId, KernelId
+from daemon.backends.base import LABEL_AGENT_ID, LABEL_DAEMON, LABEL_KERNEL_ID, LaunchSpec
+from daemon.backends.docker_engine.engine import resolve_url
+from daemon.backends.docker_engine.spec import container_config
+from daemon.state_dir import daemon_identity
+from protos import agent_pb2 as pb
+from protos import agent_pb2_grpc
+from tests.servers import DaemonProcess
 
 IMAGE = "agenthost-test-python:latest"
 MEMORY = 2 << 30

@@ -41,22 +41,22 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import grpc  # noqa: E402
-import psutil  # noqa: E402
+import grpc
+import psutil
 
-from daemon.ids import AgentId, KernelId  # noqa: E402
-from manager.errors import AllAgentsBusy  # noqa: E402
-from manager.scheduler import Demand, Scheduler  # noqa: E402
-from protos import agent_pb2 as pb  # noqa: E402
-from protos import agent_pb2_grpc, manager_pb2_grpc  # noqa: E402
-from protos import manager_pb2 as mpb  # noqa: E402
-from tests.managers import (  # noqa: E402
+from common.ids import AgentId, KernelId
+from manager.errors import AllAgentsBusy
+from manager.scheduler import Demand, Scheduler
+from protos import agent_pb2 as pb
+from protos import agent_pb2_grpc, manager_pb2_grpc
+from protos import manager_pb2 as mpb
+from tests.managers import (
     ManagerProcess,
     agents_toml,
     linked_daemon_config,
     manager_config,
 )
-from tests.servers import DaemonProcess  # noqa: E402
+from tests.servers import DaemonProcess
 
 GIB = 1 << 30
 TIMEOUT = 10.0

@@ -17,6 +17,14 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.errors import (
+    AgentHostError,
+    FailedPrecondition,
+    InvalidArgument,
+    Unavailable,
+    Unsupported,
+)
+from common.ids import ID_SYNTAX, AgentId, KernelId, is_valid_id, new_kernel_id
 from daemon.backends import create_backend
 from daemon.backends.base import (
     LABEL_AGENT_ID,
@@ -30,14 +38,6 @@ from daemon.backends.base import (
 )
 from daemon.checkpoint import Checkpoint
 from daemon.config import AgentConfig
-from daemon.errors import (
-    AgentHostError,
-    FailedPrecondition,
-    InvalidArgument,
-    Unavailable,
-    Unsupported,
-)
-from daemon.ids import ID_SYNTAX, AgentId, KernelId, is_valid_id, new_kernel_id
 from daemon.kernels import Kernel, KernelRegistry, KernelSpec, KernelState, validate_spec
 from daemon.ports import PortPool
 from daemon.resources import Allocation, ResourceAllocator, ResourceSlice

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
-from daemon.atomic_file import write_atomically
+from common.atomic_file import write_atomically
 from daemon.errors import CheckpointError
 from daemon.kernels import Kernel
 

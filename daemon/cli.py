@@ -1,70 +1,33 @@
-"""The `agenthost` command: a thin layer mapping flags to config and calls.
+"""The daemon's commands: `agenthost daemon` and `agenthost config check|sample`.
 
-Every option can also come from an environment variable with the `AGENTHOST_`
-prefix (e.g. AGENTHOST_DAEMON_CONFIG for `agenthost daemon --config`).
+A thin layer mapping flags to config and calls; `cli/main.py` attaches
+`COMMANDS` to the root group.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import sys
 from pathlib import Path
 
 import click
 
-from daemon.config import DaemonConfig, load_config, plural, render_sample
-from daemon.errors import AgentHostError, ConfigError
-from daemon.resources import format_bytes, format_cores, format_devices
+from common.console import fail, log_level_option
+from common.errors import AgentHostError, ConfigError
+from common.formatting import format_bytes, plural, render_table
+from common.logsetup import setup_logging
+from daemon.config import DaemonConfig, load_config, render_sample
+from daemon.resources import format_cores, format_devices
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
-def _load_or_exit(path: Path) -> DaemonConfig:
+def load_or_exit(path: Path) -> DaemonConfig:
+    """The validated config at path, or every problem printed and exit code 2."""
     try:
         return load_config(path)
     except ConfigError as exc:
-        for problem in exc.problems:
-            click.echo(f"error: {problem}", err=True)
-        raise SystemExit(2) from None
+        fail(exc.problems, 2)
 
 
-def render_table(headers: list[str], rows: list[list[str]]) -> str:
-    """A plain aligned text table."""
-    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=False)]
-    lines = [
-        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)).rstrip()
-        for r in [headers, *rows]
-    ]
-    return "\n".join(lines)
-
-
-@click.group(
-    context_settings={"auto_envvar_prefix": "AGENTHOST", "help_option_names": ["-h", "--help"]}
-)
-def main() -> None:
-    """agenthost: one node daemon hosting several agents, each keyed by agent_id.
-
-    \b
-    Quick start (a manager plus a daemon with three local agents):
-      agenthost up
-      agenthost kernel create -- sleep 600
-      agenthost kernel ls
-    Validate a daemon config:  agenthost config check FILE
-
-    Every option can also come from an environment variable named
-    AGENTHOST_<COMMAND>_<OPTION> (e.g. AGENTHOST_DAEMON_CONFIG); client commands
-    read the manager address from AGENTHOST_MANAGER.
-    """
-
-
-@main.command()
+@click.command("daemon")
 @click.option(
     "--config",
     "config_path",
@@ -80,12 +43,7 @@ def main() -> None:
     is_flag=True,
     help="destroy every kernel on shutdown instead of leaving them running",
 )
-@click.option(
-    "--log-level",
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-)
+@log_level_option
 def daemon(
     config_path: Path, listen: str | None, destroy_kernels_on_exit: bool, log_level: str
 ) -> None:
@@ -94,21 +52,17 @@ def daemon(
     SIGTERM or Ctrl-C shuts down gracefully; kernels keep running (and are
     re-adopted on the next start) unless --destroy-kernels-on-exit is given.
     """
-    _setup_logging(log_level)
-    config = _load_or_exit(config_path)
+    setup_logging(log_level)
+    config = load_or_exit(config_path)
     from daemon.server import run_daemon
 
     try:
         asyncio.run(run_daemon(config, listen, destroy_kernels_on_exit))
-    except AgentHostError as exc:
-        click.echo(f"error: {exc}", err=True)
-        raise SystemExit(1) from None
-    except OSError as exc:
-        click.echo(f"error: {exc}", err=True)
-        raise SystemExit(1) from None
+    except (AgentHostError, OSError) as exc:
+        fail([str(exc)], 1)
 
 
-@main.group()
+@click.group("config")
 def config() -> None:
     """Inspect configuration files."""
 
@@ -117,7 +71,7 @@ def config() -> None:
 @click.argument("file", type=click.Path(path_type=Path))
 def config_check(file: Path) -> None:
     """Validate FILE and print each agent's resolved slice, or every error (exit 2)."""
-    cfg = _load_or_exit(file)
+    cfg = load_or_exit(file)
     rows = [
         [
             a.id,
@@ -151,12 +105,4 @@ def config_sample() -> None:
     click.echo(render_sample(), nl=False)
 
 
-def _attach_manager_commands() -> None:
-    """`manager`, `up`, `agents` and `kernel` live in manager/cli.py."""
-    from manager.cli import COMMANDS
-
-    for command in COMMANDS:
-        main.add_command(command)
-
-
-_attach_manager_commands()
+COMMANDS = (daemon, config)

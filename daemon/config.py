@@ -12,51 +12,35 @@ from __future__ import annotations
 
 import copy
 import socket
-import tomllib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import tomlkit
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ByteSize,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
 )
 
-from daemon.atomic_file import write_atomically
-from daemon.errors import ConfigError, NotFound
-from daemon.ids import ID_PATTERN, ID_SYNTAX, AgentId, is_valid_id
-from daemon.resources import HostCapacity, ResourceSlice, format_bytes, format_cores
+from common.addresses import HostPort
+from common.atomic_file import write_atomically
+from common.config import StrictModel, describe_errors, read_toml
+from common.errors import ConfigError, NotFound
+from common.formatting import format_bytes, plural
+from common.ids import ID_PATTERN, ID_SYNTAX, AgentId, is_valid_id
+from daemon.resources import HostCapacity, ResourceSlice, format_cores
 
 BACKENDS = ("local", "docker", "kubernetes")
 ALLOCATION_MODES = ("manual", "auto-split", "shared")
 PORT_MIN, PORT_MAX = 1024, 65535
 
 
-def check_host_port(value: str) -> str:
-    """Return value if it is host:port (port 0-65535), else raise ValueError."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f'{value!r} is not host:port (e.g. "127.0.0.1:6001")')
-    return value
-
-
-HostPort = Annotated[str, AfterValidator(check_host_port)]
-"""A `host:port` address (port 0: any free port); every config's addresses use it."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DaemonSection(_Strict):
+class DaemonSection(StrictModel):
     """The `[daemon]` table: what the process as a whole does."""
 
     listen: HostPort = Field(
@@ -94,7 +78,7 @@ class DaemonSection(_Strict):
     )
 
 
-class ResourcesConfig(_Strict):
+class ResourcesConfig(StrictModel):
     """An agent's `resources`: its slice of the host."""
 
     cpus: list[int] | int | None = Field(
@@ -138,7 +122,7 @@ class ResourcesConfig(_Strict):
         return value
 
 
-class DockerSettings(_Strict):
+class DockerSettings(StrictModel):
     """The `docker` table of an agent whose backend is docker."""
 
     url: str | None = Field(
@@ -164,7 +148,7 @@ class DockerSettings(_Strict):
     )
 
 
-class KubernetesSettings(_Strict):
+class KubernetesSettings(StrictModel):
     """The `kubernetes` table of an agent whose backend is kubernetes."""
 
     namespace: str = Field("default", description="namespace the agent's pods live in")
@@ -174,7 +158,7 @@ class KubernetesSettings(_Strict):
     )
 
 
-class AgentEntry(_Strict):
+class AgentEntry(StrictModel):
     """One `[[agents]]` entry (after `[defaults]` is merged under it)."""
 
     id: str = Field(..., pattern=ID_PATTERN, description="the agent_id; " + ID_SYNTAX)
@@ -247,18 +231,6 @@ class DaemonConfig:
 # --------------------------------------------------------------------- loading
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    """The parsed TOML document at path, or ConfigError saying why it cannot be read."""
-    try:
-        return tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError([f"{path}: no such file"]) from None
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
-
-
 def load_config(path: str | Path, host: HostCapacity | None = None) -> DaemonConfig:
     """Read, validate and resolve path; raise ConfigError listing every problem."""
     path = Path(path)
@@ -286,7 +258,7 @@ def parse_config(raw: Mapping[str, Any], path: Path, host: HostCapacity) -> Daem
     try:
         daemon = DaemonSection.model_validate(raw.get("daemon", {}))
     except ValidationError as exc:
-        problems += describe_errors(exc, f"{where_file}: daemon")
+        problems += describe_errors(exc, f"{where_file}: daemon", DAEMON_LITERALS)
 
     defaults: dict[str, Any] = {}
     if not isinstance(raw.get("defaults", {}), dict):
@@ -322,7 +294,7 @@ def parse_config(raw: Mapping[str, Any], path: Path, host: HostCapacity) -> Daem
         try:
             valid.append((where, AgentEntry.model_validate(_merge(defaults, entry))))
         except ValidationError as exc:
-            problems += describe_errors(exc, where)
+            problems += describe_errors(exc, where, DAEMON_LITERALS)
 
     problems += _check_agents(valid, daemon, host)
     if problems:
@@ -364,7 +336,7 @@ def _check_defaults(defaults: Mapping[str, Any], where: str) -> tuple[dict[str, 
                     {"id": "defaults", "port_range": (PORT_MIN, PORT_MIN), key: value}
                 )
             except ValidationError as exc:
-                problems += describe_errors(exc, where)
+                problems += describe_errors(exc, where, DAEMON_LITERALS)
             else:
                 usable[key] = value
     return usable, problems
@@ -385,47 +357,6 @@ DAEMON_LITERALS = {
     "backend": ("backend", BACKENDS),
     "allocation_mode": ("allocation_mode", ALLOCATION_MODES),
 }
-
-
-def describe_errors(
-    exc: ValidationError,
-    where: str,
-    literals: Mapping[str, tuple[str, Sequence[str]]] = DAEMON_LITERALS,
-    valid_keys: Sequence[str] = (),
-) -> list[str]:
-    """Turn pydantic's errors into 'where: key: message' lines a person can act on.
-
-    literals names, per choice-valued field, what to call it and its valid values;
-    valid_keys, when given, is listed after an unknown key.
-    """
-    lines = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"])
-        kind = err["type"]
-        value = err.get("input")
-        field = err["loc"][-1] if err["loc"] else ""
-        if kind == "extra_forbidden":
-            message = f"unknown key {field!r}"
-            if valid_keys:
-                message += "; valid: " + ", ".join(valid_keys)
-            key = ".".join(str(p) for p in err["loc"][:-1])
-        elif kind == "missing":
-            message = "required"
-        elif kind == "literal_error" and field in literals:
-            noun, valid = literals[str(field)]
-            message = f"unknown {noun} {value!r}; valid: {', '.join(valid)}"
-        elif kind == "string_pattern_mismatch":
-            message = f"{value!r} is not a valid id: {ID_SYNTAX}"
-        elif kind == "byte_size" or kind == "byte_size_unit":
-            message = f'{value!r} is not a memory size (e.g. "2GiB", "512MiB")'
-        elif kind in ("model_type", "dict_type"):
-            message = f"must be a table, not {value!r}"
-        elif kind == "value_error":
-            message = str(err["ctx"]["error"]) if "ctx" in err else err["msg"]
-        else:
-            message = f"{err['msg']} (got {value!r})"
-        lines.append(f"{where}: {key}: {message}" if key else f"{where}: {message}")
-    return lines
 
 
 def _check_agents(
@@ -669,11 +600,6 @@ def _resolve_slices(
             devices = {}
         slices.append(ResourceSlice(cores=cores, memory=memory, devices=devices))
     return slices, notes
-
-
-def plural(count: int, word: str) -> str:
-    """'1 agent', '3 agents'."""
-    return f"{count} {word}" + ("" if count == 1 else "s")
 
 
 def _split(items: Sequence[Any], n: int) -> list[tuple[Any, ...]]:

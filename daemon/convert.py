@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from common.ids import KernelId
 from daemon.agent import AgentStatus
 from daemon.backends.base import ExecEvent, ExecExit
-from daemon.ids import KernelId
 from daemon.kernels import Kernel, KernelSpec, KernelState, ServicePort
 from daemon.resources import Allocation, ResourceRequest, ResourceSlice
 from protos import agent_pb2 as pb

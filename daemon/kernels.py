@@ -16,8 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from daemon.errors import AlreadyExists, InvalidArgument, NotFound
-from daemon.ids import ID_SYNTAX, AgentId, KernelId, is_valid_id
+from common.errors import AlreadyExists, InvalidArgument, NotFound
+from common.ids import ID_SYNTAX, AgentId, KernelId, is_valid_id
 from daemon.resources import Allocation, ResourceRequest
 
 

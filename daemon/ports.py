@@ -9,8 +9,8 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Iterable, Mapping
 
-from daemon.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
-from daemon.ids import KernelId
+from common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from common.ids import KernelId
 
 
 def port_is_free_on_host(port: int) -> bool:

@@ -16,24 +16,11 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from daemon.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
-from daemon.ids import KernelId
+from common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from common.formatting import format_bytes
+from common.ids import KernelId
 
 Devices = Mapping[str, tuple[str, ...]]
-
-
-def format_bytes(n: int) -> str:
-    """2147483648 -> '2GiB'; exact binary units where possible."""
-    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20)):
-        if n >= size and n % size == 0:
-            return f"{n // size}{unit}"
-    if n < 1 << 20 and n % 1024 == 0 and n:
-        return f"{n // 1024}KiB"
-    if n >= 1 << 30:
-        return f"{n / (1 << 30):.1f}GiB"
-    if n >= 1 << 20:
-        return f"{n / (1 << 20):.1f}MiB"
-    return f"{n}B"
 
 
 def format_cores(cores: Iterable[int]) -> str:

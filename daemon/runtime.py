@@ -12,11 +12,12 @@ import contextlib
 import logging
 from collections.abc import Mapping
 
+from common.errors import AgentHostError, InvalidArgument, NotFound
+from common.ids import ID_SYNTAX, AgentId, is_valid_id
 from daemon.agent import Agent, AgentStatus
 from daemon.config import DaemonConfig, set_scaling_group
-from daemon.errors import AgentHostError, InvalidArgument, NotFound
-from daemon.ids import ID_SYNTAX, AgentId, daemon_identity, is_valid_id
 from daemon.kernels import AggregateKernelRegistry, Kernel
+from daemon.state_dir import daemon_identity
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import grpc
 
+from common.serving import NOT_SERVING, SERVING, start_grpc_server, stop_signals
 from daemon.config import DaemonConfig
 from daemon.manager_link import ManagerLink
 from daemon.runtime import AgentRuntime
 from daemon.service import AgentServicer
-from daemon.serving import NOT_SERVING, SERVING, start_grpc_server, stop_signals
 from protos import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger(__name__)

@@ -1,23 +1,21 @@
-"""The manager's commands: `agenthost manager`, `agenthost up`, `agenthost agents`
-and `agenthost kernel create|ls|get|exec|logs|rm`.
+"""The manager's commands: `agenthost manager`, `agenthost agents` and
+`agenthost kernel create|ls|get|exec|logs|rm`.
 
 A thin layer: flags become requests, responses become tables (or `--json`).
 Client commands talk to the manager named by `--manager`, else the
 `AGENTHOST_MANAGER` environment variable, else 127.0.0.1:6000, with a deadline on
-every call. `daemon/cli.py` attaches `COMMANDS` to the root group.
+every call. `cli/main.py` attaches `COMMANDS` to the root group.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import click
 import grpc
@@ -25,8 +23,10 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from pydantic import ByteSize, TypeAdapter, ValidationError
 
-from daemon.errors import AgentHostError, ConfigError
-from daemon.resources import format_bytes
+from common.console import fail, log_level_option, print_json
+from common.errors import AgentHostError, ConfigError
+from common.formatting import format_bytes, render_table
+from common.logsetup import setup_logging
 from protos import agent_pb2 as pb
 from protos import manager_pb2 as mpb
 from protos import manager_pb2_grpc
@@ -44,34 +44,6 @@ _STATE_NAMES = {
     pb.KERNEL_STATE_UNKNOWN: "unknown",
 }
 _AGENT_STATUS = {mpb.AGENT_STATUS_ALIVE: "ALIVE", mpb.AGENT_STATUS_LOST: "LOST"}
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
-def _fail(problems: list[str], code: int) -> NoReturn:
-    for problem in problems:
-        click.echo(f"error: {problem}", err=True)
-    raise SystemExit(code)
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    from daemon.cli import render_table  # imported late: daemon.cli attaches these commands
-
-    return render_table(headers, rows)
-
-
-log_level_option = click.option(
-    "--log-level",
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-)
 
 
 def manager_option(f: F) -> F:
@@ -107,17 +79,13 @@ def manager_stub(address: str) -> Iterator[manager_pb2_grpc.ManagerServiceStub]:
                 f"\nhint: is a manager running at {address}? "
                 "(agenthost up, or --manager / AGENTHOST_MANAGER)"
             )
-        _fail([f"{details} ({code.name}){hint}"], 1)
+        fail([f"{details} ({code.name}){hint}"], 1)
     finally:
         channel.close()
 
 
 def _as_dict(message: Message) -> dict[str, Any]:
     return MessageToDict(message, preserving_proto_field_name=True)
-
-
-def _print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=True))
 
 
 # ------------------------------------------------------------------- servers
@@ -144,64 +112,15 @@ def manager_command(config_path: Path, listen: str | None, log_level: str) -> No
     from manager.config import load_manager_config
     from manager.server import run_manager
 
-    _setup_logging(log_level)
+    setup_logging(log_level)
     try:
         config = load_manager_config(config_path)
     except ConfigError as exc:
-        _fail(exc.problems, 2)
+        fail(exc.problems, 2)
     try:
         asyncio.run(run_manager(config, listen))
     except (AgentHostError, OSError) as exc:
-        _fail([str(exc)], 1)
-
-
-@click.command("up")
-@click.option(
-    "--config",
-    "daemon_config_path",
-    envvar="AGENTHOST_UP_CONFIG",
-    default="configs/daemon-multi.toml",
-    show_default=True,
-    type=click.Path(path_type=Path),
-    help="daemon TOML file",
-)
-@click.option(
-    "--manager-config",
-    "manager_config_path",
-    default="configs/manager.toml",
-    show_default=True,
-    type=click.Path(path_type=Path),
-    help="manager TOML file",
-)
-@click.option("--manager-listen", default=None, help="override the manager's listen address")
-@click.option("--daemon-listen", default=None, help="override the daemon's listen address")
-@log_level_option
-def up_command(
-    daemon_config_path: Path,
-    manager_config_path: Path,
-    manager_listen: str | None,
-    daemon_listen: str | None,
-    log_level: str,
-) -> None:
-    """Run a manager and one daemon registered with it, in one process.
-
-    The daemon's `[daemon] manager` is set to the manager's address. Ctrl-C or
-    SIGTERM stops both; kernels keep running and are re-adopted next time.
-    """
-    from daemon.config import load_config
-    from manager.config import load_manager_config
-    from manager.server import run_up
-
-    _setup_logging(log_level)
-    try:
-        manager_config = load_manager_config(manager_config_path)
-        daemon_config = load_config(daemon_config_path)
-    except ConfigError as exc:
-        _fail(exc.problems, 2)
-    try:
-        asyncio.run(run_up(manager_config, daemon_config, manager_listen, daemon_listen))
-    except (AgentHostError, OSError) as exc:
-        _fail([str(exc)], 1)
+        fail([str(exc)], 1)
 
 
 # ------------------------------------------------------------------- clients
@@ -224,7 +143,7 @@ def agents_command(scaling_group: str, manager_address: str, as_json: bool) -> N
             mpb.ManagerListAgentsRequest(scaling_group=scaling_group), timeout=CALL_TIMEOUT
         )
     if as_json:
-        _print_json([_as_dict(a) for a in response.agents])
+        print_json([_as_dict(a) for a in response.agents])
         return
     rows = []
     for a in response.agents:
@@ -247,7 +166,7 @@ def agents_command(scaling_group: str, manager_address: str, as_json: bool) -> N
             ]
         )
     click.echo(
-        _table(
+        render_table(
             [
                 "AGENT_ID",
                 "STATUS",
@@ -393,9 +312,9 @@ def kernel_create(
             timeout=CREATE_TIMEOUT,
         )
     if as_json:
-        _print_json(_as_dict(response.kernel))
+        print_json(_as_dict(response.kernel))
         return
-    click.echo(_table(_KERNEL_HEADERS, [_kernel_row(response.kernel)]))
+    click.echo(render_table(_KERNEL_HEADERS, [_kernel_row(response.kernel)]))
 
 
 @kernel_group.command("ls")
@@ -411,9 +330,9 @@ def kernel_ls(agent_id: str, scaling_group: str, manager_address: str, as_json: 
             timeout=CALL_TIMEOUT,
         )
     if as_json:
-        _print_json([_as_dict(k) for k in response.kernels])
+        print_json([_as_dict(k) for k in response.kernels])
         return
-    click.echo(_table(_KERNEL_HEADERS, [_kernel_row(k) for k in response.kernels]))
+    click.echo(render_table(_KERNEL_HEADERS, [_kernel_row(k) for k in response.kernels]))
 
 
 @kernel_group.command("get")
@@ -425,7 +344,7 @@ def kernel_get(kernel_id: str, manager_address: str, as_json: bool) -> None:
     with manager_stub(manager_address) as stub:
         response = stub.GetKernel(pb.GetKernelRequest(kernel_id=kernel_id), timeout=CALL_TIMEOUT)
     if as_json:
-        _print_json(_as_dict(response.kernel))
+        print_json(_as_dict(response.kernel))
         return
     managed = response.kernel
     k = managed.kernel
@@ -538,9 +457,9 @@ def kernel_rm(
     finally:
         channel.close()
     if as_json:
-        _print_json([_as_dict(k) for k in removed])
+        print_json([_as_dict(k) for k in removed])
     if failed:
         raise SystemExit(1)
 
 
-COMMANDS = (manager_command, up_command, agents_command, kernel_group)
+COMMANDS = (manager_command, agents_command, kernel_group)

@@ -6,7 +6,7 @@ every call carries that agent_id. Every call has a deadline. Idempotent calls
 (GetKernel, ListKernels, GetKernelLogs, ListAgents) are retried with backoff when
 the daemon is UNAVAILABLE; CreateKernels, DestroyKernel and Execute never are. A
 daemon's error comes back as the domain error of the same meaning (the inverse of
-the one mapping, `daemon.service.STATUS_CODES`), so the manager's interceptor
+the one mapping, `common/status.py`), so the manager's interceptor
 hands the caller the daemon's code and message. Knows gRPC channels and the
 daemon's protocol; nothing of scheduling, liveness or storage.
 """
@@ -20,8 +20,8 @@ from typing import Any
 
 import grpc
 
-from daemon.errors import AgentHostError
-from daemon.service import STATUS_CODES
+from common.errors import AgentHostError
+from common.status import error_class
 from manager.errors import DaemonUnreachable
 from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc
@@ -36,10 +36,6 @@ CHANNEL_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 
-_ERRORS: dict[grpc.StatusCode, type[AgentHostError]] = {}
-for _cls, _code in STATUS_CODES.items():
-    _ERRORS.setdefault(_code, _cls)
-
 
 def domain_error(exc: grpc.aio.AioRpcError, agent_id: str, address: str) -> AgentHostError:
     """The domain error a daemon's status stands for (UNAVAILABLE/DEADLINE: unreachable)."""
@@ -49,7 +45,7 @@ def domain_error(exc: grpc.aio.AioRpcError, agent_id: str, address: str) -> Agen
         return DaemonUnreachable(
             f"the daemon of agent {agent_id!r} at {address} {what}: {exc.details()}"
         )
-    cls = _ERRORS.get(code)
+    cls = error_class(code)
     if cls is None:
         return AgentHostError(
             f"the daemon of agent {agent_id!r} at {address} failed: {code.name}: {exc.details()}"

@@ -14,9 +14,10 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from daemon.config import HostPort, describe_errors, read_toml
-from daemon.errors import ConfigError
-from daemon.ids import ID_PATTERN
+from common.addresses import HostPort
+from common.config import describe_errors, read_toml
+from common.errors import ConfigError
+from common.ids import ID_PATTERN
 
 Policy = Literal["spread", "pack"]
 POLICIES: tuple[str, ...] = get_args(Policy)

@@ -26,8 +26,8 @@ from collections.abc import AsyncIterator, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from daemon.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
-from daemon.ids import ID_SYNTAX, AgentId, KernelId, is_valid_id, new_kernel_id
+from common.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
+from common.ids import ID_SYNTAX, AgentId, KernelId, is_valid_id, new_kernel_id
 from manager.client import DaemonClient
 from manager.config import ManagerConfig
 from manager.errors import AgentLost, AllAgentsBusy, BadRequest, KernelNotFound

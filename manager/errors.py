@@ -1,15 +1,14 @@
 """Domain errors of the manager.
 
-Each subclasses the daemon's error of the same meaning, so the one mapping in
-`daemon/service.py` (`STATUS_CODES`) gives the manager's errors their gRPC codes
+Each subclasses the shared error of the same meaning (`common/errors.py`), so the
+one mapping in `common/status.py` gives the manager's errors their gRPC codes
 too. Nothing here knows gRPC.
 """
 
 from __future__ import annotations
 
-from daemon.errors import (
+from common.errors import (
     AlreadyExists,
-    CheckpointError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -50,5 +49,5 @@ class BadRequest(InvalidArgument):
     """A manager request is malformed (a pin that contradicts the scaling group, ...)."""
 
 
-class StoreError(CheckpointError):
+class StoreError(FailedPrecondition):
     """The manager's database cannot be used; the message says what to do."""

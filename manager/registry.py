@@ -20,8 +20,8 @@ import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from daemon.errors import InvalidArgument, NotFound
-from daemon.ids import ID_SYNTAX, AgentId, is_valid_id
+from common.errors import InvalidArgument, NotFound
+from common.ids import ID_SYNTAX, AgentId, is_valid_id
 from manager.errors import AgentConflict, UnknownSession
 from protos import agent_pb2 as pb
 from protos import manager_pb2 as mpb

@@ -37,9 +37,8 @@ from typing import NoReturn
 import numpy as np
 import numpy.typing as npt
 
-from daemon.config import plural
-from daemon.ids import AgentId, KernelId
-from daemon.resources import format_bytes
+from common.formatting import format_bytes, plural
+from common.ids import AgentId, KernelId
 from manager.config import POLICIES, Policy
 from manager.errors import AgentLost, AllAgentsBusy, BadRequest, NoAgentFits
 from protos import agent_pb2 as pb

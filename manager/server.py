@@ -1,24 +1,20 @@
-"""Running the manager: startup -> serve -> shutdown; and `agenthost up`.
+"""Running the manager: startup -> serve -> shutdown.
 
 Startup builds the core whole (store opened, registry and holds rebuilt), then
 binds one gRPC port serving ManagerService, grpc.health.v1 and server reflection.
 Shutdown: health says NOT_SERVING, `server.stop(grace)` drains in-flight calls,
-the core closes its channels and the store. `run_up` runs a manager and one
-daemon in one process, the daemon pointed at the manager. Signal handlers only
-set a flag; a second signal forces exit.
+the core closes its channels and the store. Signal handlers only set a flag; a
+second signal forces exit.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
 import grpc
 
-from daemon.config import DaemonConfig
-from daemon.server import DaemonServer
-from daemon.serving import start_grpc_server, stop_signals
+from common.serving import start_grpc_server, stop_signals
 from manager.config import ManagerConfig
 from manager.core import Manager
 from manager.service import ManagerServicer
@@ -80,36 +76,5 @@ async def run_manager(config: ManagerConfig, listen: str | None) -> None:
         manager = await ManagerServer.start(config, listen)
         try:
             await stop.wait()
-        finally:
-            await manager.stop()
-
-
-async def run_up(
-    manager_config: ManagerConfig,
-    daemon_config: DaemonConfig,
-    manager_listen: str | None = None,
-    daemon_listen: str | None = None,
-) -> None:
-    """A manager and one daemon registered with it, until SIGTERM or SIGINT stops both."""
-    async with stop_signals() as stop:
-        manager = await ManagerServer.start(manager_config, manager_listen)
-        try:
-            pointed = dataclasses.replace(
-                daemon_config,
-                daemon=daemon_config.daemon.model_copy(update={"manager": manager.address}),
-            )
-            daemon = await DaemonServer.start(pointed, daemon_listen)
-            try:
-                log.info(
-                    "up: manager on %s, daemon on %s with agents %s; try: "
-                    "AGENTHOST_MANAGER=%s agenthost kernel create -- sleep 600",
-                    manager.address,
-                    daemon.address,
-                    ", ".join(daemon.runtime.agents),
-                    manager.address,
-                )
-                await stop.wait()
-            finally:
-                await daemon.stop()
         finally:
             await manager.stop()

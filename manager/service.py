@@ -2,7 +2,7 @@
 
 Each handler is a few lines: proto -> the shared core (`manager.core.Manager`) ->
 proto. No try/except here: domain errors (the manager's subclass the daemon's)
-become status codes in the one interceptor, `daemon.service.ErrorMappingInterceptor`.
+become status codes in the one interceptor, `common.interceptors.ErrorMappingInterceptor`.
 Knows gRPC and the core; nothing of daemons' channels, scheduling or storage.
 """
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from daemon.errors import FailedPrecondition
+from common.errors import FailedPrecondition
 
 if TYPE_CHECKING:
     from daemon.backends.base import Backend

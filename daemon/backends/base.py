@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from daemon.ids import AgentId, KernelId
+from common.ids import AgentId, KernelId
 
 Handle = dict[str, Any]
 

@@ -21,6 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 from aiodocker.exceptions import DockerError
 
+from common.errors import (
+    AgentHostError,
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
+from common.ids import AgentId, KernelId
 from daemon.backends.base import ExecEvent, Exit, Handle, LaunchSpec, Started, read_log_tail
 from daemon.backends.docker_engine import execute, reconcile
 from daemon.backends.docker_engine.engine import Engine, is_not_found, resolve_url
@@ -29,14 +37,6 @@ from daemon.backends.docker_engine.handle import ContainerHandle, parse
 from daemon.backends.docker_engine.images import ImagePuller, is_missing_image, missing_image
 from daemon.backends.docker_engine.networks import AgentNetworks
 from daemon.backends.docker_engine.spec import container_config, container_name
-from daemon.errors import (
-    AgentHostError,
-    AlreadyExists,
-    InvalidArgument,
-    NotFound,
-    ResourceExhausted,
-)
-from daemon.ids import AgentId, KernelId
 
 if TYPE_CHECKING:
     from daemon.config import AgentConfig, DockerSettings

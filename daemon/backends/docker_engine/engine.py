@@ -19,7 +19,7 @@ import aiodocker
 import aiohttp
 from aiodocker.exceptions import DockerError
 
-from daemon.errors import Unavailable
+from common.errors import Unavailable
 
 DEFAULT_URL = "unix:///var/run/docker.sock"
 CONNECT_TIMEOUT = 10.0  # seconds to open a connection to the engine

@@ -22,9 +22,9 @@ from typing import Any
 import aiohttp
 from aiodocker.exceptions import DockerError
 
+from common.errors import AgentHostError, Unavailable
 from daemon.backends.base import Exit
 from daemon.backends.docker_engine.engine import CONNECT_TIMEOUT, Engine, is_not_found
-from daemon.errors import AgentHostError, Unavailable
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ import psutil
 from aiodocker.exceptions import DockerError
 from aiodocker.stream import Stream
 
+from common.errors import AgentHostError, FailedPrecondition
 from daemon.backends.base import ExecEvent, ExecExit, ExecOutput
 from daemon.backends.docker_engine.engine import Engine, is_not_found
-from daemon.errors import AgentHostError, FailedPrecondition
 
 HEADER = struct.Struct(">BxxxL")  # the engine's frame header: stream, size
 SETTLE_ATTEMPTS = 250  # polls for an exec's exit code once its output ended

@@ -13,8 +13,8 @@ import asyncio
 
 from aiodocker.exceptions import DockerError
 
+from common.errors import FailedPrecondition
 from daemon.backends.docker_engine.engine import Engine
-from daemon.errors import FailedPrecondition
 
 
 def is_missing_image(exc: DockerError) -> bool:

@@ -15,10 +15,10 @@ from typing import Any
 from aiodocker.exceptions import DockerError
 from aiodocker.networks import DockerNetwork
 
+from common.errors import AgentHostError, AlreadyExists, FailedPrecondition, NotFound
 from daemon.backends.base import LABEL_AGENT_ID, LABEL_DAEMON
 from daemon.backends.docker_engine.engine import Engine, is_not_found
 from daemon.backends.docker_engine.spec import PREFIX, endpoint
-from daemon.errors import AgentHostError, AlreadyExists, FailedPrecondition, NotFound
 
 LABEL_NETWORK = "agenthost.network"
 

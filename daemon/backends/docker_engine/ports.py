@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from daemon.errors import InvalidArgument
+from common.errors import InvalidArgument
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ from typing import Any
 
 from aiodocker.exceptions import DockerError
 
+from common.errors import AgentHostError
+from common.ids import KernelId
 from daemon.backends.base import LABEL_AGENT_ID, LABEL_DAEMON, LABEL_KERNEL_ID
 from daemon.backends.docker_engine.engine import Engine, is_not_found
-from daemon.errors import AgentHostError
-from daemon.ids import KernelId
 
 
 def ownership_labels(identity: str, agent_id: str) -> list[str]:

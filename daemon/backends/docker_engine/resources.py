@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from daemon.errors import FailedPrecondition, InvalidArgument
-from daemon.resources import format_bytes
+from common.errors import FailedPrecondition, InvalidArgument
+from common.formatting import format_bytes
 
 MIN_MEMORY = 6 << 20  # the engine refuses a memory limit below 6 MiB
 DEVICE_KINDS = ("cuda",)

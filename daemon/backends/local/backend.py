@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from common.errors import InvalidArgument
+from common.ids import AgentId, KernelId
 from daemon.backends.base import (
     KERNEL_LOG,
     ExecEvent,
@@ -36,8 +38,6 @@ from daemon.backends.base import (
 )
 from daemon.backends.local import cgroups
 from daemon.backends.local.cgroups import MemoryCgroups
-from daemon.errors import InvalidArgument
-from daemon.ids import AgentId, KernelId
 
 if TYPE_CHECKING:
     from daemon.config import AgentConfig

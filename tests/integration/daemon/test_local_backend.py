@@ -12,8 +12,8 @@ import psutil
 import pytest
 
 from daemon.config import load_config
-from daemon.ids import daemon_identity
 from daemon.resources import HostCapacity
+from daemon.state_dir import daemon_identity
 from protos import agent_pb2 as pb
 from tests.servers import daemon_config, eventually, execute, running_daemon, sleeper
 

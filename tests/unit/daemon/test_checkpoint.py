@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from common.ids import AgentId, KernelId
 from daemon.checkpoint import SCHEMA_VERSION, Checkpoint, _checksum
 from daemon.errors import CheckpointError
-from daemon.ids import AgentId, KernelId
 from daemon.kernels import Kernel, KernelSpec, KernelState, ServicePort
 from daemon.resources import Allocation, ResourceRequest
 
@@ -101,7 +101,7 @@ class TestRoundTrip:
         def broken_fsync(fd: int) -> None:
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr("daemon.atomic_file.os.fsync", broken_fsync)
+        monkeypatch.setattr("common.atomic_file.os.fsync", broken_fsync)
         with pytest.raises(OSError):
             checkpoint.save([])
         assert checkpoint.path.read_bytes() == before

@@ -15,9 +15,9 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.cli import main
+from common.errors import ConfigError, NotFound
+from cli.main import main
 from daemon.config import load_config, parse_config, set_scaling_group
-from daemon.errors import ConfigError, NotFound
 from daemon.resources import HostCapacity
 
 ROOT = Path(__file__).resolve().parents[3]

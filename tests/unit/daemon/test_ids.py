@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.ids import daemon_identity, is_valid_id, new_kernel_id
+from common.ids import is_valid_id, new_kernel_id
+from daemon.state_dir import daemon_identity
 
 VALID = ["a0", "A", "gpu-0", "batch_1", "v1.2", "0", "x" * 63]
 INVALID = ["", "-a", "_a", ".a", "a b", "a/b", "a:b", "ä", "x" * 64, "a\n"]

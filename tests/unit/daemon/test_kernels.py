@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from daemon.errors import AlreadyExists, NotFound
-from daemon.ids import AgentId, KernelId
+from common.errors import AlreadyExists, NotFound
+from common.ids import AgentId, KernelId
 from daemon.kernels import (
     AggregateKernelRegistry,
     Kernel,

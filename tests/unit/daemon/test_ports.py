@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.errors import InvalidArgument, ResourceExhausted
-from daemon.ids import KernelId
+from common.errors import InvalidArgument, ResourceExhausted
+from common.ids import KernelId
 from daemon.ports import PortPool, port_is_free_on_host
 
 

@@ -11,13 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.errors import (
-    AgentHostError,
-    FailedPrecondition,
-    InvalidArgument,
-    ResourceExhausted,
-)
-from daemon.ids import KernelId
+from common.errors import AgentHostError, FailedPrecondition, InvalidArgument, ResourceExhausted
+from common.formatting import format_bytes
+from common.ids import KernelId
 from daemon.resources import (
     Allocation,
     HostCapacity,
@@ -25,7 +21,6 @@ from daemon.resources import (
     ResourceRequest,
     ResourceSlice,
     assign,
-    format_bytes,
     format_cores,
     format_devices,
     total,

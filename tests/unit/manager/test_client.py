@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 import pytest
 
-from daemon.errors import AgentHostError, FailedPrecondition, NotFound
+from common.errors import AgentHostError, FailedPrecondition, NotFound
 from manager.client import DaemonClient
 from manager.errors import DaemonUnreachable
 from protos import agent_pb2 as pb

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.errors import ConfigError
+from common.errors import ConfigError
 from manager.config import ManagerSection, load_manager_config
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from daemon.errors import InvalidArgument, NotFound
-from daemon.ids import AgentId
+from common.errors import InvalidArgument, NotFound
+from common.ids import AgentId
 from manager.errors import AgentConflict, UnknownSession
 from manager.registry import AgentRecord, Liveness, Registry
 from protos import agent_pb2 as pb

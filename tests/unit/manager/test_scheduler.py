@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.ids import AgentId, KernelId
+from common.ids import AgentId, KernelId
 from manager.errors import AgentLost, AllAgentsBusy, BadRequest, NoAgentFits
 from manager.scheduler import Demand, Scheduler
 from protos import agent_pb2 as pb

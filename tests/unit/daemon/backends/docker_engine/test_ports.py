@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from common.errors import InvalidArgument
 from daemon.backends.docker_engine.ports import (
     PublishedPort,
     exposed_ports,
     port_bindings,
     published_ports,
 )
-from daemon.errors import InvalidArgument
 
 
 class TestPublishedPorts:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from common.errors import FailedPrecondition, InvalidArgument
 from daemon.backends.docker_engine.resources import cpuset, host_resources
-from daemon.errors import FailedPrecondition, InvalidArgument
 
 MIB = 1 << 20
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from common.ids import AgentId, KernelId
 from daemon.backends.base import LaunchSpec
 from daemon.backends.docker_engine.spec import container_config, container_name
-from daemon.ids import AgentId, KernelId
 
 MIB = 1 << 20
 

@@ -22,8 +22,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from daemon.config import check_host_port
-from daemon.service import ErrorMappingInterceptor
+from common.addresses import check_host_port
+from common.interceptors import ErrorMappingInterceptor
 
 log = logging.getLogger(__name__)
 

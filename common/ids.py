@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import uuid
-from pathlib import Path
 from typing import NewType
 
 AgentId = NewType("AgentId", str)
@@ -27,8 +25,3 @@ def is_valid_id(value: str) -> bool:
 def new_kernel_id() -> KernelId:
     """A fresh, random kernel id."""
     return KernelId("k-" + uuid.uuid4().hex[:12])
-
-
-def daemon_identity(state_dir: Path) -> str:
-    """A short stable name for the daemon that owns state_dir (labels, cgroup names)."""
-    return hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:10]

@@ -1,0 +1,24 @@
+"""`host:port` addresses: the one check every config and server uses."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator
+
+
+def check_host_port(value: str) -> str:
+    """Return value if it is host:port (port 0-65535), else raise ValueError."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f'{value!r} is not host:port (e.g. "127.0.0.1:6001")')
+    return value
+
+
+def host_of(address: str) -> str:
+    """The host part of host:port, without IPv6 brackets."""
+    return address.rpartition(":")[0].strip("[]")
+
+
+HostPort = Annotated[str, AfterValidator(check_host_port)]
+"""A `host:port` address (port 0: any free port); every config's addresses use it."""
