@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from cli.certs import COMMANDS as CERT_COMMANDS
 from cli.up import up_command
 from daemon.cli import COMMANDS as DAEMON_COMMANDS
 from manager.cli import COMMANDS as MANAGER_COMMANDS
@@ -32,5 +33,5 @@ def main() -> None:
     """
 
 
-for _command in (*DAEMON_COMMANDS, up_command, *MANAGER_COMMANDS):
+for _command in (*DAEMON_COMMANDS, up_command, *MANAGER_COMMANDS, *CERT_COMMANDS):
     main.add_command(_command)

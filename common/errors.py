@@ -40,6 +40,14 @@ class Unsupported(AgentHostError):
     """The operation is not implemented here (e.g. by the agent's backend)."""
 
 
+class Unauthenticated(AgentHostError):
+    """The call carries no valid credential (no client certificate, no or a bad token)."""
+
+
+class PermissionDenied(AgentHostError):
+    """The caller is known but may not do this (wrong role, scope or owner)."""
+
+
 class ConfigError(InvalidArgument):
     """A configuration file does not validate; `problems` lists every finding."""
 

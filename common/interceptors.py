@@ -1,9 +1,15 @@
-"""The interceptor every agenthost server has: domain errors become status codes.
+"""The interceptors every agenthost server has, around every handler.
 
-Handlers hold no try/except. A domain error raised by a handler ends the call
-with the code from `common/status.py` and its own message; anything else is
-INTERNAL with a generic message, the traceback logged. Knows gRPC and the domain
-error classes; nothing of what the handlers do.
+`ErrorMappingInterceptor`: handlers hold no try/except; a domain error ends the
+call with the code from `common/status.py` and its own message, anything else is
+INTERNAL with a generic message (the traceback logged). `AuthorizationInterceptor`:
+deny by default; one policy function per server decides, before the handler
+runs, who the caller is (`Principal`) and whether it may call the method, and the
+principal travels with the call (`common.principal.caller()`, log lines).
+
+Both are `MethodInterceptor`s: each method's handler is wrapped once and reused,
+with hooks on entering, failing and leaving a call. Knows gRPC, the domain error
+classes and principals; nothing of what the handlers do.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from common.errors import AgentHostError
+from common.principal import CALLER, Principal
 from common.status import status_code
 
 log = logging.getLogger(__name__)
@@ -25,13 +32,24 @@ if TYPE_CHECKING:
     Handler = grpc.RpcMethodHandler[Any, Any]
 
 
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Turns domain errors into status codes; anything else is INTERNAL, logged."""
+class MethodInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Wraps each method's handler once with `enter` / `fail` / `leave` hooks."""
 
     def __init__(self) -> None:
         # grpc.aio asks the interceptor on every call: wrap each method's handler
         # once and reuse it (rebuilt should the server hand out another handler).
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+
+    def enter(self, method: str, context: Ctx) -> Any:
+        """Called before the handler; may raise a domain error to refuse the call."""
+        return None
+
+    async def fail(self, method: str, context: Ctx, exc: Exception) -> None:
+        """Called when the handler (or an inner interceptor) raised; re-raises by default."""
+        raise exc
+
+    def leave(self, method: str, state: Any) -> None:
+        """Called after the call, however it ended, with what enter returned."""
 
     async def intercept_service(
         self,
@@ -47,16 +65,20 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
             cached = self._wrapped[method] = (handler, self._wrap(method, handler))
         return cached[1]
 
-    @staticmethod
-    def _wrap(method: str, handler: Handler) -> Handler:
+    def _wrap(self, method: str, handler: Handler) -> Handler:
+        enter, fail, leave = self.enter, self.fail, self.leave
         if handler.unary_unary is not None:
             unary = handler.unary_unary
 
             async def unary_call(request: Any, context: Ctx) -> Any:
+                state = None
                 try:
+                    state = enter(method, context)
                     return await unary(request, context)  # type: ignore[arg-type]
                 except Exception as exc:
-                    await _abort(context, method, exc)
+                    await fail(method, context, exc)
+                finally:
+                    leave(method, state)
 
             return grpc.unary_unary_rpc_method_handler(
                 unary_call,
@@ -69,20 +91,28 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
             if inspect.isasyncgenfunction(stream):
 
                 async def stream_call(request: Any, context: Ctx) -> AsyncIterator[Any]:
+                    state = None
                     try:
+                        state = enter(method, context)
                         async for response in stream(request, context):  # type: ignore[arg-type]
                             yield response
                     except Exception as exc:
-                        await _abort(context, method, exc)
+                        await fail(method, context, exc)
+                    finally:
+                        leave(method, state)
 
             else:
                 # A coroutine that writes its responses with context.write()
                 # (grpc.health.v1 Watch does).
                 async def stream_call(request: Any, context: Ctx) -> None:
+                    state = None
                     try:
+                        state = enter(method, context)
                         await stream(request, context)  # type: ignore[arg-type, misc]
                     except Exception as exc:
-                        await _abort(context, method, exc)
+                        await fail(method, context, exc)
+                    finally:
+                        leave(method, state)
 
             return grpc.unary_stream_rpc_method_handler(
                 stream_call,
@@ -92,11 +122,36 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
         return handler
 
 
-async def _abort(context: Ctx, method: str, exc: Exception) -> None:
-    """End the call with the status code of exc (re-raising the ones that are no errors)."""
-    if isinstance(exc, AgentHostError):
-        await context.abort(status_code(exc), str(exc))
-    if isinstance(exc, grpc.aio.AbortError):
-        raise exc
-    log.error("%s failed", method, exc_info=exc)
-    await context.abort(grpc.StatusCode.INTERNAL, f"{method}: internal error")
+class ErrorMappingInterceptor(MethodInterceptor):
+    """Turns domain errors into status codes; anything else is INTERNAL, logged."""
+
+    async def fail(self, method: str, context: Ctx, exc: Exception) -> None:
+        """End the call with the status code of exc (re-raising the ones that are no errors)."""
+        if isinstance(exc, AgentHostError):
+            await context.abort(status_code(exc), str(exc))
+        if isinstance(exc, grpc.aio.AbortError):
+            raise exc
+        log.error("%s failed", method, exc_info=exc)
+        await context.abort(grpc.StatusCode.INTERNAL, f"{method}: internal error")
+
+
+Policy = Callable[[str, "Ctx"], Principal]
+"""Decides who calls method (from the call's certificate or metadata) and whether it
+may; raises Unauthenticated or PermissionDenied to refuse."""
+
+
+class AuthorizationInterceptor(MethodInterceptor):
+    """Deny by default: every call passes the server's one policy before its handler."""
+
+    def __init__(self, policy: Policy) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def enter(self, method: str, context: Ctx) -> Any:
+        """Resolve the caller and bind it to the call (handlers, log lines)."""
+        return CALLER.set(self.policy(method, context))
+
+    def leave(self, method: str, state: Any) -> None:
+        """Unbind the caller."""
+        if state is not None:
+            CALLER.reset(state)

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from protos import agent_pb2 as protos_dot_agent__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14protos/manager.proto\x12\x0c\x61genthost.v1\x1a\x12protos/agent.proto\"\xce\x01\n\x15RegisterAgentsRequest\x12\x16\n\x0e\x64\x61\x65mon_address\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\'\n\x06\x61gents\x18\x03 \x03(\x0b\x32\x17.agenthost.v1.AgentInfo\x12%\n\x07kernels\x18\x04 \x03(\x0b\x32\x14.agenthost.v1.Kernel\x12\x10\n\x08taken_at\x18\x05 \x01(\x01\x12\x1a\n\x12heartbeat_interval\x18\x06 \x01(\x01\x12\x11\n\tdaemon_id\x18\x07 \x01(\t\",\n\x16RegisterAgentsResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x9e\x01\n\x0cKernelStatus\x12\x11\n\tkernel_id\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.agenthost.v1.KernelState\x12\x16\n\texit_code\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\x0estatus_message\x18\x04 \x01(\t\x12\x13\n\x0b\x66inished_at\x18\x05 \x01(\x01\x42\x0c\n\n_exit_code\"\xd0\x01\n\x0e\x41gentHeartbeat\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x15\n\rscaling_group\x18\x02 \x01(\t\x12)\n\x08occupied\x18\x03 \x01(\x0b\x32\x17.agenthost.v1.Resources\x12\x14\n\x0ckernel_count\x18\x04 \x01(\r\x12\x0f\n\x07healthy\x18\x05 \x01(\x08\x12\x16\n\x0estatus_message\x18\x06 \x01(\t\x12+\n\x07kernels\x18\x07 \x03(\x0b\x32\x1a.agenthost.v1.KernelStatus\"~\n\x10HeartbeatRequest\x12\x16\n\x0e\x64\x61\x65mon_address\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x10\n\x08taken_at\x18\x03 \x01(\x01\x12,\n\x06\x61gents\x18\x04 \x03(\x0b\x32\x1c.agenthost.v1.AgentHeartbeat\"\x13\n\x11HeartbeatResponse\"\x9e\x01\n\x0cManagedAgent\x12%\n\x04info\x18\x01 \x01(\x0b\x32\x17.agenthost.v1.AgentInfo\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.agenthost.v1.AgentStatus\x12\x16\n\x0e\x64\x61\x65mon_address\x18\x03 \x01(\t\x12\x0c\n\x04node\x18\x04 \x01(\t\x12\x16\n\x0elast_heartbeat\x18\x05 \x01(\x01\"1\n\x18ManagerListAgentsRequest\x12\x15\n\rscaling_group\x18\x01 \x01(\t\"G\n\x19ManagerListAgentsResponse\x12*\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x1a.agenthost.v1.ManagedAgent\"f\n\x13\x43reateKernelRequest\x12&\n\x04spec\x18\x01 \x01(\x0b\x32\x18.agenthost.v1.KernelSpec\x12\x15\n\rscaling_group\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\"r\n\rManagedKernel\x12$\n\x06kernel\x18\x01 \x01(\x0b\x32\x14.agenthost.v1.Kernel\x12\x16\n\x0e\x64\x61\x65mon_address\x18\x02 \x01(\t\x12\x15\n\rscaling_group\x18\x03 \x01(\t\x12\x0c\n\x04node\x18\x04 \x01(\t\"C\n\x14\x43reateKernelResponse\x12+\n\x06kernel\x18\x01 \x01(\x0b\x32\x1b.agenthost.v1.ManagedKernel\"D\n\x19ManagerListKernelsRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x15\n\rscaling_group\x18\x02 \x01(\t\"J\n\x1aManagerListKernelsResponse\x12,\n\x07kernels\x18\x01 \x03(\x0b\x32\x1b.agenthost.v1.ManagedKernel\"D\n\x15ManagerKernelResponse\x12+\n\x06kernel\x18\x01 \x01(\x0b\x32\x1b.agenthost.v1.ManagedKernel*Z\n\x0b\x41gentStatus\x12\x1c\n\x18\x41GENT_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41GENT_STATUS_ALIVE\x10\x01\x12\x15\n\x11\x41GENT_STATUS_LOST\x10\x02\x32\xa3\x06\n\x0eManagerService\x12[\n\x0eRegisterAgents\x12#.agenthost.v1.RegisterAgentsRequest\x1a$.agenthost.v1.RegisterAgentsResponse\x12L\n\tHeartbeat\x12\x1e.agenthost.v1.HeartbeatRequest\x1a\x1f.agenthost.v1.HeartbeatResponse\x12]\n\nListAgents\x12&.agenthost.v1.ManagerListAgentsRequest\x1a\'.agenthost.v1.ManagerListAgentsResponse\x12U\n\x0c\x43reateKernel\x12!.agenthost.v1.CreateKernelRequest\x1a\".agenthost.v1.CreateKernelResponse\x12`\n\x0bListKernels\x12\'.agenthost.v1.ManagerListKernelsRequest\x1a(.agenthost.v1.ManagerListKernelsResponse\x12P\n\tGetKernel\x12\x1e.agenthost.v1.GetKernelRequest\x1a#.agenthost.v1.ManagerKernelResponse\x12X\n\rDestroyKernel\x12\".agenthost.v1.DestroyKernelRequest\x1a#.agenthost.v1.ManagerKernelResponse\x12H\n\x07\x45xecute\x12\x1c.agenthost.v1.ExecuteRequest\x1a\x1d.agenthost.v1.ExecuteResponse0\x01\x12X\n\rGetKernelLogs\x12\".agenthost.v1.GetKernelLogsRequest\x1a#.agenthost.v1.GetKernelLogsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14protos/manager.proto\x12\x0c\x61genthost.v1\x1a\x12protos/agent.proto\"\xce\x01\n\x15RegisterAgentsRequest\x12\x16\n\x0e\x64\x61\x65mon_address\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\'\n\x06\x61gents\x18\x03 \x03(\x0b\x32\x17.agenthost.v1.AgentInfo\x12%\n\x07kernels\x18\x04 \x03(\x0b\x32\x14.agenthost.v1.Kernel\x12\x10\n\x08taken_at\x18\x05 \x01(\x01\x12\x1a\n\x12heartbeat_interval\x18\x06 \x01(\x01\x12\x11\n\tdaemon_id\x18\x07 \x01(\t\",\n\x16RegisterAgentsResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x9e\x01\n\x0cKernelStatus\x12\x11\n\tkernel_id\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.agenthost.v1.KernelState\x12\x16\n\texit_code\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\x0estatus_message\x18\x04 \x01(\t\x12\x13\n\x0b\x66inished_at\x18\x05 \x01(\x01\x42\x0c\n\n_exit_code\"\xd0\x01\n\x0e\x41gentHeartbeat\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x15\n\rscaling_group\x18\x02 \x01(\t\x12)\n\x08occupied\x18\x03 \x01(\x0b\x32\x17.agenthost.v1.Resources\x12\x14\n\x0ckernel_count\x18\x04 \x01(\r\x12\x0f\n\x07healthy\x18\x05 \x01(\x08\x12\x16\n\x0estatus_message\x18\x06 \x01(\t\x12+\n\x07kernels\x18\x07 \x03(\x0b\x32\x1a.agenthost.v1.KernelStatus\"~\n\x10HeartbeatRequest\x12\x16\n\x0e\x64\x61\x65mon_address\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x10\n\x08taken_at\x18\x03 \x01(\x01\x12,\n\x06\x61gents\x18\x04 \x03(\x0b\x32\x1c.agenthost.v1.AgentHeartbeat\"\x13\n\x11HeartbeatResponse\"\x9e\x01\n\x0cManagedAgent\x12%\n\x04info\x18\x01 \x01(\x0b\x32\x17.agenthost.v1.AgentInfo\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.agenthost.v1.AgentStatus\x12\x16\n\x0e\x64\x61\x65mon_address\x18\x03 \x01(\t\x12\x0c\n\x04node\x18\x04 \x01(\t\x12\x16\n\x0elast_heartbeat\x18\x05 \x01(\x01\"1\n\x18ManagerListAgentsRequest\x12\x15\n\rscaling_group\x18\x01 \x01(\t\"G\n\x19ManagerListAgentsResponse\x12*\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x1a.agenthost.v1.ManagedAgent\"f\n\x13\x43reateKernelRequest\x12&\n\x04spec\x18\x01 \x01(\x0b\x32\x18.agenthost.v1.KernelSpec\x12\x15\n\rscaling_group\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\"\x81\x01\n\rManagedKernel\x12$\n\x06kernel\x18\x01 \x01(\x0b\x32\x14.agenthost.v1.Kernel\x12\x16\n\x0e\x64\x61\x65mon_address\x18\x02 \x01(\t\x12\x15\n\rscaling_group\x18\x03 \x01(\t\x12\x0c\n\x04node\x18\x04 \x01(\t\x12\r\n\x05owner\x18\x05 \x01(\t\"C\n\x14\x43reateKernelResponse\x12+\n\x06kernel\x18\x01 \x01(\x0b\x32\x1b.agenthost.v1.ManagedKernel\"D\n\x19ManagerListKernelsRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x15\n\rscaling_group\x18\x02 \x01(\t\"J\n\x1aManagerListKernelsResponse\x12,\n\x07kernels\x18\x01 \x03(\x0b\x32\x1b.agenthost.v1.ManagedKernel\"D\n\x15ManagerKernelResponse\x12+\n\x06kernel\x18\x01 \x01(\x0b\x32\x1b.agenthost.v1.ManagedKernel\"&\n\x12RemoveAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"[\n\x13RemoveAgentResponse\x12)\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1a.agenthost.v1.ManagedAgent\x12\x19\n\x11kernels_forgotten\x18\x02 \x01(\r\"\xa2\x01\n\tTokenInfo\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05\x61\x64min\x18\x03 \x01(\x08\x12\x16\n\x0escaling_groups\x18\x04 \x03(\t\x12\x12\n\ncreated_at\x18\x05 \x01(\x01\x12\x12\n\nexpires_at\x18\x06 \x01(\x01\x12\x12\n\nrevoked_at\x18\x07 \x01(\x01\x12\x12\n\ncreated_by\x18\x08 \x01(\t\"]\n\x12\x43reateTokenRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x61\x64min\x18\x02 \x01(\x08\x12\x16\n\x0escaling_groups\x18\x03 \x03(\t\x12\x12\n\nexpires_in\x18\x04 \x01(\x01\"K\n\x13\x43reateTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12%\n\x04info\x18\x02 \x01(\x0b\x32\x17.agenthost.v1.TokenInfo\",\n\x11ListTokensRequest\x12\x17\n\x0finclude_revoked\x18\x01 \x01(\x08\"=\n\x12ListTokensResponse\x12\'\n\x06tokens\x18\x01 \x03(\x0b\x32\x17.agenthost.v1.TokenInfo\"#\n\x12RevokeTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\"<\n\x13RevokeTokenResponse\x12%\n\x04info\x18\x01 \x01(\x0b\x32\x17.agenthost.v1.TokenInfo*Z\n\x0b\x41gentStatus\x12\x1c\n\x18\x41GENT_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41GENT_STATUS_ALIVE\x10\x01\x12\x15\n\x11\x41GENT_STATUS_LOST\x10\x02\x32\xf0\x08\n\x0eManagerService\x12[\n\x0eRegisterAgents\x12#.agenthost.v1.RegisterAgentsRequest\x1a$.agenthost.v1.RegisterAgentsResponse\x12L\n\tHeartbeat\x12\x1e.agenthost.v1.HeartbeatRequest\x1a\x1f.agenthost.v1.HeartbeatResponse\x12]\n\nListAgents\x12&.agenthost.v1.ManagerListAgentsRequest\x1a\'.agenthost.v1.ManagerListAgentsResponse\x12U\n\x0c\x43reateKernel\x12!.agenthost.v1.CreateKernelRequest\x1a\".agenthost.v1.CreateKernelResponse\x12`\n\x0bListKernels\x12\'.agenthost.v1.ManagerListKernelsRequest\x1a(.agenthost.v1.ManagerListKernelsResponse\x12P\n\tGetKernel\x12\x1e.agenthost.v1.GetKernelRequest\x1a#.agenthost.v1.ManagerKernelResponse\x12X\n\rDestroyKernel\x12\".agenthost.v1.DestroyKernelRequest\x1a#.agenthost.v1.ManagerKernelResponse\x12H\n\x07\x45xecute\x12\x1c.agenthost.v1.ExecuteRequest\x1a\x1d.agenthost.v1.ExecuteResponse0\x01\x12X\n\rGetKernelLogs\x12\".agenthost.v1.GetKernelLogsRequest\x1a#.agenthost.v1.GetKernelLogsResponse\x12R\n\x0bRemoveAgent\x12 .agenthost.v1.RemoveAgentRequest\x1a!.agenthost.v1.RemoveAgentResponse\x12R\n\x0b\x43reateToken\x12 .agenthost.v1.CreateTokenRequest\x1a!.agenthost.v1.CreateTokenResponse\x12O\n\nListTokens\x12\x1f.agenthost.v1.ListTokensRequest\x1a .agenthost.v1.ListTokensResponse\x12R\n\x0bRevokeToken\x12 .agenthost.v1.RevokeTokenRequest\x1a!.agenthost.v1.RevokeTokenResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.manager_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AGENTSTATUS']._serialized_start=1624
-  _globals['_AGENTSTATUS']._serialized_end=1714
+  _globals['_AGENTSTATUS']._serialized_start=2318
+  _globals['_AGENTSTATUS']._serialized_end=2408
   _globals['_REGISTERAGENTSREQUEST']._serialized_start=59
   _globals['_REGISTERAGENTSREQUEST']._serialized_end=265
   _globals['_REGISTERAGENTSRESPONSE']._serialized_start=267
@@ -54,16 +54,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MANAGERLISTAGENTSRESPONSE']._serialized_end=1117
   _globals['_CREATEKERNELREQUEST']._serialized_start=1119
   _globals['_CREATEKERNELREQUEST']._serialized_end=1221
-  _globals['_MANAGEDKERNEL']._serialized_start=1223
-  _globals['_MANAGEDKERNEL']._serialized_end=1337
-  _globals['_CREATEKERNELRESPONSE']._serialized_start=1339
-  _globals['_CREATEKERNELRESPONSE']._serialized_end=1406
-  _globals['_MANAGERLISTKERNELSREQUEST']._serialized_start=1408
-  _globals['_MANAGERLISTKERNELSREQUEST']._serialized_end=1476
-  _globals['_MANAGERLISTKERNELSRESPONSE']._serialized_start=1478
-  _globals['_MANAGERLISTKERNELSRESPONSE']._serialized_end=1552
-  _globals['_MANAGERKERNELRESPONSE']._serialized_start=1554
-  _globals['_MANAGERKERNELRESPONSE']._serialized_end=1622
-  _globals['_MANAGERSERVICE']._serialized_start=1717
-  _globals['_MANAGERSERVICE']._serialized_end=2520
+  _globals['_MANAGEDKERNEL']._serialized_start=1224
+  _globals['_MANAGEDKERNEL']._serialized_end=1353
+  _globals['_CREATEKERNELRESPONSE']._serialized_start=1355
+  _globals['_CREATEKERNELRESPONSE']._serialized_end=1422
+  _globals['_MANAGERLISTKERNELSREQUEST']._serialized_start=1424
+  _globals['_MANAGERLISTKERNELSREQUEST']._serialized_end=1492
+  _globals['_MANAGERLISTKERNELSRESPONSE']._serialized_start=1494
+  _globals['_MANAGERLISTKERNELSRESPONSE']._serialized_end=1568
+  _globals['_MANAGERKERNELRESPONSE']._serialized_start=1570
+  _globals['_MANAGERKERNELRESPONSE']._serialized_end=1638
+  _globals['_REMOVEAGENTREQUEST']._serialized_start=1640
+  _globals['_REMOVEAGENTREQUEST']._serialized_end=1678
+  _globals['_REMOVEAGENTRESPONSE']._serialized_start=1680
+  _globals['_REMOVEAGENTRESPONSE']._serialized_end=1771
+  _globals['_TOKENINFO']._serialized_start=1774
+  _globals['_TOKENINFO']._serialized_end=1936
+  _globals['_CREATETOKENREQUEST']._serialized_start=1938
+  _globals['_CREATETOKENREQUEST']._serialized_end=2031
+  _globals['_CREATETOKENRESPONSE']._serialized_start=2033
+  _globals['_CREATETOKENRESPONSE']._serialized_end=2108
+  _globals['_LISTTOKENSREQUEST']._serialized_start=2110
+  _globals['_LISTTOKENSREQUEST']._serialized_end=2154
+  _globals['_LISTTOKENSRESPONSE']._serialized_start=2156
+  _globals['_LISTTOKENSRESPONSE']._serialized_end=2217
+  _globals['_REVOKETOKENREQUEST']._serialized_start=2219
+  _globals['_REVOKETOKENREQUEST']._serialized_end=2254
+  _globals['_REVOKETOKENRESPONSE']._serialized_start=2256
+  _globals['_REVOKETOKENRESPONSE']._serialized_end=2316
+  _globals['_MANAGERSERVICE']._serialized_start=2411
+  _globals['_MANAGERSERVICE']._serialized_end=3547
 # @@protoc_insertion_point(module_scope)

@@ -126,16 +126,18 @@ class CreateKernelRequest(_message.Message):
     def __init__(self, spec: _Optional[_Union[_agent_pb2.KernelSpec, _Mapping]] = ..., scaling_group: _Optional[str] = ..., agent_id: _Optional[str] = ...) -> None: ...
 
 class ManagedKernel(_message.Message):
-    __slots__ = ("kernel", "daemon_address", "scaling_group", "node")
+    __slots__ = ("kernel", "daemon_address", "scaling_group", "node", "owner")
     KERNEL_FIELD_NUMBER: _ClassVar[int]
     DAEMON_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     SCALING_GROUP_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     kernel: _agent_pb2.Kernel
     daemon_address: str
     scaling_group: str
     node: str
-    def __init__(self, kernel: _Optional[_Union[_agent_pb2.Kernel, _Mapping]] = ..., daemon_address: _Optional[str] = ..., scaling_group: _Optional[str] = ..., node: _Optional[str] = ...) -> None: ...
+    owner: str
+    def __init__(self, kernel: _Optional[_Union[_agent_pb2.Kernel, _Mapping]] = ..., daemon_address: _Optional[str] = ..., scaling_group: _Optional[str] = ..., node: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class CreateKernelResponse(_message.Message):
     __slots__ = ("kernel",)
@@ -162,3 +164,81 @@ class ManagerKernelResponse(_message.Message):
     KERNEL_FIELD_NUMBER: _ClassVar[int]
     kernel: ManagedKernel
     def __init__(self, kernel: _Optional[_Union[ManagedKernel, _Mapping]] = ...) -> None: ...
+
+class RemoveAgentRequest(_message.Message):
+    __slots__ = ("agent_id",)
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    def __init__(self, agent_id: _Optional[str] = ...) -> None: ...
+
+class RemoveAgentResponse(_message.Message):
+    __slots__ = ("agent", "kernels_forgotten")
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    KERNELS_FORGOTTEN_FIELD_NUMBER: _ClassVar[int]
+    agent: ManagedAgent
+    kernels_forgotten: int
+    def __init__(self, agent: _Optional[_Union[ManagedAgent, _Mapping]] = ..., kernels_forgotten: _Optional[int] = ...) -> None: ...
+
+class TokenInfo(_message.Message):
+    __slots__ = ("token_id", "name", "admin", "scaling_groups", "created_at", "expires_at", "revoked_at", "created_by")
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_FIELD_NUMBER: _ClassVar[int]
+    SCALING_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    token_id: str
+    name: str
+    admin: bool
+    scaling_groups: _containers.RepeatedScalarFieldContainer[str]
+    created_at: float
+    expires_at: float
+    revoked_at: float
+    created_by: str
+    def __init__(self, token_id: _Optional[str] = ..., name: _Optional[str] = ..., admin: _Optional[bool] = ..., scaling_groups: _Optional[_Iterable[str]] = ..., created_at: _Optional[float] = ..., expires_at: _Optional[float] = ..., revoked_at: _Optional[float] = ..., created_by: _Optional[str] = ...) -> None: ...
+
+class CreateTokenRequest(_message.Message):
+    __slots__ = ("name", "admin", "scaling_groups", "expires_in")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_FIELD_NUMBER: _ClassVar[int]
+    SCALING_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_IN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    admin: bool
+    scaling_groups: _containers.RepeatedScalarFieldContainer[str]
+    expires_in: float
+    def __init__(self, name: _Optional[str] = ..., admin: _Optional[bool] = ..., scaling_groups: _Optional[_Iterable[str]] = ..., expires_in: _Optional[float] = ...) -> None: ...
+
+class CreateTokenResponse(_message.Message):
+    __slots__ = ("token", "info")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    info: TokenInfo
+    def __init__(self, token: _Optional[str] = ..., info: _Optional[_Union[TokenInfo, _Mapping]] = ...) -> None: ...
+
+class ListTokensRequest(_message.Message):
+    __slots__ = ("include_revoked",)
+    INCLUDE_REVOKED_FIELD_NUMBER: _ClassVar[int]
+    include_revoked: bool
+    def __init__(self, include_revoked: _Optional[bool] = ...) -> None: ...
+
+class ListTokensResponse(_message.Message):
+    __slots__ = ("tokens",)
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    tokens: _containers.RepeatedCompositeFieldContainer[TokenInfo]
+    def __init__(self, tokens: _Optional[_Iterable[_Union[TokenInfo, _Mapping]]] = ...) -> None: ...
+
+class RevokeTokenRequest(_message.Message):
+    __slots__ = ("token",)
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    def __init__(self, token: _Optional[str] = ...) -> None: ...
+
+class RevokeTokenResponse(_message.Message):
+    __slots__ = ("info",)
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    info: TokenInfo
+    def __init__(self, info: _Optional[_Union[TokenInfo, _Mapping]] = ...) -> None: ...

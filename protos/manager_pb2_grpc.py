@@ -80,6 +80,26 @@ class ManagerServiceStub:
                 request_serializer=protos_dot_agent__pb2.GetKernelLogsRequest.SerializeToString,
                 response_deserializer=protos_dot_agent__pb2.GetKernelLogsResponse.FromString,
                 _registered_method=True)
+        self.RemoveAgent = channel.unary_unary(
+                '/agenthost.v1.ManagerService/RemoveAgent',
+                request_serializer=protos_dot_manager__pb2.RemoveAgentRequest.SerializeToString,
+                response_deserializer=protos_dot_manager__pb2.RemoveAgentResponse.FromString,
+                _registered_method=True)
+        self.CreateToken = channel.unary_unary(
+                '/agenthost.v1.ManagerService/CreateToken',
+                request_serializer=protos_dot_manager__pb2.CreateTokenRequest.SerializeToString,
+                response_deserializer=protos_dot_manager__pb2.CreateTokenResponse.FromString,
+                _registered_method=True)
+        self.ListTokens = channel.unary_unary(
+                '/agenthost.v1.ManagerService/ListTokens',
+                request_serializer=protos_dot_manager__pb2.ListTokensRequest.SerializeToString,
+                response_deserializer=protos_dot_manager__pb2.ListTokensResponse.FromString,
+                _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/agenthost.v1.ManagerService/RevokeToken',
+                request_serializer=protos_dot_manager__pb2.RevokeTokenRequest.SerializeToString,
+                response_deserializer=protos_dot_manager__pb2.RevokeTokenResponse.FromString,
+                _registered_method=True)
 
 
 class ManagerServiceServicer:
@@ -146,6 +166,33 @@ class ManagerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RemoveAgent(self, request, context):
+        """Admin: forget an agent that is LOST, so another daemon identity may register it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateToken(self, request, context):
+        """Admin: bearer tokens of users. The secret is shown once, in CreateTokenResponse;
+        the manager keeps only its hash.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTokens(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ManagerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -193,6 +240,26 @@ def add_ManagerServiceServicer_to_server(servicer, server):
                     servicer.GetKernelLogs,
                     request_deserializer=protos_dot_agent__pb2.GetKernelLogsRequest.FromString,
                     response_serializer=protos_dot_agent__pb2.GetKernelLogsResponse.SerializeToString,
+            ),
+            'RemoveAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveAgent,
+                    request_deserializer=protos_dot_manager__pb2.RemoveAgentRequest.FromString,
+                    response_serializer=protos_dot_manager__pb2.RemoveAgentResponse.SerializeToString,
+            ),
+            'CreateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateToken,
+                    request_deserializer=protos_dot_manager__pb2.CreateTokenRequest.FromString,
+                    response_serializer=protos_dot_manager__pb2.CreateTokenResponse.SerializeToString,
+            ),
+            'ListTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTokens,
+                    request_deserializer=protos_dot_manager__pb2.ListTokensRequest.FromString,
+                    response_serializer=protos_dot_manager__pb2.ListTokensResponse.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=protos_dot_manager__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=protos_dot_manager__pb2.RevokeTokenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -438,6 +505,114 @@ class ManagerService:
             '/agenthost.v1.ManagerService/GetKernelLogs',
             protos_dot_agent__pb2.GetKernelLogsRequest.SerializeToString,
             protos_dot_agent__pb2.GetKernelLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agenthost.v1.ManagerService/RemoveAgent',
+            protos_dot_manager__pb2.RemoveAgentRequest.SerializeToString,
+            protos_dot_manager__pb2.RemoveAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agenthost.v1.ManagerService/CreateToken',
+            protos_dot_manager__pb2.CreateTokenRequest.SerializeToString,
+            protos_dot_manager__pb2.CreateTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agenthost.v1.ManagerService/ListTokens',
+            protos_dot_manager__pb2.ListTokensRequest.SerializeToString,
+            protos_dot_manager__pb2.ListTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agenthost.v1.ManagerService/RevokeToken',
+            protos_dot_manager__pb2.RevokeTokenRequest.SerializeToString,
+            protos_dot_manager__pb2.RevokeTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,
