@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 BACKEND_CLASSES: dict[str, str] = {
     "local": "daemon.backends.local:LocalBackend",
-    "docker": "daemon.backends.docker:DockerBackend",
+    "docker": "daemon.backends.docker.backend:DockerBackend",
 }
 
 

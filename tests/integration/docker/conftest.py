@@ -22,7 +22,7 @@ import aiodocker
 import pytest
 
 from daemon.backends.base import LABEL_DAEMON
-from daemon.backends.docker_engine.engine import resolve_url
+from daemon.backends.docker.engine import resolve_url
 from daemon.state_dir import daemon_identity
 from protos import agent_pb2 as pb
 from tests.servers import daemon_config, running_daemon

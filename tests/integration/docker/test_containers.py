@@ -10,7 +10,7 @@ import aiodocker
 import grpc
 import pytest
 
-from daemon.backends.docker_engine.spec import container_name
+from daemon.backends.docker.spec import container_name
 from protos import agent_pb2 as pb
 from tests.integration.docker.conftest import (
     MIB,

@@ -19,7 +19,7 @@ import aiodocker
 import grpc
 import pytest
 
-from daemon.backends.docker_engine.engine import resolve_url
+from daemon.backends.docker.engine import resolve_url
 from protos import agent_pb2 as pb
 from tests.integration.docker.conftest import (
     DOCKERD_PIDFILE,

@@ -8,7 +8,7 @@ import aiodocker
 import grpc
 import pytest
 
-from daemon.backends.docker_engine.networks import network_name
+from daemon.backends.docker.networks import network_name
 from protos import agent_pb2 as pb
 from tests.integration.docker.conftest import SERVER, create, identity_of
 from tests.servers import eventually, execute, sleeper

@@ -17,8 +17,8 @@ from aiodocker.networks import DockerNetwork
 
 from common.errors import AgentHostError, AlreadyExists, FailedPrecondition, NotFound
 from daemon.backends.base import LABEL_AGENT_ID, LABEL_DAEMON
-from daemon.backends.docker_engine.engine import Engine, is_not_found
-from daemon.backends.docker_engine.spec import PREFIX, endpoint
+from daemon.backends.docker.engine import Engine, is_not_found
+from daemon.backends.docker.spec import PREFIX, endpoint
 
 LABEL_NETWORK = "agenthost.network"
 

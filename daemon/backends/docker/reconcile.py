@@ -18,7 +18,7 @@ from aiodocker.exceptions import DockerError
 from common.errors import AgentHostError
 from common.ids import KernelId
 from daemon.backends.base import LABEL_AGENT_ID, LABEL_DAEMON, LABEL_KERNEL_ID
-from daemon.backends.docker_engine.engine import Engine, is_not_found
+from daemon.backends.docker.engine import Engine, is_not_found
 
 
 def ownership_labels(identity: str, agent_id: str) -> list[str]:

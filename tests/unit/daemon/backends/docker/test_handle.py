@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from daemon.backends.docker_engine.handle import HANDLE_VERSION, ContainerHandle, parse
-from daemon.backends.docker_engine.reconcile import owned_by, ownership_labels
+from daemon.backends.docker.handle import HANDLE_VERSION, ContainerHandle, parse
+from daemon.backends.docker.reconcile import owned_by, ownership_labels
 
 
 class TestHandle:

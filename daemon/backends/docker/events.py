@@ -24,7 +24,7 @@ from aiodocker.exceptions import DockerError
 
 from common.errors import AgentHostError, Unavailable
 from daemon.backends.base import Exit
-from daemon.backends.docker_engine.engine import CONNECT_TIMEOUT, Engine, is_not_found
+from daemon.backends.docker.engine import CONNECT_TIMEOUT, Engine, is_not_found
 
 log = logging.getLogger(__name__)
 

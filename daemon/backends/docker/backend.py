@@ -30,13 +30,13 @@ from common.errors import (
 )
 from common.ids import AgentId, KernelId
 from daemon.backends.base import ExecEvent, Exit, Handle, LaunchSpec, Started, read_log_tail
-from daemon.backends.docker_engine import execute, reconcile
-from daemon.backends.docker_engine.engine import Engine, is_not_found, resolve_url
-from daemon.backends.docker_engine.events import ExitWatcher
-from daemon.backends.docker_engine.handle import ContainerHandle, parse
-from daemon.backends.docker_engine.images import ImagePuller, is_missing_image, missing_image
-from daemon.backends.docker_engine.networks import AgentNetworks
-from daemon.backends.docker_engine.spec import container_config, container_name
+from daemon.backends.docker import execute, reconcile
+from daemon.backends.docker.engine import Engine, is_not_found, resolve_url
+from daemon.backends.docker.events import ExitWatcher
+from daemon.backends.docker.handle import ContainerHandle, parse
+from daemon.backends.docker.images import ImagePuller, is_missing_image, missing_image
+from daemon.backends.docker.networks import AgentNetworks
+from daemon.backends.docker.spec import container_config, container_name
 
 if TYPE_CHECKING:
     from daemon.config import AgentConfig, DockerSettings
