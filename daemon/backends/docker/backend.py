@@ -167,10 +167,7 @@ class DockerBackend:
         }
         try:
             with self.engine.call("logs"):
-                async with self.engine.client._query(
-                    f"containers/{h.container_id}/logs", params=params
-                ) as response:
-                    raw = await response.read()
+                raw = await self.engine.read(f"containers/{h.container_id}/logs", params)
         except DockerError as exc:
             if not is_not_found(exc):
                 raise AgentHostError(
@@ -275,9 +272,7 @@ class DockerBackend:
     async def _inspect(self, container: str) -> dict[str, Any] | None:
         try:
             with self.engine.call("inspect container"):
-                info: dict[str, Any] = await self.engine.client._query_json(
-                    f"containers/{container}/json"
-                )
+                info: dict[str, Any] = await self.engine.get_json(f"containers/{container}/json")
                 return info
         except DockerError as exc:
             if is_not_found(exc):
@@ -294,10 +289,9 @@ class DockerBackend:
     async def _keep_output(self, h: ContainerHandle) -> None:
         """Copy an ended container's output next to the kernel before it is removed."""
         with contextlib.suppress(DockerError, OSError):
-            async with self.engine.client._query(
-                f"containers/{h.container_id}/logs", params={"stdout": True, "stderr": True}
-            ) as response:
-                raw = await response.read()
+            raw = await self.engine.read(
+                f"containers/{h.container_id}/logs", {"stdout": True, "stderr": True}
+            )
             await asyncio.to_thread(_write, h.log_path, execute.demultiplex(raw))
 
     def _require(self, handle: Handle, launch: LaunchSpec) -> ContainerHandle:

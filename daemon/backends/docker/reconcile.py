@@ -37,8 +37,8 @@ async def owned_containers(engine: Engine, identity: str, agent_id: str) -> list
     filters = {"label": ownership_labels(identity, agent_id)}
     try:
         with engine.call("list containers"):
-            found: list[dict[str, Any]] = await engine.client._query_json(
-                "containers/json", params={"all": True, "filters": json.dumps(filters)}
+            found: list[dict[str, Any]] = await engine.get_json(
+                "containers/json", {"all": True, "filters": json.dumps(filters)}
             )
     except DockerError as exc:
         raise AgentHostError(
