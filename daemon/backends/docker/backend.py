@@ -33,7 +33,7 @@ from daemon.backends.base import ExecEvent, Exit, Handle, LaunchSpec, Started, r
 from daemon.backends.docker import execute, reconcile
 from daemon.backends.docker.engine import Engine, is_not_found, resolve_url
 from daemon.backends.docker.events import ExitWatcher
-from daemon.backends.docker.handle import ContainerHandle, parse
+from daemon.backends.docker.handle import ContainerHandle
 from daemon.backends.docker.images import ImagePuller, is_missing_image, missing_image
 from daemon.backends.docker.networks import AgentNetworks
 from daemon.backends.docker.spec import container_config, container_name
@@ -107,14 +107,14 @@ class DockerBackend:
 
     async def wait(self, handle: Handle) -> Exit:
         """Return when the container has ended (from the engine's event stream)."""
-        h = parse(handle)
+        h = ContainerHandle.parse(handle)
         if h is None:
             return Exit(exit_code=None, reason="unknown handle version")
         return await self.exits.wait(h.container_id)
 
     async def stop(self, handle: Handle, grace: float) -> None:
         """SIGTERM, grace seconds, SIGKILL; keep an ended kernel's output; remove; idempotent."""
-        h = parse(handle)
+        h = ContainerHandle.parse(handle)
         if h is None:
             return
         container = self.engine.client.containers.container(h.container_id)
@@ -136,16 +136,10 @@ class DockerBackend:
 
     async def is_alive(self, handle: Handle) -> bool:
         """True when the handle's container exists, is this agent's, and runs."""
-        h = parse(handle)
+        h = ContainerHandle.parse(handle)
         if h is None:
             return False
-        info = await self._inspect(h.container_id)
-        if info is None:
-            return False
-        labels = info.get("Config", {}).get("Labels")
-        if not reconcile.owned_by(labels, self.identity, self.agent_id):
-            return False
-        return bool(info.get("State", {}).get("Running"))
+        return await reconcile.is_alive(self.engine, h, self.identity, self.agent_id)
 
     async def execute(
         self, handle: Handle, launch: LaunchSpec, argv: list[str], stdin: bytes, timeout: float
@@ -237,7 +231,7 @@ class DockerBackend:
                 )
 
     async def _replace_leftover(self, name: str, launch: LaunchSpec) -> None:
-        info = await self._inspect(name)
+        info = await reconcile.inspect(self.engine, name)
         labels = (info or {}).get("Config", {}).get("Labels")
         if info is not None and not reconcile.owned_by(labels, self.identity, launch.agent_id):
             raise AlreadyExists(
@@ -269,18 +263,6 @@ class DockerBackend:
                 f"{launch.kernel_id!r}: {message}"
             ) from None
 
-    async def _inspect(self, container: str) -> dict[str, Any] | None:
-        try:
-            with self.engine.call("inspect container"):
-                info: dict[str, Any] = await self.engine.get_json(f"containers/{container}/json")
-                return info
-        except DockerError as exc:
-            if is_not_found(exc):
-                return None
-            raise AgentHostError(
-                f"docker engine at {self.engine.url}: cannot inspect {container}: {exc.message}"
-            ) from None
-
     async def _remove_quietly(self, container_id: str) -> None:
         with contextlib.suppress(AgentHostError, DockerError), self.engine.call("remove"):
             await self.engine.client.containers.container(container_id).delete(force=True)
@@ -295,7 +277,7 @@ class DockerBackend:
             await asyncio.to_thread(_write, h.log_path, execute.demultiplex(raw))
 
     def _require(self, handle: Handle, launch: LaunchSpec) -> ContainerHandle:
-        h = parse(handle)
+        h = ContainerHandle.parse(handle)
         if h is None:
             raise NotFound(f"kernel {launch.kernel_id!r} has no container handle this daemon reads")
         return h
