@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from daemon.config import AgentConfig
 
 BACKEND_CLASSES: dict[str, str] = {
-    "local": "daemon.backends.local:LocalBackend",
+    "local": "daemon.backends.local.backend:LocalBackend",
     "docker": "daemon.backends.docker.backend:DockerBackend",
 }
 
