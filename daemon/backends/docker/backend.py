@@ -17,7 +17,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Container
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
 from aiodocker.exceptions import DockerError
 
@@ -36,10 +36,8 @@ from daemon.backends.docker.events import ExitWatcher
 from daemon.backends.docker.handle import ContainerHandle
 from daemon.backends.docker.images import ImagePuller, is_missing_image, missing_image
 from daemon.backends.docker.networks import AgentNetworks
+from daemon.backends.docker.settings import DockerSettings
 from daemon.backends.docker.spec import container_config, container_name
-
-if TYPE_CHECKING:
-    from daemon.config import AgentConfig, DockerSettings
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +50,7 @@ class DockerBackend:
     """Kernels as containers of one agent on one Docker engine."""
 
     name = "docker"
+    settings_model: ClassVar[type[DockerSettings]] = DockerSettings
 
     def __init__(
         self, agent_id: AgentId, identity: str, settings: DockerSettings, engine: Engine
@@ -65,10 +64,11 @@ class DockerBackend:
         self.networks = AgentNetworks(engine, identity)
 
     @classmethod
-    async def create(cls, agent: AgentConfig, identity: str) -> DockerBackend:
+    async def create(
+        cls, agent_id: AgentId, settings: DockerSettings, identity: str
+    ) -> DockerBackend:
         """Build the backend of one agent; an engine that is down only makes it unhealthy."""
-        engine = Engine(resolve_url(agent.docker.url))
-        return cls(agent.id, identity, agent.docker, engine)
+        return cls(agent_id, identity, settings, Engine(resolve_url(settings.url)))
 
     # ------------------------------------------------------------------ verbs
 

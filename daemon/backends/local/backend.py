@@ -17,7 +17,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Container
-from typing import TYPE_CHECKING
+from typing import ClassVar
 
 import psutil
 
@@ -36,15 +36,14 @@ from daemon.backends.local import cgroups, execute, process, reconcile
 from daemon.backends.local.cgroups import MemoryCgroups
 from daemon.backends.local.handle import ProcessHandle
 from daemon.backends.local.process import ExitWatch
-
-if TYPE_CHECKING:
-    from daemon.config import AgentConfig
+from daemon.backends.local.settings import LocalSettings
 
 
 class LocalBackend:
     """Kernels as local process groups."""
 
     name = "local"
+    settings_model: ClassVar[type[LocalSettings]] = LocalSettings
 
     def __init__(self, identity: str, memory_cgroups: MemoryCgroups | None) -> None:
         self.identity = identity
@@ -52,7 +51,9 @@ class LocalBackend:
         self._watches: dict[int, ExitWatch] = {}
 
     @classmethod
-    async def create(cls, agent: AgentConfig, identity: str) -> LocalBackend:
+    async def create(
+        cls, agent_id: AgentId, settings: LocalSettings, identity: str
+    ) -> LocalBackend:
         """Build the backend for one agent; detects a writable memory cgroup."""
         return cls(identity, MemoryCgroups.detect(identity))
 
