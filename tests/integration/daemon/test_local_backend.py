@@ -15,7 +15,17 @@ from daemon.config import load_config
 from daemon.resources import HostCapacity
 from daemon.state_dir import daemon_identity
 from protos import agent_pb2 as pb
-from tests.servers import daemon_config, eventually, execute, running_daemon, sleeper
+from tests.servers import (
+    Daemon,
+    DaemonSetup,
+    Stub,
+    daemon_config,
+    eventually,
+    execute,
+    get,
+    running_daemon,
+    sleeper,
+)
 
 MIB = 1 << 20
 HOST = HostCapacity.detect()
@@ -36,19 +46,12 @@ resources = {{ memory = "{memory}" }}
 
 
 @pytest.fixture
-async def daemon(tmp_path: Path):  # type: ignore[no-untyped-def]
-    async with running_daemon(daemon_config(tmp_path, agents())) as d:
-        yield d
-
-
-async def get(stub, agent_id: str, kernel_id: str) -> pb.Kernel:  # type: ignore[no-untyped-def]
-    return (
-        await stub.GetKernel(pb.GetKernelRequest(agent_id=agent_id, kernel_id=kernel_id))
-    ).kernel
+def daemon_setup() -> DaemonSetup:
+    return DaemonSetup(agents())
 
 
 class TestLimits:
-    async def test_kernel_is_pinned_to_its_cores_and_exec_shares_them(self, daemon) -> None:  # type: ignore[no-untyped-def]
+    async def test_kernel_is_pinned_to_its_cores_and_exec_shares_them(self, daemon: Daemon) -> None:
         await daemon.stub.CreateKernels(
             pb.CreateKernelsRequest(
                 agent_id="a0", kernels=[sleeper("k", resources=pb.ResourceRequest(cpu_count=1))]
@@ -68,7 +71,7 @@ class TestLimits:
 
     async def test_a_second_exclusive_core_request_on_a_one_core_slice_waits_for_the_first(
         self,
-        daemon,  # type: ignore[no-untyped-def]
+        daemon: Daemon,
     ) -> None:
         req = pb.ResourceRequest(cpu_count=1)
         await daemon.stub.CreateKernels(
@@ -81,7 +84,7 @@ class TestLimits:
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert err.value.details() == "1 cores requested, 0 of the agent's 1 are free"
 
-    async def test_memory_limit_is_enforced_and_reported(self, daemon) -> None:  # type: ignore[no-untyped-def]
+    async def test_memory_limit_is_enforced_and_reported(self, daemon: Daemon) -> None:
         await daemon.stub.CreateKernels(
             pb.CreateKernelsRequest(
                 agent_id="a1",
@@ -108,7 +111,9 @@ class TestLimits:
         and not Path("/sys/fs/cgroup/cgroup.controllers").exists(),
         reason="no cgroup memory controller on this host",
     )
-    async def test_kernel_over_its_memory_is_oom_killed_and_frees_its_slots(self, daemon) -> None:  # type: ignore[no-untyped-def]
+    async def test_kernel_over_its_memory_is_oom_killed_and_frees_its_slots(
+        self, daemon: Daemon
+    ) -> None:
         reply = await daemon.stub.CreateKernels(
             pb.CreateKernelsRequest(
                 agent_id="a1",
@@ -143,7 +148,9 @@ class TestLimits:
 
 
 class TestExecute:
-    async def test_output_spread_over_a_second_arrives_in_several_messages(self, daemon) -> None:  # type: ignore[no-untyped-def]
+    async def test_output_spread_over_a_second_arrives_in_several_messages(
+        self, daemon: Daemon
+    ) -> None:
         await daemon.stub.CreateKernels(
             pb.CreateKernelsRequest(agent_id="a1", kernels=[sleeper("e")])
         )
@@ -154,14 +161,14 @@ class TestExecute:
         assert out == b"line1\nline2\nline3\nline4\n" and err == b"oops\n"
         assert exit_.exit_code == 7 and not exit_.timed_out
 
-    async def test_stdin_reaches_the_command(self, daemon) -> None:  # type: ignore[no-untyped-def]
+    async def test_stdin_reaches_the_command(self, daemon: Daemon) -> None:
         await daemon.stub.CreateKernels(
             pb.CreateKernelsRequest(agent_id="a1", kernels=[sleeper("e")])
         )
         _, out, _, exit_ = await execute(daemon.stub, "a1", "e", ["cat"], stdin=b"hello\n")
         assert out == b"hello\n" and exit_.exit_code == 0
 
-    async def test_timeout_kills_the_command_and_says_so(self, daemon) -> None:  # type: ignore[no-untyped-def]
+    async def test_timeout_kills_the_command_and_says_so(self, daemon: Daemon) -> None:
         await daemon.stub.CreateKernels(
             pb.CreateKernelsRequest(agent_id="a1", kernels=[sleeper("e")])
         )
@@ -170,7 +177,7 @@ class TestExecute:
         )
         assert out == b"start\n" and exit_.timed_out and exit_.exit_code == 137
 
-    async def test_runs_in_the_kernels_directory_with_its_env(self, daemon) -> None:  # type: ignore[no-untyped-def]
+    async def test_runs_in_the_kernels_directory_with_its_env(self, daemon: Daemon) -> None:
         await daemon.stub.CreateKernels(
             pb.CreateKernelsRequest(
                 agent_id="a1",
@@ -188,7 +195,7 @@ class TestExecute:
         assert lines[0] == f"hi e {kernel.ports['web']}"
         assert lines[1].endswith("/agents/a1/kernels/e")
 
-    async def test_a_terminated_kernel_cannot_execute(self, daemon) -> None:  # type: ignore[no-untyped-def]
+    async def test_a_terminated_kernel_cannot_execute(self, daemon: Daemon) -> None:
         await daemon.stub.CreateKernels(
             pb.CreateKernelsRequest(
                 agent_id="a1", kernels=[pb.KernelSpec(kernel_id="done", command=["true"])]
@@ -203,12 +210,12 @@ class TestExecute:
         )
 
 
-async def _state(stub, kernel_id: str) -> bool:  # type: ignore[no-untyped-def]
+async def _state(stub: Stub, kernel_id: str) -> bool:
     return (await get(stub, "a1", kernel_id)).state == pb.KERNEL_STATE_TERMINATED
 
 
 class TestExits:
-    async def test_main_process_exit_marks_terminated_with_its_code(self, daemon) -> None:  # type: ignore[no-untyped-def]
+    async def test_main_process_exit_marks_terminated_with_its_code(self, daemon: Daemon) -> None:
         await daemon.stub.CreateKernels(
             pb.CreateKernelsRequest(
                 agent_id="a1",
@@ -237,7 +244,7 @@ class TestExits:
 
     async def test_process_killed_from_outside_frees_slots_and_ports_without_any_call(
         self,
-        daemon,  # type: ignore[no-untyped-def]
+        daemon: Daemon,
     ) -> None:
         reply = await daemon.stub.CreateKernels(
             pb.CreateKernelsRequest(
@@ -273,7 +280,7 @@ class TestExits:
             )
         )
 
-    async def test_destroy_ends_the_whole_process_group(self, daemon) -> None:  # type: ignore[no-untyped-def]
+    async def test_destroy_ends_the_whole_process_group(self, daemon: Daemon) -> None:
         reply = await daemon.stub.CreateKernels(
             pb.CreateKernelsRequest(
                 agent_id="a1",
@@ -296,7 +303,7 @@ class TestExits:
             await get(daemon.stub, "a1", "tree")
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
-    async def test_restart_keeps_ports_and_slots_with_a_new_process(self, daemon) -> None:  # type: ignore[no-untyped-def]
+    async def test_restart_keeps_ports_and_slots_with_a_new_process(self, daemon: Daemon) -> None:
         reply = await daemon.stub.CreateKernels(
             pb.CreateKernelsRequest(
                 agent_id="a0",
@@ -326,8 +333,8 @@ class TestExits:
 class TestDanglingKernels:
     async def test_a_process_of_this_agent_that_no_record_owns_is_ended_while_running(
         self,
-        daemon,
-        tmp_path: Path,  # type: ignore[no-untyped-def]
+        daemon: Daemon,
+        tmp_path: Path,
     ) -> None:
         identity = daemon_identity(tmp_path / "state")
         env = {

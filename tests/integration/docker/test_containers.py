@@ -12,16 +12,19 @@ import pytest
 
 from daemon.backends.docker.spec import container_name
 from protos import agent_pb2 as pb
-from tests.integration.docker.conftest import (
-    MIB,
-    SERVER,
+from tests.integration.docker.conftest import MIB, SERVER, docker_agent
+from tests.servers import (
+    Daemon,
     agent_info,
     create,
-    docker_agent,
+    daemon_config,
+    eventually,
+    execute,
     get,
     identity_of,
+    running_daemon,
+    sleeper,
 )
-from tests.servers import daemon_config, eventually, execute, running_daemon, sleeper
 
 pytestmark = pytest.mark.docker
 
@@ -55,7 +58,9 @@ def greeting(port: int) -> bytes:
 
 
 class TestLimits:
-    async def test_cpuset_and_memory_limit_are_visible_inside_the_container(self, daemon) -> None:  # type: ignore[no-untyped-def]
+    async def test_cpuset_and_memory_limit_are_visible_inside_the_container(
+        self, daemon: Daemon
+    ) -> None:
         [kernel] = await create(
             daemon.stub,
             "d1",
@@ -67,7 +72,9 @@ class TestLimits:
         assert exit_.exit_code == 0
         assert out.decode().split() == ["Cpus_allowed_list:", "1", str(256 * MIB)]
 
-    async def test_two_docker_agents_kernels_never_share_a_core(self, daemon, docker) -> None:  # type: ignore[no-untyped-def]
+    async def test_two_docker_agents_kernels_never_share_a_core(
+        self, daemon: Daemon, docker: aiodocker.Docker
+    ) -> None:
         await create(
             daemon.stub, "d0", sleeper("a"), sleeper("b", resources=pb.ResourceRequest(cpu_count=1))
         )
@@ -86,7 +93,9 @@ class TestLimits:
             assert info["HostConfig"]["CpusetCpus"] == out.decode().split()[1]
         assert seen == {"d0": {0}, "d1": {1}}
 
-    async def test_fractional_cpu_becomes_a_nano_cpu_limit(self, daemon, docker) -> None:  # type: ignore[no-untyped-def]
+    async def test_fractional_cpu_becomes_a_nano_cpu_limit(
+        self, daemon: Daemon, docker: aiodocker.Docker
+    ) -> None:
         [kernel] = await create(
             daemon.stub, "d0", sleeper("q", resources=pb.ResourceRequest(cpu_quota=0.5))
         )
@@ -95,8 +104,8 @@ class TestLimits:
 
 
 class TestPorts:
-    async def test_published_port_from_the_agent_range_is_reachable_from_the_host(  # type: ignore[no-untyped-def]
-        self, daemon
+    async def test_published_port_from_the_agent_range_is_reachable_from_the_host(
+        self, daemon: Daemon
     ) -> None:
         [kernel] = await create(
             daemon.stub,
@@ -111,7 +120,9 @@ class TestPorts:
         assert 42000 <= port <= 42099
         assert await eventually(lambda: greeting(port), timeout=20) == b"hello from web"
 
-    async def test_container_port_is_published_on_the_host_port(self, daemon, docker) -> None:  # type: ignore[no-untyped-def]
+    async def test_container_port_is_published_on_the_host_port(
+        self, daemon: Daemon, docker: aiodocker.Docker
+    ) -> None:
         [kernel] = await create(
             daemon.stub,
             "d1",
@@ -132,7 +143,9 @@ class TestPorts:
 
 
 class TestOperations:
-    async def test_env_and_labels_name_the_agent_and_kernel(self, daemon, docker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    async def test_env_and_labels_name_the_agent_and_kernel(
+        self, daemon: Daemon, docker: aiodocker.Docker, tmp_path: Path
+    ) -> None:
         [kernel] = await create(
             daemon.stub, "d0", sleeper("k1", env={"FOO": "bar"}, labels={"team": "ml"})
         )
@@ -157,7 +170,7 @@ class TestOperations:
             "team": "ml",
         }
 
-    async def test_execute_streams_stdout_stderr_and_the_exit_code(self, daemon) -> None:  # type: ignore[no-untyped-def]
+    async def test_execute_streams_stdout_stderr_and_the_exit_code(self, daemon: Daemon) -> None:
         await create(daemon.stub, "d0", sleeper("k1"))
         messages, out, err, exit_ = await execute(
             daemon.stub, "d0", "k1", ["sh", "-c", "echo out; echo err >&2; exit 3"]
@@ -165,12 +178,12 @@ class TestOperations:
         assert (out, err, exit_.exit_code, exit_.timed_out) == (b"out\n", b"err\n", 3, False)
         assert len(messages) >= 3
 
-    async def test_execute_feeds_stdin(self, daemon) -> None:  # type: ignore[no-untyped-def]
+    async def test_execute_feeds_stdin(self, daemon: Daemon) -> None:
         await create(daemon.stub, "d0", sleeper("k1"))
         _, out, _, exit_ = await execute(daemon.stub, "d0", "k1", ["cat"], stdin=b"hello\nworld\n")
         assert (out, exit_.exit_code) == (b"hello\nworld\n", 0)
 
-    async def test_execute_past_its_timeout_is_killed_and_says_so(self, daemon) -> None:  # type: ignore[no-untyped-def]
+    async def test_execute_past_its_timeout_is_killed_and_says_so(self, daemon: Daemon) -> None:
         await create(daemon.stub, "d0", sleeper("k1"))
         _, out, _, exit_ = await execute(
             daemon.stub, "d0", "k1", ["sh", "-c", "echo started; exec sleep 60"], timeout=1
@@ -180,7 +193,7 @@ class TestOperations:
         _, out, _, _ = await execute(daemon.stub, "d0", "k1", ["python3", "-c", COMMAND_LINES])
         assert b"sleep 300" in out and b"sleep 60" not in out  # the timed-out process is gone
 
-    async def test_logs_show_the_kernel_output(self, daemon) -> None:  # type: ignore[no-untyped-def]
+    async def test_logs_show_the_kernel_output(self, daemon: Daemon) -> None:
         await create(
             daemon.stub,
             "d0",
@@ -198,7 +211,9 @@ class TestOperations:
         assert await eventually(lambda: logs(), timeout=10) in (b"one\ntwo\n", b"two\none\n")
         assert len((await logs(1)).splitlines()) == 1
 
-    async def test_restart_keeps_slots_and_ports_in_a_new_container(self, daemon, docker) -> None:  # type: ignore[no-untyped-def]
+    async def test_restart_keeps_slots_and_ports_in_a_new_container(
+        self, daemon: Daemon, docker: aiodocker.Docker
+    ) -> None:
         [before] = await create(
             daemon.stub,
             "d0",
@@ -221,8 +236,8 @@ class TestOperations:
         _, out, _, _ = await execute(daemon.stub, "d0", "k1", ["sh", "-c", "echo $PORT_HTTP"])
         assert out == f"{before.ports['http']}\n".encode()
 
-    async def test_destroy_removes_the_container_and_returns_everything(  # type: ignore[no-untyped-def]
-        self, daemon, docker, tmp_path
+    async def test_destroy_removes_the_container_and_returns_everything(
+        self, daemon: Daemon, docker: aiodocker.Docker, tmp_path: Path
     ) -> None:
         await create(
             daemon.stub,
@@ -238,8 +253,8 @@ class TestOperations:
         occupied = (await agent_info(daemon.stub, "d0")).occupied
         assert (list(occupied.cores), occupied.memory_bytes, occupied.ports) == ([], 0, 0)
 
-    async def test_kernel_that_exits_is_terminated_with_its_code_and_keeps_its_output(  # type: ignore[no-untyped-def]
-        self, daemon, docker, tmp_path
+    async def test_kernel_that_exits_is_terminated_with_its_code_and_keeps_its_output(
+        self, daemon: Daemon, docker: aiodocker.Docker, tmp_path: Path
     ) -> None:
         await create(
             daemon.stub,
@@ -272,8 +287,8 @@ class TestOperations:
 
 
 class TestBadInput:
-    async def test_missing_image_is_failed_precondition_naming_it_and_leaves_nothing(  # type: ignore[no-untyped-def]
-        self, daemon, docker, tmp_path
+    async def test_missing_image_is_failed_precondition_naming_it_and_leaves_nothing(
+        self, daemon: Daemon, docker: aiodocker.Docker, tmp_path: Path
     ) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await create(
@@ -291,8 +306,8 @@ class TestBadInput:
         info = await agent_info(daemon.stub, "d0")
         assert (list(info.occupied.cores), info.kernel_count) == ([], 0)
 
-    async def test_command_that_cannot_run_is_invalid_argument_and_leaves_nothing(  # type: ignore[no-untyped-def]
-        self, daemon, docker, tmp_path
+    async def test_command_that_cannot_run_is_invalid_argument_and_leaves_nothing(
+        self, daemon: Daemon, docker: aiodocker.Docker, tmp_path: Path
     ) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await create(
@@ -308,7 +323,7 @@ class TestBadInput:
         assert (await agent_info(daemon.stub, "d0")).occupied.ports == 0
 
 
-async def test_failed_pull_is_reported_cleanly(tmp_path: Path, docker) -> None:  # type: ignore[no-untyped-def]
+async def test_failed_pull_is_reported_cleanly(tmp_path: Path, docker: aiodocker.Docker) -> None:
     agents = docker_agent("p0", [0], 42200, extra=", allow_pull = true")
     async with running_daemon(daemon_config(tmp_path, agents, allocation_mode="manual")) as d:
         with pytest.raises(grpc.aio.AioRpcError) as err:
