@@ -3,7 +3,7 @@
 `daemon_config` writes a TOML file; `running_daemon` starts the real grpc.aio
 server in this process and yields a connected stub; `DaemonFactory` does both for
 one test's directory (the `start_daemon` and `daemon` fixtures of
-`tests/integration/conftest.py` are built on it); `DaemonProcess` runs
+`tests/conftest.py` are built on it); `DaemonProcess` runs
 `agenthost daemon` as a separate process (for kill -9 and restart tests). The
 typed RPC helpers (`create`, `get`, `agent_info`, `execute`) are what tests call
 instead of spelling out request messages.

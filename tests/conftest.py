@@ -1,8 +1,9 @@
-"""Fixtures of every integration test: the real daemon, in this process, on port 0.
+"""Fixtures of every test that talks to a daemon: the real one, in this process, on port 0.
 
 `start_daemon` starts daemons rooted in the test's tmp_path (a second one on the
 same state_dir re-adopts the first one's kernels). `daemon` is the one daemon most
-tests talk to; a test module says what it serves by defining `daemon_setup`.
+integration and conformance tests talk to; a test module (or a directory's
+conftest) says what it serves by defining `daemon_setup`.
 """
 
 from __future__ import annotations
