@@ -41,8 +41,8 @@ import grpc
 
 from common.ids import AgentId, KernelId
 from daemon.backends.base import LABEL_AGENT_ID, LABEL_DAEMON, LABEL_KERNEL_ID, LaunchSpec
-from daemon.backends.docker_engine.engine import resolve_url
-from daemon.backends.docker_engine.spec import container_config
+from daemon.backends.docker.engine import resolve_url
+from daemon.backends.docker.spec import container_config
 from daemon.state_dir import daemon_identity
 from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc

@@ -102,7 +102,7 @@ class Agent:
         cls, config: AgentConfig, registry: KernelRegistry, state_dir: Path, identity: str
     ) -> Agent:
         """Build the agent whole: backend connected, checkpoint recovered, dangling reaped."""
-        backend = await create_backend(config, identity)
+        backend = await create_backend(config.backend, config.id, config.backend_settings, identity)
         agent = cls(config, backend, registry, state_dir, identity)
         await agent._recover()
         return agent

@@ -1,11 +1,13 @@
 """Daemon configuration: load a TOML file, validate it, resolve each agent's slice.
 
 The pydantic models below are the single description of every option (type,
-default, description). `load_config` turns a file into a `DaemonConfig` holding a
-tuple of fully resolved `AgentConfig`s, or raises `ConfigError` listing every
-problem, each naming the file, the agent and the key. `set_scaling_group` writes
-one agent's scaling group back, keeping comments and the other agents untouched.
-Nothing here starts anything.
+default, description); each backend's own table is declared by that backend
+(`daemon/backends/<name>/settings.py`, dependency-free because every daemon
+reads them) and only referenced here. `load_config` turns a file into a
+`DaemonConfig` holding a tuple of fully resolved `AgentConfig`s, or raises
+`ConfigError` listing every problem, each naming the file, the agent and the key.
+`set_scaling_group` writes one agent's scaling group back, keeping comments and
+the other agents untouched. Nothing here starts anything.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ from common.config import StrictModel, describe_errors, read_toml
 from common.errors import ConfigError, NotFound
 from common.formatting import format_bytes, plural
 from common.ids import ID_PATTERN, ID_SYNTAX, AgentId, is_valid_id
+from daemon.backends.docker.settings import DockerSettings
+from daemon.backends.kubernetes.settings import KubernetesSettings
+from daemon.backends.local.settings import LocalSettings
 from daemon.resources import HostCapacity, ResourceSlice, format_cores
 
 BACKENDS = ("local", "docker", "kubernetes")
@@ -122,42 +127,6 @@ class ResourcesConfig(StrictModel):
         return value
 
 
-class DockerSettings(StrictModel):
-    """The `docker` table of an agent whose backend is docker."""
-
-    url: str | None = Field(
-        None, description="Docker Engine API address; default: DOCKER_HOST or the local socket"
-    )
-    host_ip: str = Field("0.0.0.0", description="host address published ports bind to")
-    allow_pull: bool = Field(False, description="pull a missing image instead of failing")
-    stop_timeout: float = Field(
-        10.0,
-        ge=0,
-        description="seconds between SIGTERM and SIGKILL when the engine itself stops a kernel "
-        "(destroy uses kill_grace)",
-    )
-    default_image: str | None = Field(
-        None, description="image of kernels whose spec names none; without it an image is required"
-    )
-    init: bool = Field(
-        False,
-        description=(
-            "run docker-init as PID 1 (signals reach the kernel, zombies are reaped); "
-            "a command that cannot run then exits 127 instead of failing the create"
-        ),
-    )
-
-
-class KubernetesSettings(StrictModel):
-    """The `kubernetes` table of an agent whose backend is kubernetes."""
-
-    namespace: str = Field("default", description="namespace the agent's pods live in")
-    kubeconfig: str | None = Field(None, description="kubeconfig path; default: in-cluster")
-    node_selector: dict[str, str] = Field(
-        default_factory=dict, description="node selector put on every pod of the agent"
-    )
-
-
 class AgentEntry(StrictModel):
     """One `[[agents]]` entry (after `[defaults]` is merged under it)."""
 
@@ -210,6 +179,17 @@ class AgentConfig:
     kill_grace: float
     docker: DockerSettings
     kubernetes: KubernetesSettings
+    local: LocalSettings
+
+    @property
+    def backend_settings(self) -> LocalSettings | DockerSettings | KubernetesSettings:
+        """The settings of the agent's own backend: all its backend is given."""
+        settings: dict[str, LocalSettings | DockerSettings | KubernetesSettings] = {
+            "local": self.local,
+            "docker": self.docker,
+            "kubernetes": self.kubernetes,
+        }
+        return settings[self.backend]
 
 
 @dataclass(frozen=True)
@@ -310,6 +290,7 @@ def parse_config(raw: Mapping[str, Any], path: Path, host: HostCapacity) -> Daem
             kill_grace=e.kill_grace,
             docker=e.docker,
             kubernetes=e.kubernetes,
+            local=LocalSettings(),  # no `local` table yet (see daemon/backends/local/settings.py)
         )
         for (_, e), s in zip(valid, slices, strict=True)
     )

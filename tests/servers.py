@@ -1,8 +1,12 @@
 """Real servers for tests: an in-process daemon on port 0, or the real `agenthost` command.
 
 `daemon_config` writes a TOML file; `running_daemon` starts the real grpc.aio
-server in this process and yields a connected stub; `DaemonProcess` runs
-`agenthost daemon` as a separate process (for kill -9 and restart tests).
+server in this process and yields a connected stub; `DaemonFactory` does both for
+one test's directory (the `start_daemon` and `daemon` fixtures of
+`tests/conftest.py` are built on it); `DaemonProcess` runs
+`agenthost daemon` as a separate process (for kill -9 and restart tests). The
+typed RPC helpers (`create`, `get`, `agent_info`, `execute`) are what tests call
+instead of spelling out request messages.
 """
 
 from __future__ import annotations
@@ -16,18 +20,24 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar, overload
 
 import grpc
 
 from daemon.config import load_config
 from daemon.server import DaemonServer
+from daemon.state_dir import daemon_identity
 from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc
 
 AGENTHOST = str(Path(sys.executable).with_name("agenthost"))
+
+Stub = agent_pb2_grpc.AgentServiceStub
+T = TypeVar("T")
 
 
 def daemon_config(
@@ -56,6 +66,11 @@ def daemon_config(
         + textwrap.dedent(agents)
     )
     return path
+
+
+def identity_of(tmp_path: Path) -> str:
+    """The daemon identity of a daemon whose config daemon_config wrote into tmp_path."""
+    return daemon_identity(tmp_path / "state")
 
 
 def local_agents(count: int, memory: str = "1GiB", base_port: int = 41000) -> str:
@@ -92,13 +107,74 @@ async def running_daemon(config_path: Path, destroy_kernels: bool = True) -> Asy
         await server.stop(destroy_kernels=destroy_kernels, grace=0.5)
 
 
-def sleeper(kernel_id: str = "", seconds: int = 300, **fields: object) -> pb.KernelSpec:
+@dataclass(frozen=True)
+class DaemonSetup:
+    """What a test daemon serves: its [[agents]] entries and how the host is divided."""
+
+    agents: str
+    allocation_mode: str = "shared"
+
+
+@dataclass(frozen=True)
+class DaemonFactory:
+    """Starts in-process daemons whose config and state live in one test's directory.
+
+    Every daemon it starts uses the same state_dir (tmp_path/state), so a second
+    one started after the first stopped finds the first one's kernels.
+    """
+
+    tmp_path: Path
+
+    def __call__(
+        self,
+        agents: str,
+        *,
+        allocation_mode: str = "shared",
+        daemon: str = "",
+        destroy_kernels: bool = True,
+    ) -> AbstractAsyncContextManager[Daemon]:
+        """The real daemon serving agents; it destroys its kernels on exit unless told not to."""
+        path = daemon_config(self.tmp_path, agents, daemon=daemon, allocation_mode=allocation_mode)
+        return running_daemon(path, destroy_kernels=destroy_kernels)
+
+
+def sleeper(kernel_id: str = "", seconds: int = 300, **fields: Any) -> pb.KernelSpec:
     """A kernel spec that just sleeps."""
-    return pb.KernelSpec(kernel_id=kernel_id, command=["sleep", str(seconds)], **fields)  # type: ignore[arg-type]
+    return pb.KernelSpec(kernel_id=kernel_id, command=["sleep", str(seconds)], **fields)
+
+
+async def create(stub: Stub, agent_id: str, *specs: pb.KernelSpec) -> list[pb.Kernel]:
+    """CreateKernels on agent_id; the created kernels."""
+    reply: pb.CreateKernelsResponse = await stub.CreateKernels(
+        pb.CreateKernelsRequest(agent_id=agent_id, kernels=specs)
+    )
+    return list(reply.kernels)
+
+
+async def get(stub: Stub, agent_id: str, kernel_id: str) -> pb.Kernel:
+    """GetKernel."""
+    reply: pb.GetKernelResponse = await stub.GetKernel(
+        pb.GetKernelRequest(agent_id=agent_id, kernel_id=kernel_id)
+    )
+    return reply.kernel
+
+
+async def agent_info(stub: Stub, agent_id: str) -> pb.AgentInfo:
+    """One agent's entry of ListAgents (capacity, occupancy, kernel count, health)."""
+    reply: pb.ListAgentsResponse = await stub.ListAgents(pb.ListAgentsRequest())
+    return next(a for a in reply.agents if a.agent_id == agent_id)
+
+
+async def logs(stub: Stub, agent_id: str, kernel_id: str, tail_lines: int = 0) -> bytes:
+    """GetKernelLogs: everything, or the last tail_lines lines."""
+    reply: pb.GetKernelLogsResponse = await stub.GetKernelLogs(
+        pb.GetKernelLogsRequest(agent_id=agent_id, kernel_id=kernel_id, tail_lines=tail_lines)
+    )
+    return reply.logs
 
 
 async def execute(
-    stub: agent_pb2_grpc.AgentServiceStub,
+    stub: Stub,
     agent_id: str,
     kernel_id: str,
     argv: list[str],
@@ -120,7 +196,17 @@ async def execute(
     return messages, out, err, exits[0]
 
 
-async def eventually(predicate, timeout: float = 10.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+@overload
+async def eventually(
+    predicate: Callable[[], Awaitable[T | None]], timeout: float = ..., interval: float = ...
+) -> T: ...
+@overload
+async def eventually(
+    predicate: Callable[[], T | None], timeout: float = ..., interval: float = ...
+) -> T: ...
+async def eventually(
+    predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05
+) -> Any:
     """Poll an (async or sync) predicate until it returns truthy; return that value."""
     deadline = time.monotonic() + timeout
     while True:

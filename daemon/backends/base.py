@@ -5,6 +5,12 @@ slices, port pools, routing or gRPC: the agent hands it a fully decided
 `LaunchSpec` and keeps the returned handle (small, versioned, serialisable) in its
 checkpoint. `recover`-style calls (`is_alive`) take only that handle.
 Optional features are separate small protocols (`NetworkCapable`).
+
+Between the agent and a backend a handle is its serialised form (`Handle`, a
+dict), which the agent persists as it is; each backend parses it into its own
+typed handle (`handle.py` of its package) on entry and never indexes the dict.
+A backend class also declares `settings_model` and is built by
+`await cls.create(agent_id, settings, identity)` from that model alone.
 """
 
 from __future__ import annotations

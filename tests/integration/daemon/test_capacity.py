@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from protos import agent_pb2 as pb
-from tests.servers import daemon_config, eventually, running_daemon, sleeper
+from tests.servers import agent_info, daemon_config, eventually, running_daemon, sleeper
 
 MIB = 1 << 20
 
@@ -29,11 +29,6 @@ id = "a1"
 port_range = [{last + 1}, {last + 100}]
 resources = {{ memory = "{memory}" }}
 """
-
-
-async def occupied(stub, agent_id: str) -> pb.AgentInfo:  # type: ignore[no-untyped-def]
-    agents = (await stub.ListAgents(pb.ListAgentsRequest())).agents
-    return next(a for a in agents if a.agent_id == agent_id)
 
 
 class TestConcurrentCreates:
@@ -58,12 +53,12 @@ class TestConcurrentCreates:
             refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
             assert len(created) == 10 and len(refused) == 40
             assert {e.code() for e in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
-            info = await occupied(d.stub, "a0")
+            info = await agent_info(d.stub, "a0")
             assert info.occupied.memory_bytes == 1000 * MIB and info.occupied.ports == 10
             assert info.kernel_count == 10
             ports = [p for r in created for p in r.kernels[0].ports.values()]
             assert len(set(ports)) == 10 and all(43000 <= p <= 43099 for p in ports)
-            other = await occupied(d.stub, "a1")
+            other = await agent_info(d.stub, "a1")
             assert other.occupied.memory_bytes == 0 and other.kernel_count == 0
 
             await asyncio.gather(
@@ -74,7 +69,7 @@ class TestConcurrentCreates:
                     for r in created
                 )
             )
-            info = await occupied(d.stub, "a0")
+            info = await agent_info(d.stub, "a0")
             assert (info.occupied.memory_bytes, info.occupied.ports, info.kernel_count) == (0, 0, 0)
             assert list(info.occupied.cores) == []
 
@@ -93,7 +88,7 @@ class TestConcurrentCreates:
                 await d.stub.CreateKernels(pb.CreateKernelsRequest(agent_id="a0", kernels=batch))
             assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert err.value.details() == "400MiB memory requested, 200MiB of 1000MiB free"
-            info = await occupied(d.stub, "a0")
+            info = await agent_info(d.stub, "a0")
             assert (info.occupied.memory_bytes, info.occupied.ports, info.kernel_count) == (0, 0, 0)
             assert (await d.stub.ListKernels(pb.ListKernelsRequest(agent_id="a0"))).kernels == []
 
@@ -113,7 +108,7 @@ class TestConcurrentCreates:
             assert err.value.details() == (
                 "kernel 'bad' cannot start: /no/such/program: No such file or directory"
             )
-            info = await occupied(d.stub, "a0")
+            info = await agent_info(d.stub, "a0")
             assert (info.occupied.memory_bytes, info.occupied.ports, info.kernel_count) == (0, 0, 0)
             workdirs = tmp_path / "state" / "agents" / "a0" / "kernels"
             assert not workdirs.exists() or list(workdirs.iterdir()) == []
@@ -205,7 +200,7 @@ class TestSpecValidation:
                 )
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert err.value.details() == case.message
-            info = await occupied(d.stub, "a0")
+            info = await agent_info(d.stub, "a0")
             assert (info.occupied.memory_bytes, info.occupied.ports, info.kernel_count) == (0, 0, 0)
 
     async def test_negative_destroy_grace_is_invalid(self, tmp_path: Path) -> None:
@@ -261,7 +256,7 @@ class TestPorts:
                     )
                 assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
                 assert err.value.details().startswith("port range 43400-43405 is exhausted")
-                info = await occupied(d.stub, "a0")
+                info = await agent_info(d.stub, "a0")
                 assert info.occupied.ports == 4
         finally:
             holder.close()

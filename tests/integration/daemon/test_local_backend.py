@@ -1,4 +1,10 @@
-"""The local backend through the real daemon: limits, exec streaming, exits, kills."""
+"""The local backend through the real daemon: what only a process group does.
+
+Core affinity, memory cgroups and OOM kills, exec in the kernel's directory, a
+process killed from outside, dangling processes and allocation modes. The verbs
+every backend shares (create, exec, exits, restart, logs, destroy, re-adoption)
+are tested in tests/conformance/.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +14,22 @@ import subprocess
 from pathlib import Path
 
 import grpc
-import psutil
 import pytest
 
 from daemon.config import load_config
 from daemon.resources import HostCapacity
 from daemon.state_dir import daemon_identity
 from protos import agent_pb2 as pb
-from tests.servers import daemon_config, eventually, execute, running_daemon, sleeper
+from tests.servers import (
+    Daemon,
+    DaemonSetup,
+    daemon_config,
+    eventually,
+    execute,
+    get,
+    running_daemon,
+    sleeper,
+)
 
 MIB = 1 << 20
 HOST = HostCapacity.detect()
@@ -36,19 +50,12 @@ resources = {{ memory = "{memory}" }}
 
 
 @pytest.fixture
-async def daemon(tmp_path: Path):  # type: ignore[no-untyped-def]
-    async with running_daemon(daemon_config(tmp_path, agents())) as d:
-        yield d
-
-
-async def get(stub, agent_id: str, kernel_id: str) -> pb.Kernel:  # type: ignore[no-untyped-def]
-    return (
-        await stub.GetKernel(pb.GetKernelRequest(agent_id=agent_id, kernel_id=kernel_id))
-    ).kernel
+def daemon_setup() -> DaemonSetup:
+    return DaemonSetup(agents())
 
 
 class TestLimits:
-    async def test_kernel_is_pinned_to_its_cores_and_exec_shares_them(self, daemon) -> None:  # type: ignore[no-untyped-def]
+    async def test_kernel_is_pinned_to_its_cores_and_exec_shares_them(self, daemon: Daemon) -> None:
         await daemon.stub.CreateKernels(
             pb.CreateKernelsRequest(
                 agent_id="a0", kernels=[sleeper("k", resources=pb.ResourceRequest(cpu_count=1))]
@@ -68,7 +75,7 @@ class TestLimits:
 
     async def test_a_second_exclusive_core_request_on_a_one_core_slice_waits_for_the_first(
         self,
-        daemon,  # type: ignore[no-untyped-def]
+        daemon: Daemon,
     ) -> None:
         req = pb.ResourceRequest(cpu_count=1)
         await daemon.stub.CreateKernels(
@@ -81,7 +88,7 @@ class TestLimits:
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert err.value.details() == "1 cores requested, 0 of the agent's 1 are free"
 
-    async def test_memory_limit_is_enforced_and_reported(self, daemon) -> None:  # type: ignore[no-untyped-def]
+    async def test_memory_limit_is_enforced_and_reported(self, daemon: Daemon) -> None:
         await daemon.stub.CreateKernels(
             pb.CreateKernelsRequest(
                 agent_id="a1",
@@ -108,7 +115,9 @@ class TestLimits:
         and not Path("/sys/fs/cgroup/cgroup.controllers").exists(),
         reason="no cgroup memory controller on this host",
     )
-    async def test_kernel_over_its_memory_is_oom_killed_and_frees_its_slots(self, daemon) -> None:  # type: ignore[no-untyped-def]
+    async def test_kernel_over_its_memory_is_oom_killed_and_frees_its_slots(
+        self, daemon: Daemon
+    ) -> None:
         reply = await daemon.stub.CreateKernels(
             pb.CreateKernelsRequest(
                 agent_id="a1",
@@ -143,34 +152,7 @@ class TestLimits:
 
 
 class TestExecute:
-    async def test_output_spread_over_a_second_arrives_in_several_messages(self, daemon) -> None:  # type: ignore[no-untyped-def]
-        await daemon.stub.CreateKernels(
-            pb.CreateKernelsRequest(agent_id="a1", kernels=[sleeper("e")])
-        )
-        script = "for i in 1 2 3 4; do echo line$i; sleep 0.3; done; echo oops >&2; exit 7"
-        messages, out, err, exit_ = await execute(daemon.stub, "a1", "e", ["sh", "-c", script])
-        stdout_messages = [m for m in messages if m.HasField("stdout")]
-        assert len(stdout_messages) >= 3
-        assert out == b"line1\nline2\nline3\nline4\n" and err == b"oops\n"
-        assert exit_.exit_code == 7 and not exit_.timed_out
-
-    async def test_stdin_reaches_the_command(self, daemon) -> None:  # type: ignore[no-untyped-def]
-        await daemon.stub.CreateKernels(
-            pb.CreateKernelsRequest(agent_id="a1", kernels=[sleeper("e")])
-        )
-        _, out, _, exit_ = await execute(daemon.stub, "a1", "e", ["cat"], stdin=b"hello\n")
-        assert out == b"hello\n" and exit_.exit_code == 0
-
-    async def test_timeout_kills_the_command_and_says_so(self, daemon) -> None:  # type: ignore[no-untyped-def]
-        await daemon.stub.CreateKernels(
-            pb.CreateKernelsRequest(agent_id="a1", kernels=[sleeper("e")])
-        )
-        _, out, _, exit_ = await execute(
-            daemon.stub, "a1", "e", ["sh", "-c", "echo start; sleep 30"], timeout=0.5
-        )
-        assert out == b"start\n" and exit_.timed_out and exit_.exit_code == 137
-
-    async def test_runs_in_the_kernels_directory_with_its_env(self, daemon) -> None:  # type: ignore[no-untyped-def]
+    async def test_runs_in_the_kernels_directory_with_its_env(self, daemon: Daemon) -> None:
         await daemon.stub.CreateKernels(
             pb.CreateKernelsRequest(
                 agent_id="a1",
@@ -188,56 +170,11 @@ class TestExecute:
         assert lines[0] == f"hi e {kernel.ports['web']}"
         assert lines[1].endswith("/agents/a1/kernels/e")
 
-    async def test_a_terminated_kernel_cannot_execute(self, daemon) -> None:  # type: ignore[no-untyped-def]
-        await daemon.stub.CreateKernels(
-            pb.CreateKernelsRequest(
-                agent_id="a1", kernels=[pb.KernelSpec(kernel_id="done", command=["true"])]
-            )
-        )
-        await eventually(lambda: _state(daemon.stub, "done"))
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await execute(daemon.stub, "a1", "done", ["true"])
-        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert (
-            err.value.details() == "kernel 'done' is terminated; only a running kernel can execute"
-        )
-
-
-async def _state(stub, kernel_id: str) -> bool:  # type: ignore[no-untyped-def]
-    return (await get(stub, "a1", kernel_id)).state == pb.KERNEL_STATE_TERMINATED
-
 
 class TestExits:
-    async def test_main_process_exit_marks_terminated_with_its_code(self, daemon) -> None:  # type: ignore[no-untyped-def]
-        await daemon.stub.CreateKernels(
-            pb.CreateKernelsRequest(
-                agent_id="a1",
-                kernels=[
-                    pb.KernelSpec(
-                        kernel_id="x",
-                        command=["sh", "-c", "echo bye; exit 5"],
-                        resources=pb.ResourceRequest(memory_bytes=10 * MIB),
-                    )
-                ],
-            )
-        )
-        await eventually(lambda: _state(daemon.stub, "x"))
-        kernel = await get(daemon.stub, "a1", "x")
-        assert kernel.exit_code == 5 and kernel.status_message == "exited"
-        # A terminated kernel holds nothing (its slots are back in the pool).
-        assert kernel.allocated.memory_bytes == 0 and dict(kernel.ports) == {}
-        logs = await daemon.stub.GetKernelLogs(
-            pb.GetKernelLogsRequest(agent_id="a1", kernel_id="x")
-        )
-        assert logs.logs == b"bye\n"
-        info = {
-            a.agent_id: a for a in (await daemon.stub.ListAgents(pb.ListAgentsRequest())).agents
-        }["a1"]
-        assert info.occupied.memory_bytes == 0 and info.kernel_count == 0
-
     async def test_process_killed_from_outside_frees_slots_and_ports_without_any_call(
         self,
-        daemon,  # type: ignore[no-untyped-def]
+        daemon: Daemon,
     ) -> None:
         reply = await daemon.stub.CreateKernels(
             pb.CreateKernelsRequest(
@@ -273,61 +210,12 @@ class TestExits:
             )
         )
 
-    async def test_destroy_ends_the_whole_process_group(self, daemon) -> None:  # type: ignore[no-untyped-def]
-        reply = await daemon.stub.CreateKernels(
-            pb.CreateKernelsRequest(
-                agent_id="a1",
-                kernels=[
-                    pb.KernelSpec(
-                        kernel_id="tree", command=["sh", "-c", "sleep 300 & sleep 300 & wait"]
-                    )
-                ],
-            )
-        )
-        leader = psutil.Process(int(reply.kernels[0].backend_ref.split()[1]))
-        children = await eventually(lambda: len(leader.children()) == 2 and leader.children())
-        destroyed = await daemon.stub.DestroyKernel(
-            pb.DestroyKernelRequest(agent_id="a1", kernel_id="tree")
-        )
-        assert destroyed.kernel.state == pb.KERNEL_STATE_TERMINATED
-        for proc in [leader, *children]:
-            assert not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await get(daemon.stub, "a1", "tree")
-        assert err.value.code() == grpc.StatusCode.NOT_FOUND
-
-    async def test_restart_keeps_ports_and_slots_with_a_new_process(self, daemon) -> None:  # type: ignore[no-untyped-def]
-        reply = await daemon.stub.CreateKernels(
-            pb.CreateKernelsRequest(
-                agent_id="a0",
-                kernels=[
-                    sleeper(
-                        "r",
-                        resources=pb.ResourceRequest(cpu_count=1),
-                        ports=[pb.ServicePort(name="p")],
-                    )
-                ],
-            )
-        )
-        before = reply.kernels[0]
-        after = (
-            await daemon.stub.RestartKernel(pb.RestartKernelRequest(agent_id="a0", kernel_id="r"))
-        ).kernel
-        assert after.backend_ref != before.backend_ref
-        assert dict(after.ports) == dict(before.ports)
-        assert list(after.allocated.cores) == list(before.allocated.cores)
-        assert after.state == pb.KERNEL_STATE_RUNNING
-        assert (
-            not psutil.pid_exists(int(before.backend_ref.split()[1]))
-            or psutil.Process(int(before.backend_ref.split()[1])).status() == psutil.STATUS_ZOMBIE
-        )
-
 
 class TestDanglingKernels:
     async def test_a_process_of_this_agent_that_no_record_owns_is_ended_while_running(
         self,
-        daemon,
-        tmp_path: Path,  # type: ignore[no-untyped-def]
+        daemon: Daemon,
+        tmp_path: Path,
     ) -> None:
         identity = daemon_identity(tmp_path / "state")
         env = {

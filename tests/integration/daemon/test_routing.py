@@ -10,24 +10,32 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from protos import agent_pb2 as pb
-from tests.servers import daemon_config, execute, local_agents, running_daemon, sleeper
+from tests.servers import (
+    Daemon,
+    DaemonSetup,
+    Stub,
+    daemon_config,
+    execute,
+    local_agents,
+    running_daemon,
+    sleeper,
+)
 
 THREE_AGENTS = local_agents(3, base_port=41000)
 
 
 @pytest.fixture
-async def daemon(tmp_path: Path):  # type: ignore[no-untyped-def]
-    async with running_daemon(daemon_config(tmp_path, THREE_AGENTS)) as d:
-        yield d
+def daemon_setup() -> DaemonSetup:
+    return DaemonSetup(THREE_AGENTS)
 
 
-async def kernel_ids(stub, agent_id: str) -> set[str]:  # type: ignore[no-untyped-def]
+async def kernel_ids(stub: Stub, agent_id: str) -> set[str]:
     reply = await stub.ListKernels(pb.ListKernelsRequest(agent_id=agent_id))
     return {k.kernel_id for k in reply.kernels}
 
 
 class TestRouting:
-    async def test_kernel_lands_only_on_the_named_agent(self, daemon) -> None:  # type: ignore[no-untyped-def]
+    async def test_kernel_lands_only_on_the_named_agent(self, daemon: Daemon) -> None:
         for agent_id in ("a0", "a1", "a2"):
             await daemon.stub.CreateKernels(
                 pb.CreateKernelsRequest(agent_id=agent_id, kernels=[sleeper(f"k-{agent_id}")])
@@ -41,7 +49,7 @@ class TestRouting:
             ("a2", "k-a2"),
         }
 
-    async def test_each_rpc_reaches_the_agent_it_names_and_no_other(self, daemon) -> None:  # type: ignore[no-untyped-def]
+    async def test_each_rpc_reaches_the_agent_it_names_and_no_other(self, daemon: Daemon) -> None:
         await daemon.stub.CreateKernels(
             pb.CreateKernelsRequest(agent_id="a1", kernels=[sleeper("k1")])
         )
@@ -72,20 +80,20 @@ class TestRouting:
         }
         assert [agents[a].kernel_count for a in ("a0", "a1", "a2")] == [0, 1, 0]
 
-    async def test_unknown_agent_is_not_found_and_lists_available(self, daemon) -> None:  # type: ignore[no-untyped-def]
+    async def test_unknown_agent_is_not_found_and_lists_available(self, daemon: Daemon) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await daemon.stub.ListKernels(pb.ListKernelsRequest(agent_id="gpu9"))
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
         assert err.value.details() == "agent 'gpu9' not found on this daemon; available: a0, a1, a2"
 
-    async def test_empty_agent_id_with_several_agents_is_invalid(self, daemon) -> None:  # type: ignore[no-untyped-def]
+    async def test_empty_agent_id_with_several_agents_is_invalid(self, daemon: Daemon) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await daemon.stub.CreateKernels(pb.CreateKernelsRequest(kernels=[sleeper("k")]))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "agent_id is required" in err.value.details()
         assert await kernel_ids(daemon.stub, "") == set()
 
-    async def test_kernel_id_is_unique_across_the_daemon(self, daemon) -> None:  # type: ignore[no-untyped-def]
+    async def test_kernel_id_is_unique_across_the_daemon(self, daemon: Daemon) -> None:
         await daemon.stub.CreateKernels(
             pb.CreateKernelsRequest(agent_id="a0", kernels=[sleeper("dup")])
         )
@@ -97,7 +105,7 @@ class TestRouting:
         assert err.value.details() == "kernel 'dup' already exists on agent 'a0'"
         assert await kernel_ids(daemon.stub, "a2") == set()  # all or nothing: "fresh" is gone too
 
-    async def test_health_per_agent_and_reflection(self, daemon) -> None:  # type: ignore[no-untyped-def]
+    async def test_health_per_agent_and_reflection(self, daemon: Daemon) -> None:
         health = health_pb2_grpc.HealthStub(daemon.channel)
         for service in ("", "agenthost.v1.AgentService", "agenthost.v1.AgentService/a2", "a0"):
             reply = await health.Check(health_pb2.HealthCheckRequest(service=service))

@@ -1,4 +1,9 @@
-"""Docker kernels through the real daemon and a real engine: limits, ports, operations."""
+"""Docker kernels through the real daemon and a real engine: what only a container does.
+
+cpuset, memory and NanoCpus limits, published ports, names and labels, missing
+images and failed pulls. The verbs every backend shares (create, exec, exits,
+restart, logs, destroy, re-adoption) are tested in tests/conformance/.
+"""
 
 from __future__ import annotations
 
@@ -10,26 +15,24 @@ import aiodocker
 import grpc
 import pytest
 
-from daemon.backends.docker_engine.spec import container_name
+from daemon.backends.docker.spec import container_name
 from protos import agent_pb2 as pb
-from tests.integration.docker.conftest import (
-    MIB,
-    SERVER,
+from tests.integration.docker.conftest import MIB, SERVER, docker_agent
+from tests.servers import (
+    Daemon,
     agent_info,
     create,
-    docker_agent,
+    daemon_config,
+    eventually,
+    execute,
     get,
     identity_of,
+    running_daemon,
+    sleeper,
 )
-from tests.servers import daemon_config, eventually, execute, running_daemon, sleeper
 
 pytestmark = pytest.mark.docker
 
-COMMAND_LINES = (
-    "import os\n"
-    "for p in filter(str.isdigit, os.listdir('/proc')):\n"
-    "    print(open(f'/proc/{p}/cmdline', 'rb').read().replace(b'\\0', b' ').decode())\n"
-)
 CGROUP_LIMITS = (
     "grep Cpus_allowed_list /proc/self/status; "
     "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max"
@@ -55,7 +58,9 @@ def greeting(port: int) -> bytes:
 
 
 class TestLimits:
-    async def test_cpuset_and_memory_limit_are_visible_inside_the_container(self, daemon) -> None:  # type: ignore[no-untyped-def]
+    async def test_cpuset_and_memory_limit_are_visible_inside_the_container(
+        self, daemon: Daemon
+    ) -> None:
         [kernel] = await create(
             daemon.stub,
             "d1",
@@ -67,7 +72,9 @@ class TestLimits:
         assert exit_.exit_code == 0
         assert out.decode().split() == ["Cpus_allowed_list:", "1", str(256 * MIB)]
 
-    async def test_two_docker_agents_kernels_never_share_a_core(self, daemon, docker) -> None:  # type: ignore[no-untyped-def]
+    async def test_two_docker_agents_kernels_never_share_a_core(
+        self, daemon: Daemon, docker: aiodocker.Docker
+    ) -> None:
         await create(
             daemon.stub, "d0", sleeper("a"), sleeper("b", resources=pb.ResourceRequest(cpu_count=1))
         )
@@ -86,7 +93,9 @@ class TestLimits:
             assert info["HostConfig"]["CpusetCpus"] == out.decode().split()[1]
         assert seen == {"d0": {0}, "d1": {1}}
 
-    async def test_fractional_cpu_becomes_a_nano_cpu_limit(self, daemon, docker) -> None:  # type: ignore[no-untyped-def]
+    async def test_fractional_cpu_becomes_a_nano_cpu_limit(
+        self, daemon: Daemon, docker: aiodocker.Docker
+    ) -> None:
         [kernel] = await create(
             daemon.stub, "d0", sleeper("q", resources=pb.ResourceRequest(cpu_quota=0.5))
         )
@@ -95,8 +104,8 @@ class TestLimits:
 
 
 class TestPorts:
-    async def test_published_port_from_the_agent_range_is_reachable_from_the_host(  # type: ignore[no-untyped-def]
-        self, daemon
+    async def test_published_port_from_the_agent_range_is_reachable_from_the_host(
+        self, daemon: Daemon
     ) -> None:
         [kernel] = await create(
             daemon.stub,
@@ -111,7 +120,9 @@ class TestPorts:
         assert 42000 <= port <= 42099
         assert await eventually(lambda: greeting(port), timeout=20) == b"hello from web"
 
-    async def test_container_port_is_published_on_the_host_port(self, daemon, docker) -> None:  # type: ignore[no-untyped-def]
+    async def test_container_port_is_published_on_the_host_port(
+        self, daemon: Daemon, docker: aiodocker.Docker
+    ) -> None:
         [kernel] = await create(
             daemon.stub,
             "d1",
@@ -131,8 +142,10 @@ class TestPorts:
         assert await eventually(lambda: greeting(port), timeout=20) == b"hello from web2"
 
 
-class TestOperations:
-    async def test_env_and_labels_name_the_agent_and_kernel(self, daemon, docker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+class TestNamesAndLabels:
+    async def test_env_and_labels_name_the_agent_and_kernel(
+        self, daemon: Daemon, docker: aiodocker.Docker, tmp_path: Path
+    ) -> None:
         [kernel] = await create(
             daemon.stub, "d0", sleeper("k1", env={"FOO": "bar"}, labels={"team": "ml"})
         )
@@ -157,123 +170,10 @@ class TestOperations:
             "team": "ml",
         }
 
-    async def test_execute_streams_stdout_stderr_and_the_exit_code(self, daemon) -> None:  # type: ignore[no-untyped-def]
-        await create(daemon.stub, "d0", sleeper("k1"))
-        messages, out, err, exit_ = await execute(
-            daemon.stub, "d0", "k1", ["sh", "-c", "echo out; echo err >&2; exit 3"]
-        )
-        assert (out, err, exit_.exit_code, exit_.timed_out) == (b"out\n", b"err\n", 3, False)
-        assert len(messages) >= 3
-
-    async def test_execute_feeds_stdin(self, daemon) -> None:  # type: ignore[no-untyped-def]
-        await create(daemon.stub, "d0", sleeper("k1"))
-        _, out, _, exit_ = await execute(daemon.stub, "d0", "k1", ["cat"], stdin=b"hello\nworld\n")
-        assert (out, exit_.exit_code) == (b"hello\nworld\n", 0)
-
-    async def test_execute_past_its_timeout_is_killed_and_says_so(self, daemon) -> None:  # type: ignore[no-untyped-def]
-        await create(daemon.stub, "d0", sleeper("k1"))
-        _, out, _, exit_ = await execute(
-            daemon.stub, "d0", "k1", ["sh", "-c", "echo started; exec sleep 60"], timeout=1
-        )
-        assert out == b"started\n"
-        assert exit_.timed_out and exit_.exit_code == 137
-        _, out, _, _ = await execute(daemon.stub, "d0", "k1", ["python3", "-c", COMMAND_LINES])
-        assert b"sleep 300" in out and b"sleep 60" not in out  # the timed-out process is gone
-
-    async def test_logs_show_the_kernel_output(self, daemon) -> None:  # type: ignore[no-untyped-def]
-        await create(
-            daemon.stub,
-            "d0",
-            pb.KernelSpec(
-                kernel_id="k1", command=["sh", "-c", "echo one; echo two >&2; exec sleep 300"]
-            ),
-        )
-
-        async def logs(tail: int = 0) -> bytes:
-            reply = await daemon.stub.GetKernelLogs(
-                pb.GetKernelLogsRequest(agent_id="d0", kernel_id="k1", tail_lines=tail)
-            )
-            return reply.logs
-
-        assert await eventually(lambda: logs(), timeout=10) in (b"one\ntwo\n", b"two\none\n")
-        assert len((await logs(1)).splitlines()) == 1
-
-    async def test_restart_keeps_slots_and_ports_in_a_new_container(self, daemon, docker) -> None:  # type: ignore[no-untyped-def]
-        [before] = await create(
-            daemon.stub,
-            "d0",
-            sleeper(
-                "k1",
-                resources=pb.ResourceRequest(cpu_count=1, memory_bytes=64 * MIB),
-                ports=[pb.ServicePort(name="http")],
-            ),
-        )
-        after = (
-            await daemon.stub.RestartKernel(pb.RestartKernelRequest(agent_id="d0", kernel_id="k1"))
-        ).kernel
-        assert after.state == pb.KERNEL_STATE_RUNNING
-        assert dict(after.ports) == dict(before.ports)
-        assert list(after.allocated.cores) == list(before.allocated.cores)
-        assert after.backend_ref != before.backend_ref
-        with pytest.raises(aiodocker.DockerError) as gone:
-            await docker.containers.container(before.backend_ref.split()[1]).show()
-        assert gone.value.status == 404
-        _, out, _, _ = await execute(daemon.stub, "d0", "k1", ["sh", "-c", "echo $PORT_HTTP"])
-        assert out == f"{before.ports['http']}\n".encode()
-
-    async def test_destroy_removes_the_container_and_returns_everything(  # type: ignore[no-untyped-def]
-        self, daemon, docker, tmp_path
-    ) -> None:
-        await create(
-            daemon.stub,
-            "d0",
-            sleeper(
-                "k1",
-                resources=pb.ResourceRequest(cpu_count=1, memory_bytes=64 * MIB),
-                ports=[pb.ServicePort(name="http")],
-            ),
-        )
-        await daemon.stub.DestroyKernel(pb.DestroyKernelRequest(agent_id="d0", kernel_id="k1"))
-        assert await containers_of(docker, identity_of(tmp_path)) == []
-        occupied = (await agent_info(daemon.stub, "d0")).occupied
-        assert (list(occupied.cores), occupied.memory_bytes, occupied.ports) == ([], 0, 0)
-
-    async def test_kernel_that_exits_is_terminated_with_its_code_and_keeps_its_output(  # type: ignore[no-untyped-def]
-        self, daemon, docker, tmp_path
-    ) -> None:
-        await create(
-            daemon.stub,
-            "d0",
-            pb.KernelSpec(
-                kernel_id="k1",
-                command=["sh", "-c", "echo bye; exit 7"],
-                resources=pb.ResourceRequest(cpu_count=1),
-                ports=[pb.ServicePort(name="http")],
-            ),
-        )
-
-        async def terminated() -> pb.Kernel | None:
-            kernel = await get(daemon.stub, "d0", "k1")
-            return kernel if kernel.state == pb.KERNEL_STATE_TERMINATED else None
-
-        kernel = await eventually(terminated, timeout=20)
-        assert (kernel.exit_code, kernel.status_message) == (7, "exited")
-        occupied = (await agent_info(daemon.stub, "d0")).occupied
-        assert (list(occupied.cores), occupied.ports) == ([], 0)
-
-        async def removed() -> bool:
-            return await containers_of(docker, identity_of(tmp_path)) == []
-
-        assert await eventually(removed, timeout=10)
-        logs = await daemon.stub.GetKernelLogs(
-            pb.GetKernelLogsRequest(agent_id="d0", kernel_id="k1")
-        )
-        assert logs.logs == b"bye\n"
-
 
 class TestBadInput:
-    async def test_missing_image_is_failed_precondition_naming_it_and_leaves_nothing(  # type: ignore[no-untyped-def]
-        self, daemon, docker, tmp_path
+    async def test_missing_image_is_failed_precondition_naming_it_and_leaves_nothing(
+        self, daemon: Daemon, docker: aiodocker.Docker, tmp_path: Path
     ) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await create(
@@ -291,24 +191,8 @@ class TestBadInput:
         info = await agent_info(daemon.stub, "d0")
         assert (list(info.occupied.cores), info.kernel_count) == ([], 0)
 
-    async def test_command_that_cannot_run_is_invalid_argument_and_leaves_nothing(  # type: ignore[no-untyped-def]
-        self, daemon, docker, tmp_path
-    ) -> None:
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await create(
-                daemon.stub,
-                "d0",
-                pb.KernelSpec(
-                    kernel_id="bad", command=["/no/such/program"], ports=[pb.ServicePort(name="x")]
-                ),
-            )
-        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "kernel 'bad' cannot start" in err.value.details()
-        assert await containers_of(docker, identity_of(tmp_path)) == []
-        assert (await agent_info(daemon.stub, "d0")).occupied.ports == 0
 
-
-async def test_failed_pull_is_reported_cleanly(tmp_path: Path, docker) -> None:  # type: ignore[no-untyped-def]
+async def test_failed_pull_is_reported_cleanly(tmp_path: Path, docker: aiodocker.Docker) -> None:
     agents = docker_agent("p0", [0], 42200, extra=", allow_pull = true")
     async with running_daemon(daemon_config(tmp_path, agents, allocation_mode="manual")) as d:
         with pytest.raises(grpc.aio.AioRpcError) as err:

@@ -19,20 +19,20 @@ import aiodocker
 import grpc
 import pytest
 
-from daemon.backends.docker_engine.engine import resolve_url
+from daemon.backends.docker.engine import resolve_url
 from protos import agent_pb2 as pb
-from tests.integration.docker.conftest import (
-    DOCKERD_PIDFILE,
-    OUR_DOCKERD_PIDFILE,
+from tests.dockerd import DOCKERD_PIDFILE, OUR_DOCKERD_PIDFILE, engine_problem, run_docker_up
+from tests.integration.docker.conftest import docker_agent, local_agent
+from tests.servers import (
     agent_info,
     create,
-    docker_agent,
-    engine_problem,
+    daemon_config,
+    eventually,
+    execute,
     get,
-    local_agent,
-    run_docker_up,
+    running_daemon,
+    sleeper,
 )
-from tests.servers import daemon_config, eventually, execute, running_daemon, sleeper
 
 pytestmark = pytest.mark.docker
 

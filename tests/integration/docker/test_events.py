@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import aiodocker
 import pytest
 
 from protos import agent_pb2 as pb
-from tests.integration.docker.conftest import MIB, agent_info, create, docker_agent, get
-from tests.servers import daemon_config, eventually, running_daemon, sleeper
+from tests.integration.docker.conftest import MIB, docker_agent
+from tests.servers import (
+    agent_info,
+    create,
+    daemon_config,
+    eventually,
+    get,
+    running_daemon,
+    sleeper,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -46,8 +55,8 @@ async def test_oom_killed_kernel_is_reported_as_such_and_its_resources_return(
 
 
 async def test_kernel_killed_behind_the_daemons_back_is_terminated_by_its_signal(
-    tmp_path: Path, docker
-) -> None:  # type: ignore[no-untyped-def]
+    tmp_path: Path, docker: aiodocker.Docker
+) -> None:
     agents = docker_agent("d0", [0], 42000)
     async with running_daemon(daemon_config(tmp_path, agents, allocation_mode="manual")) as d:
         [kernel] = await create(

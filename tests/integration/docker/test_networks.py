@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import aiodocker
 import grpc
 import pytest
 
-from daemon.backends.docker_engine.networks import network_name
+from daemon.backends.docker.networks import network_name
 from protos import agent_pb2 as pb
-from tests.integration.docker.conftest import SERVER, create, identity_of
-from tests.servers import eventually, execute, sleeper
+from tests.integration.docker.conftest import SERVER
+from tests.servers import Daemon, Stub, create, eventually, execute, identity_of, sleeper
 
 pytestmark = pytest.mark.docker
 
@@ -21,12 +22,17 @@ CLIENT = (
 )
 
 
-async def create_network(stub, agent_id: str, name: str) -> pb.CreateNetworkResponse:  # type: ignore[no-untyped-def]
-    return await stub.CreateNetwork(pb.CreateNetworkRequest(agent_id=agent_id, name=name))
+async def create_network(stub: Stub, agent_id: str, name: str) -> pb.CreateNetworkResponse:
+    reply: pb.CreateNetworkResponse = await stub.CreateNetwork(
+        pb.CreateNetworkRequest(agent_id=agent_id, name=name)
+    )
+    return reply
 
 
 class TestNetworks:
-    async def test_kernels_of_one_network_reach_each_other_by_kernel_id(self, daemon) -> None:  # type: ignore[no-untyped-def]
+    async def test_kernels_of_one_network_reach_each_other_by_kernel_id(
+        self, daemon: Daemon
+    ) -> None:
         await create_network(daemon.stub, "d0", "s1")
         await create(
             daemon.stub,
@@ -48,7 +54,9 @@ class TestNetworks:
 
         assert await eventually(reply, timeout=20) == b"hello from server\n"
 
-    async def test_a_kernel_joins_every_network_it_names(self, daemon, docker) -> None:  # type: ignore[no-untyped-def]
+    async def test_a_kernel_joins_every_network_it_names(
+        self, daemon: Daemon, docker: aiodocker.Docker
+    ) -> None:
         await create_network(daemon.stub, "d0", "s1")
         await create_network(daemon.stub, "d0", "s2")
         [kernel] = await create(daemon.stub, "d0", sleeper("k1", networks=["s1", "s2"]))
@@ -57,7 +65,9 @@ class TestNetworks:
         assert len(networks) == 2
         assert all("k1" in n["Aliases"] for n in networks.values())
 
-    async def test_network_names_are_scoped_by_agent(self, daemon, docker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    async def test_network_names_are_scoped_by_agent(
+        self, daemon: Daemon, docker: aiodocker.Docker, tmp_path: Path
+    ) -> None:
         n0 = await create_network(daemon.stub, "d0", "s1")
         n1 = await create_network(daemon.stub, "d1", "s1")
         assert n0.network_id != n1.network_id
@@ -75,8 +85,8 @@ class TestNetworks:
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
     async def test_unknown_network_is_not_found_and_leaves_nothing(
-        self, daemon, docker, tmp_path
-    ) -> None:  # type: ignore[no-untyped-def]
+        self, daemon: Daemon, docker: aiodocker.Docker, tmp_path: Path
+    ) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await create(daemon.stub, "d0", sleeper("k1", networks=["nope"]))
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
@@ -89,7 +99,9 @@ class TestNetworks:
             == []
         )
 
-    async def test_destroy_network_refuses_while_kernels_are_attached(self, daemon, docker) -> None:  # type: ignore[no-untyped-def]
+    async def test_destroy_network_refuses_while_kernels_are_attached(
+        self, daemon: Daemon, docker: aiodocker.Docker
+    ) -> None:
         reply = await create_network(daemon.stub, "d0", "s1")
         await create(daemon.stub, "d0", sleeper("k1", networks=["s1"]))
         request = pb.DestroyNetworkRequest(agent_id="d0", name="s1")

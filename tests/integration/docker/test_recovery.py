@@ -12,9 +12,10 @@ import pytest
 from daemon.backends.base import LABEL_AGENT_ID, LABEL_DAEMON, LABEL_KERNEL_ID
 from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc
-from tests.integration.docker.conftest import IMAGE, MIB, SERVER, TWO_DOCKER, identity_of
+from tests.dockerd import IMAGE
+from tests.integration.docker.conftest import MIB, SERVER, TWO_DOCKER
 from tests.integration.docker.test_containers import greeting
-from tests.servers import daemon_config, daemon_process, eventually, execute
+from tests.servers import daemon_config, daemon_process, eventually, execute, identity_of
 
 pytestmark = pytest.mark.docker
 

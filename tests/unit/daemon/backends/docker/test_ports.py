@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from common.errors import InvalidArgument
-from daemon.backends.docker_engine.ports import (
+from daemon.backends.docker.ports import (
     PublishedPort,
     exposed_ports,
     port_bindings,

@@ -23,7 +23,7 @@ from aiodocker.stream import Stream
 
 from common.errors import AgentHostError, FailedPrecondition
 from daemon.backends.base import ExecEvent, ExecExit, ExecOutput
-from daemon.backends.docker_engine.engine import Engine, is_not_found
+from daemon.backends.docker.engine import Engine, is_not_found
 
 HEADER = struct.Struct(">BxxxL")  # the engine's frame header: stream, size
 SETTLE_ATTEMPTS = 250  # polls for an exec's exit code once its output ended

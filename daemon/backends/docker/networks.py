@@ -17,8 +17,8 @@ from aiodocker.networks import DockerNetwork
 
 from common.errors import AgentHostError, AlreadyExists, FailedPrecondition, NotFound
 from daemon.backends.base import LABEL_AGENT_ID, LABEL_DAEMON
-from daemon.backends.docker_engine.engine import Engine, is_not_found
-from daemon.backends.docker_engine.spec import PREFIX, endpoint
+from daemon.backends.docker.engine import Engine, is_not_found
+from daemon.backends.docker.spec import PREFIX, endpoint
 
 LABEL_NETWORK = "agenthost.network"
 
@@ -88,17 +88,16 @@ class AgentNetworks:
     async def connect(self, network: str, container_id: str, kernel_id: str) -> None:
         """Attach a created (not yet started) container to one more network."""
         with self.engine.call("connect network"):
-            await self.engine.client._query_json(
+            await self.engine.post_json(
                 f"networks/{network}/connect",
-                method="POST",
-                data={"Container": container_id, "EndpointConfig": endpoint(kernel_id)},
+                {"Container": container_id, "EndpointConfig": endpoint(kernel_id)},
             )
 
     async def _inspect(self, agent_id: str, name: str) -> dict[str, Any]:
         full = network_name(self.identity, agent_id, name)
         try:
             with self.engine.call("inspect network"):
-                info: dict[str, Any] = await self.engine.client._query_json(f"networks/{full}")
+                info: dict[str, Any] = await self.engine.get_json(f"networks/{full}")
         except DockerError as exc:
             if not is_not_found(exc):
                 raise AgentHostError(

@@ -14,7 +14,7 @@ import asyncio
 from aiodocker.exceptions import DockerError
 
 from common.errors import FailedPrecondition
-from daemon.backends.docker_engine.engine import Engine
+from daemon.backends.docker.engine import Engine
 
 
 def is_missing_image(exc: DockerError) -> bool:

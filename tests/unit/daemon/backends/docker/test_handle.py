@@ -4,21 +4,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from daemon.backends.docker_engine.handle import HANDLE_VERSION, ContainerHandle, parse
-from daemon.backends.docker_engine.reconcile import owned_by, ownership_labels
+from daemon.backends.docker.handle import HANDLE_VERSION, ContainerHandle
+from daemon.backends.docker.reconcile import owned_by, ownership_labels
 
 
 class TestHandle:
     def test_round_trip(self) -> None:
         handle = ContainerHandle("c0ffee", "agenthost-abc-d0-k1", Path("/state/k1"))
-        assert parse(handle.to_dict()) == handle
+        assert ContainerHandle.parse(handle.to_dict()) == handle
         assert handle.to_dict()["version"] == HANDLE_VERSION
         assert handle.log_path == Path("/state/k1/kernel.log")
 
     def test_another_version_or_a_malformed_handle_is_not_guessed_at(self) -> None:
-        assert parse({"version": HANDLE_VERSION + 1, "container_id": "x"}) is None
-        assert parse({"version": HANDLE_VERSION}) is None
-        assert parse({}) is None
+        assert ContainerHandle.parse({"version": HANDLE_VERSION + 1, "container_id": "x"}) is None
+        assert ContainerHandle.parse({"version": HANDLE_VERSION}) is None
+        assert ContainerHandle.parse({}) is None
+        assert (
+            ContainerHandle.parse(
+                {"version": HANDLE_VERSION, "container_id": "x", "name": "n", "workdir": None}
+            )
+            is None
+        )
 
 
 class TestOwnership:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from daemon.backends.docker_engine.execute import demultiplex
+from daemon.backends.docker.execute import demultiplex
 
 
 def frame(stream: int, data: bytes) -> bytes:

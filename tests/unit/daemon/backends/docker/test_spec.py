@@ -6,7 +6,7 @@ from pathlib import Path
 
 from common.ids import AgentId, KernelId
 from daemon.backends.base import LaunchSpec
-from daemon.backends.docker_engine.spec import container_config, container_name
+from daemon.backends.docker.spec import container_config, container_name
 
 MIB = 1 << 20
 

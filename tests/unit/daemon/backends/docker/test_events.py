@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from daemon.backends.base import Exit
-from daemon.backends.docker_engine.events import event_filters, exit_from_state
+from daemon.backends.docker.events import event_filters, exit_from_state
 
 
 @dataclass(frozen=True)

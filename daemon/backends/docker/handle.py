@@ -3,11 +3,14 @@
 The agent persists it in its checkpoint and gives it back to every verb; it
 holds the container's id and name and the kernel's working directory on the host
 (where the output of a kernel that ended is kept once its container is removed).
-A handle of another version is not guessed at: `parse` returns None for it.
+A handle of another version is not guessed at: `ContainerHandle.parse` returns
+None for it, and every verb treats that kernel as gone. Knows nothing of the
+engine.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,16 +42,16 @@ class ContainerHandle:
             "workdir": str(self.workdir),
         }
 
-
-def parse(handle: Handle | dict[str, Any]) -> ContainerHandle | None:
-    """The handle's fields, or None when it is of another version or malformed."""
-    if handle.get("version") != HANDLE_VERSION:
-        return None
-    try:
-        return ContainerHandle(
-            container_id=str(handle["container_id"]),
-            name=str(handle["name"]),
-            workdir=Path(handle["workdir"]),
-        )
-    except KeyError:
-        return None
+    @classmethod
+    def parse(cls, handle: Mapping[str, Any]) -> ContainerHandle | None:
+        """The handle's fields, or None when it is of another version or malformed."""
+        if handle.get("version") != HANDLE_VERSION:
+            return None
+        try:
+            return cls(
+                container_id=str(handle["container_id"]),
+                name=str(handle["name"]),
+                workdir=Path(handle["workdir"]),
+            )
+        except (KeyError, TypeError):
+            return None

@@ -24,7 +24,7 @@ from aiodocker.exceptions import DockerError
 
 from common.errors import AgentHostError, Unavailable
 from daemon.backends.base import Exit
-from daemon.backends.docker_engine.engine import CONNECT_TIMEOUT, Engine, is_not_found
+from daemon.backends.docker.engine import Engine, is_not_found
 
 log = logging.getLogger(__name__)
 
@@ -137,12 +137,8 @@ class ExitWatcher:
         reason = "event stream closed"
         try:
             with self.engine.call("events"):
-                async with self.engine.client._query(
-                    "events",
-                    params={"filters": json.dumps(self.filters)},
-                    timeout=aiohttp.ClientTimeout(
-                        connect=CONNECT_TIMEOUT, sock_connect=CONNECT_TIMEOUT
-                    ),
+                async with self.engine.stream(
+                    "events", params={"filters": json.dumps(self.filters)}
                 ) as response:
                     try:
                         self._connected.set()
@@ -191,7 +187,7 @@ class ExitWatcher:
     async def _state(self, container_id: str) -> Mapping[str, Any] | None:
         try:
             with self.engine.call("inspect"):
-                info = await self.engine.client._query_json(f"containers/{container_id}/json")
+                info = await self.engine.get_json(f"containers/{container_id}/json")
         except DockerError as exc:
             if is_not_found(exc):
                 return None

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from daemon.backends.base import LaunchSpec
-from daemon.backends.docker_engine.ports import exposed_ports, port_bindings, published_ports
-from daemon.backends.docker_engine.resources import host_resources
+from daemon.backends.docker.ports import exposed_ports, port_bindings, published_ports
+from daemon.backends.docker.resources import host_resources
 
 PREFIX = "agenthost"
 

@@ -17,7 +17,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Container
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
 from aiodocker.exceptions import DockerError
 
@@ -30,16 +30,14 @@ from common.errors import (
 )
 from common.ids import AgentId, KernelId
 from daemon.backends.base import ExecEvent, Exit, Handle, LaunchSpec, Started, read_log_tail
-from daemon.backends.docker_engine import execute, reconcile
-from daemon.backends.docker_engine.engine import Engine, is_not_found, resolve_url
-from daemon.backends.docker_engine.events import ExitWatcher
-from daemon.backends.docker_engine.handle import ContainerHandle, parse
-from daemon.backends.docker_engine.images import ImagePuller, is_missing_image, missing_image
-from daemon.backends.docker_engine.networks import AgentNetworks
-from daemon.backends.docker_engine.spec import container_config, container_name
-
-if TYPE_CHECKING:
-    from daemon.config import AgentConfig, DockerSettings
+from daemon.backends.docker import execute, reconcile
+from daemon.backends.docker.engine import Engine, is_not_found, resolve_url
+from daemon.backends.docker.events import ExitWatcher
+from daemon.backends.docker.handle import ContainerHandle
+from daemon.backends.docker.images import ImagePuller, is_missing_image, missing_image
+from daemon.backends.docker.networks import AgentNetworks
+from daemon.backends.docker.settings import DockerSettings
+from daemon.backends.docker.spec import container_config, container_name
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +50,7 @@ class DockerBackend:
     """Kernels as containers of one agent on one Docker engine."""
 
     name = "docker"
+    settings_model: ClassVar[type[DockerSettings]] = DockerSettings
 
     def __init__(
         self, agent_id: AgentId, identity: str, settings: DockerSettings, engine: Engine
@@ -65,10 +64,11 @@ class DockerBackend:
         self.networks = AgentNetworks(engine, identity)
 
     @classmethod
-    async def create(cls, agent: AgentConfig, identity: str) -> DockerBackend:
+    async def create(
+        cls, agent_id: AgentId, settings: DockerSettings, identity: str
+    ) -> DockerBackend:
         """Build the backend of one agent; an engine that is down only makes it unhealthy."""
-        engine = Engine(resolve_url(agent.docker.url))
-        return cls(agent.id, identity, agent.docker, engine)
+        return cls(agent_id, identity, settings, Engine(resolve_url(settings.url)))
 
     # ------------------------------------------------------------------ verbs
 
@@ -107,14 +107,14 @@ class DockerBackend:
 
     async def wait(self, handle: Handle) -> Exit:
         """Return when the container has ended (from the engine's event stream)."""
-        h = parse(handle)
+        h = ContainerHandle.parse(handle)
         if h is None:
             return Exit(exit_code=None, reason="unknown handle version")
         return await self.exits.wait(h.container_id)
 
     async def stop(self, handle: Handle, grace: float) -> None:
         """SIGTERM, grace seconds, SIGKILL; keep an ended kernel's output; remove; idempotent."""
-        h = parse(handle)
+        h = ContainerHandle.parse(handle)
         if h is None:
             return
         container = self.engine.client.containers.container(h.container_id)
@@ -136,16 +136,10 @@ class DockerBackend:
 
     async def is_alive(self, handle: Handle) -> bool:
         """True when the handle's container exists, is this agent's, and runs."""
-        h = parse(handle)
+        h = ContainerHandle.parse(handle)
         if h is None:
             return False
-        info = await self._inspect(h.container_id)
-        if info is None:
-            return False
-        labels = info.get("Config", {}).get("Labels")
-        if not reconcile.owned_by(labels, self.identity, self.agent_id):
-            return False
-        return bool(info.get("State", {}).get("Running"))
+        return await reconcile.is_alive(self.engine, h, self.identity, self.agent_id)
 
     async def execute(
         self, handle: Handle, launch: LaunchSpec, argv: list[str], stdin: bytes, timeout: float
@@ -167,10 +161,7 @@ class DockerBackend:
         }
         try:
             with self.engine.call("logs"):
-                async with self.engine.client._query(
-                    f"containers/{h.container_id}/logs", params=params
-                ) as response:
-                    raw = await response.read()
+                raw = await self.engine.read(f"containers/{h.container_id}/logs", params)
         except DockerError as exc:
             if not is_not_found(exc):
                 raise AgentHostError(
@@ -240,7 +231,7 @@ class DockerBackend:
                 )
 
     async def _replace_leftover(self, name: str, launch: LaunchSpec) -> None:
-        info = await self._inspect(name)
+        info = await reconcile.inspect(self.engine, name)
         labels = (info or {}).get("Config", {}).get("Labels")
         if info is not None and not reconcile.owned_by(labels, self.identity, launch.agent_id):
             raise AlreadyExists(
@@ -272,20 +263,6 @@ class DockerBackend:
                 f"{launch.kernel_id!r}: {message}"
             ) from None
 
-    async def _inspect(self, container: str) -> dict[str, Any] | None:
-        try:
-            with self.engine.call("inspect container"):
-                info: dict[str, Any] = await self.engine.client._query_json(
-                    f"containers/{container}/json"
-                )
-                return info
-        except DockerError as exc:
-            if is_not_found(exc):
-                return None
-            raise AgentHostError(
-                f"docker engine at {self.engine.url}: cannot inspect {container}: {exc.message}"
-            ) from None
-
     async def _remove_quietly(self, container_id: str) -> None:
         with contextlib.suppress(AgentHostError, DockerError), self.engine.call("remove"):
             await self.engine.client.containers.container(container_id).delete(force=True)
@@ -294,14 +271,13 @@ class DockerBackend:
     async def _keep_output(self, h: ContainerHandle) -> None:
         """Copy an ended container's output next to the kernel before it is removed."""
         with contextlib.suppress(DockerError, OSError):
-            async with self.engine.client._query(
-                f"containers/{h.container_id}/logs", params={"stdout": True, "stderr": True}
-            ) as response:
-                raw = await response.read()
+            raw = await self.engine.read(
+                f"containers/{h.container_id}/logs", {"stdout": True, "stderr": True}
+            )
             await asyncio.to_thread(_write, h.log_path, execute.demultiplex(raw))
 
     def _require(self, handle: Handle, launch: LaunchSpec) -> ContainerHandle:
-        h = parse(handle)
+        h = ContainerHandle.parse(handle)
         if h is None:
             raise NotFound(f"kernel {launch.kernel_id!r} has no container handle this daemon reads")
         return h

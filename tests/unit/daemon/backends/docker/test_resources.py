@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from common.errors import FailedPrecondition, InvalidArgument
-from daemon.backends.docker_engine.resources import cpuset, host_resources
+from daemon.backends.docker.resources import cpuset, host_resources
 
 MIB = 1 << 20
 

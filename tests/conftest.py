@@ -1,0 +1,38 @@
+"""Fixtures of every test that talks to a daemon: the real one, in this process, on port 0.
+
+`start_daemon` starts daemons rooted in the test's tmp_path (a second one on the
+same state_dir re-adopts the first one's kernels). `daemon` is the one daemon most
+integration and conformance tests talk to; a test module (or a directory's
+conftest) says what it serves by defining `daemon_setup`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.servers import Daemon, DaemonFactory, DaemonSetup
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path) -> DaemonFactory:
+    """Starts in-process daemons whose config and state live in tmp_path."""
+    return DaemonFactory(tmp_path)
+
+
+@pytest.fixture
+def daemon_setup() -> DaemonSetup:
+    """The agents the `daemon` fixture serves: define this fixture in the test module."""
+    raise pytest.UsageError(
+        "the daemon fixture needs a daemon_setup fixture in the test module "
+        "(return a tests.servers.DaemonSetup naming the agents)"
+    )
+
+
+@pytest.fixture
+async def daemon(start_daemon: DaemonFactory, daemon_setup: DaemonSetup) -> AsyncIterator[Daemon]:
+    """The real daemon serving daemon_setup's agents; its kernels are destroyed after the test."""
+    async with start_daemon(daemon_setup.agents, allocation_mode=daemon_setup.allocation_mode) as d:
+        yield d
