@@ -19,6 +19,10 @@ class TestManagerService:
             "DestroyKernel",
             "Execute",
             "GetKernelLogs",
+            "RemoveAgent",
+            "CreateToken",
+            "ListTokens",
+            "RevokeToken",
         ]
 
     def test_execute_streams_and_kernel_calls_reuse_the_daemons_requests(self) -> None:
