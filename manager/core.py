@@ -23,7 +23,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from common.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
@@ -31,6 +30,7 @@ from common.ids import ID_SYNTAX, AgentId, KernelId, is_valid_id, new_kernel_id
 from manager.client import DaemonClient
 from manager.config import ManagerConfig
 from manager.errors import AgentLost, AllAgentsBusy, BadRequest, KernelNotFound
+from manager.kernels import TERMINATED, UNKNOWN, KernelRecord, KernelTable, account
 from manager.registry import AgentRecord, Liveness, Registry
 from manager.scheduler import Demand, Scheduler
 from manager.store import AgentRow, KernelRow, Store
@@ -39,30 +39,10 @@ from protos import manager_pb2 as mpb
 
 log = logging.getLogger(__name__)
 
-TERMINATED = pb.KERNEL_STATE_TERMINATED
-UNKNOWN = pb.KERNEL_STATE_UNKNOWN
 _STATUS = {Liveness.ALIVE: mpb.AGENT_STATUS_ALIVE, Liveness.LOST: mpb.AGENT_STATUS_LOST}
 # Agents tried for one CreateKernel when daemons answer RESOURCE_EXHAUSTED (their
 # view, e.g. host ports bound by other processes, can be narrower than ours).
 CREATE_ATTEMPTS = 3
-
-
-@dataclass(slots=True)
-class KernelRecord:
-    """One kernel: what its daemon last said of it, and where that daemon is."""
-
-    kernel: pb.Kernel
-    daemon_address: str
-
-    @property
-    def agent_id(self) -> AgentId:
-        """The agent the kernel lives on."""
-        return AgentId(self.kernel.agent_id)
-
-    @property
-    def holds_resources(self) -> bool:
-        """Not terminated: what it was allocated stays promised on its agent."""
-        return self.kernel.state != TERMINATED
 
 
 class Manager:
@@ -75,7 +55,7 @@ class Manager:
         registry: Registry,
         scheduler: Scheduler,
         client: DaemonClient,
-        kernels: dict[KernelId, KernelRecord],
+        kernels: KernelTable,
     ) -> None:
         self.config = config
         self.store = store
@@ -83,9 +63,6 @@ class Manager:
         self.scheduler = scheduler
         self.client = client
         self.kernels = kernels
-        self._by_agent: dict[AgentId, set[KernelId]] = {}
-        for kernel_id, record in kernels.items():
-            self._by_agent.setdefault(record.agent_id, set()).add(kernel_id)
         self._creating: set[KernelId] = set()
         self._destroying: set[KernelId] = set()
         self._adopting: set[KernelId] = set()
@@ -122,16 +99,9 @@ class Manager:
                 Demand.of_resources(record.info.capacity),
                 record.schedulable,
             )
-        kernels = {}
-        for krow in kernel_rows:
-            kernel_record = KernelRecord(krow.kernel, krow.daemon_address)
-            kernels[KernelId(krow.kernel_id)] = kernel_record
-            if kernel_record.holds_resources:
-                scheduler.hold(
-                    KernelId(krow.kernel_id),
-                    kernel_record.agent_id,
-                    Demand.of_resources(krow.kernel.allocated),
-                )
+        kernels = KernelTable(
+            scheduler, (KernelRecord(row.kernel, row.daemon_address) for row in kernel_rows)
+        )
         client = DaemonClient(
             registry.address_of,
             call_timeout=section.call_timeout,
@@ -174,7 +144,7 @@ class Manager:
             request.daemon_address,
         )
         for agent_id in registration.dropped:
-            changed += self._terminate_all(agent_id, "its agent is no longer on its daemon")
+            changed += self.kernels.terminate_all(agent_id, "its agent is no longer on its daemon")
         await self.store.save_agents(self._agent_row(r) for r in registration.agents)
         await self.store.delete_agents(registration.dropped)
         await self._save(changed)
@@ -237,11 +207,7 @@ class Manager:
             )
             for record in agents:
                 self.scheduler.set_schedulable(record.agent_id, False)
-                for kernel_id in self._by_agent.get(record.agent_id, ()):
-                    kernel = self.kernels[kernel_id]
-                    if kernel.kernel.state not in (TERMINATED, UNKNOWN):
-                        kernel.kernel.state = UNKNOWN
-                        changed.append(kernel)
+                changed += self.kernels.mark_unknown(record.agent_id)
             lost += agents
         await self.store.save_agents(self._agent_row(r) for r in lost)
         await self._save(changed)
@@ -321,7 +287,7 @@ class Manager:
                 raise
             finally:
                 self._creating.discard(kernel_id)
-            record = self._add(created, handle.address)
+            record = self.kernels.add(created, handle.address)
             self._account(created, +1)
             await self._save([record])
             log.info("kernel %s created on agent %s", kernel_id, reservation.agent_id)
@@ -341,11 +307,11 @@ class Manager:
             fresh = await self.client.agent(agent.agent_id).get_kernel(kernel_id)
         except NotFound:
             if record.kernel.state != TERMINATED and kernel_id not in self._creating:
-                self._terminate(record, "gone from its daemon")
+                self.kernels.terminate(record, "gone from its daemon")
                 await self._save([record])
             return self._managed(record)
         if fresh != record.kernel and KernelId(kernel_id) in self.kernels:
-            self._update(record, fresh)
+            self.kernels.update(record, fresh)
             await self._save([record])
         return self._managed(record)
 
@@ -379,7 +345,7 @@ class Manager:
         )
         if record.holds_resources:
             self._account(record.kernel, -1)
-        self._forget(kid)
+        self.kernels.forget(kid)
         await self.store.delete_kernels([kid])
         log.info("kernel %s destroyed on agent %s", kernel_id, record.agent_id)
         return managed
@@ -443,67 +409,11 @@ class Manager:
             node=agent.node if agent else "",
         )
 
-    def _add(self, kernel: pb.Kernel, address: str) -> KernelRecord:
-        kernel_id = KernelId(kernel.kernel_id)
-        record = KernelRecord(kernel, address)
-        self.kernels[kernel_id] = record
-        self._by_agent.setdefault(record.agent_id, set()).add(kernel_id)
-        self._update(record, kernel)
-        return record
-
-    def _update(self, record: KernelRecord, kernel: pb.Kernel) -> None:
-        """Take the daemon's word for the kernel, and hold (or release) what it holds."""
-        if record.kernel is not kernel:
-            record.kernel = kernel
-        kernel_id = KernelId(kernel.kernel_id)
-        if record.holds_resources:
-            self.scheduler.hold(kernel_id, record.agent_id, Demand.of_resources(kernel.allocated))
-        else:
-            self.scheduler.release(kernel_id)
-
     def _account(self, kernel: pb.Kernel, sign: int) -> None:
-        """Show a create (+1) or destroy (-1) in the agent's occupancy at once.
-
-        The daemon's next heartbeat replaces these numbers with its own.
-        """
+        """Show a create (+1) or destroy (-1) in the agent's occupancy at once."""
         agent = self.registry.find(kernel.agent_id)
-        if agent is None:
-            return
-        occupied, allocated = agent.info.occupied, kernel.allocated
-        cores = set(occupied.cores)
-        cores = cores | set(allocated.cores) if sign > 0 else cores - set(allocated.cores)
-        occupied.cores[:] = sorted(cores)
-        occupied.memory_bytes = max(0, occupied.memory_bytes + sign * allocated.memory_bytes)
-        occupied.ports = max(0, occupied.ports + sign * allocated.ports)
-        for kind, ids in allocated.devices.items():
-            held = set(occupied.devices[kind].ids)
-            held = held | set(ids.ids) if sign > 0 else held - set(ids.ids)
-            occupied.devices[kind].ids[:] = sorted(held)
-        agent.info.kernel_count = max(0, agent.info.kernel_count + sign)
-
-    def _terminate(self, record: KernelRecord, reason: str) -> None:
-        kernel = record.kernel
-        kernel.state = TERMINATED
-        kernel.status_message = reason
-        if not kernel.finished_at:
-            kernel.finished_at = time.time()
-        self.scheduler.release(KernelId(kernel.kernel_id))
-        log.info("kernel %s on agent %s: %s", kernel.kernel_id, kernel.agent_id, reason)
-
-    def _terminate_all(self, agent_id: AgentId, reason: str) -> list[KernelRecord]:
-        changed = []
-        for kernel_id in self._by_agent.get(agent_id, set()):
-            record = self.kernels[kernel_id]
-            if record.kernel.state != TERMINATED:
-                self._terminate(record, reason)
-                changed.append(record)
-        return changed
-
-    def _forget(self, kernel_id: KernelId) -> None:
-        record = self.kernels.pop(kernel_id, None)
-        if record is not None:
-            self._by_agent.get(record.agent_id, set()).discard(kernel_id)
-        self.scheduler.release(kernel_id)
+        if agent is not None:
+            account(agent.info, kernel, sign)
 
     def _busy(self, kernel_id: KernelId) -> bool:
         return kernel_id in self._creating or kernel_id in self._destroying
@@ -522,17 +432,17 @@ class Manager:
         changed = []
         for agent_id in agent_ids:
             on_daemon = theirs.get(agent_id, {})
-            for kernel_id in list(self._by_agent.get(agent_id, ())):
+            for record in self.kernels.on_agent(agent_id):
+                kernel_id = record.kernel_id
                 if self._busy(kernel_id):
                     continue
-                record = self.kernels[kernel_id]
                 record.daemon_address = address
                 reported_kernel = on_daemon.get(kernel_id)
                 if reported_kernel is not None:
                     if _moves_forward(record.kernel.state, reported_kernel.state):
-                        self._update(record, reported_kernel)
+                        self.kernels.update(record, reported_kernel)
                 elif record.kernel.state != TERMINATED and record.kernel.created_at < taken_at:
-                    self._terminate(record, "gone from its daemon")
+                    self.kernels.terminate(record, "gone from its daemon")
                 changed.append(record)
             for kernel_id, kernel in on_daemon.items():
                 if kernel_id in self.kernels or self._busy(kernel_id):
@@ -545,7 +455,7 @@ class Manager:
                             owner,
                         )
                     continue
-                changed.append(self._add(kernel, address))
+                changed.append(self.kernels.add(kernel, address))
                 log.info("adopted kernel %s on agent %s", kernel_id, agent_id)
         return changed
 
@@ -559,15 +469,14 @@ class Manager:
         """Apply one agent's heartbeat kernel states; note kernels to adopt in unknown."""
         reported = {KernelId(s.kernel_id): s for s in statuses}
         changed = []
-        for kernel_id in self._by_agent.get(agent_id, ()):
-            if self._busy(kernel_id):
+        for record in self.kernels.on_agent(agent_id):
+            if self._busy(record.kernel_id):
                 continue
-            record = self.kernels[kernel_id]
             kernel = record.kernel
-            status = reported.get(kernel_id)
+            status = reported.get(record.kernel_id)
             if status is None:
                 if kernel.state != TERMINATED and kernel.created_at < taken_at:
-                    self._terminate(record, "gone from its daemon")
+                    self.kernels.terminate(record, "gone from its daemon")
                     changed.append(record)
                 continue
             if not _moves_forward(kernel.state, status.state) or status.state == kernel.state:
@@ -577,7 +486,7 @@ class Manager:
             if status.HasField("exit_code"):
                 kernel.exit_code = status.exit_code
             kernel.finished_at = status.finished_at
-            self._update(record, kernel)
+            self.kernels.update(record, kernel)
             changed.append(record)
         for kernel_id in reported:
             known = kernel_id in self.kernels or kernel_id in self._adopting
@@ -597,7 +506,7 @@ class Manager:
             self._adopting.discard(kernel_id)
         if kernel_id in self.kernels or self._busy(kernel_id):
             return
-        record = self._add(kernel, handle.address)
+        record = self.kernels.add(kernel, handle.address)
         await self._save([record])
         log.info("adopted kernel %s on agent %s", kernel_id, agent_id)
 
