@@ -30,7 +30,8 @@ from common.ids import ID_SYNTAX, AgentId, KernelId, is_valid_id, new_kernel_id
 from manager.client import DaemonClient
 from manager.config import ManagerConfig
 from manager.errors import AgentLost, AllAgentsBusy, BadRequest, KernelNotFound
-from manager.kernels import TERMINATED, UNKNOWN, KernelRecord, KernelTable, account
+from manager.kernels import TERMINATED, KernelRecord, KernelTable, account
+from manager.reconcile import GONE, Reconciler
 from manager.registry import AgentRecord, Liveness, Registry
 from manager.scheduler import Demand, Scheduler
 from manager.store import AgentRow, KernelRow, Store
@@ -63,9 +64,7 @@ class Manager:
         self.scheduler = scheduler
         self.client = client
         self.kernels = kernels
-        self._creating: set[KernelId] = set()
-        self._destroying: set[KernelId] = set()
-        self._adopting: set[KernelId] = set()
+        self.reconciler = Reconciler(kernels)
         self._tasks: set[asyncio.Task[None]] = set()
         self._persisted_info: dict[AgentId, bytes] = {}  # AgentInfo as last written
         self._liveness = asyncio.create_task(self._watch_liveness(), name="liveness")
@@ -137,7 +136,7 @@ class Manager:
                 Demand.of_resources(record.info.capacity),
                 record.schedulable,
             )
-        changed = self._reconcile(
+        changed = self.reconciler.registration(
             [r.agent_id for r in registration.agents],
             request.kernels,
             request.taken_at,
@@ -173,7 +172,9 @@ class Manager:
             if agent is None or agent.daemon_id != session.daemon_id:
                 continue
             self.scheduler.set_schedulable(agent_id, agent.schedulable)
-            changed += self._apply_states(agent_id, beat.kernels, request.taken_at, unknown)
+            applied = self.reconciler.heartbeat(agent_id, beat.kernels, request.taken_at)
+            changed += applied.changed
+            unknown += [(agent_id, kernel_id) for kernel_id in applied.to_adopt]
             # Occupancy and health as last reported survive a manager restart too,
             # written only when they changed.
             snapshot = agent.info.SerializeToString(deterministic=True)
@@ -185,7 +186,7 @@ class Manager:
             await self.store.save_agents(self._agent_row(r) for r in reported)
         await self._save(changed)
         for agent_id, kernel_id in unknown:
-            self._adopting.add(kernel_id)
+            self.reconciler.adopting.add(kernel_id)
             self._spawn(self._adopt_from_daemon(agent_id, kernel_id))
 
     async def expire(self) -> list[AgentId]:
@@ -251,7 +252,7 @@ class Manager:
         kernel_id = KernelId(spec.kernel_id)
         if not is_valid_id(kernel_id):
             raise InvalidArgument(f"kernel_id {kernel_id!r} is not valid: {ID_SYNTAX}")
-        if kernel_id in self.kernels or kernel_id in self._creating:
+        if kernel_id in self.kernels or kernel_id in self.reconciler.creating:
             where = self.kernels[kernel_id].agent_id if kernel_id in self.kernels else "?"
             raise AlreadyExists(f"kernel {kernel_id!r} already exists (on agent {where!r})")
         pinned: AgentId | None = None
@@ -270,7 +271,7 @@ class Manager:
         busy: ResourceExhausted | None = None
         for _ in range(CREATE_ATTEMPTS):
             reservation = self.scheduler.reserve(kernel_id, demand, group, pinned, tried)
-            self._creating.add(kernel_id)
+            self.reconciler.creating.add(kernel_id)
             try:
                 handle = self.client.agent(reservation.agent_id)
                 created = (await handle.create_kernels([spec]))[0]
@@ -286,7 +287,7 @@ class Manager:
                 self.scheduler.release(kernel_id)
                 raise
             finally:
-                self._creating.discard(kernel_id)
+                self.reconciler.creating.discard(kernel_id)
             record = self.kernels.add(created, handle.address)
             self._account(created, +1)
             await self._save([record])
@@ -306,12 +307,8 @@ class Manager:
         try:
             fresh = await self.client.agent(agent.agent_id).get_kernel(kernel_id)
         except NotFound:
-            if record.kernel.state != TERMINATED and kernel_id not in self._creating:
-                self.kernels.terminate(record, "gone from its daemon")
-                await self._save([record])
-            return self._managed(record)
-        if fresh != record.kernel and KernelId(kernel_id) in self.kernels:
-            self.kernels.update(record, fresh)
+            fresh = None
+        if self.reconciler.fetched(record, fresh):
             await self._save([record])
         return self._managed(record)
 
@@ -326,7 +323,7 @@ class Manager:
             raise self._lost(agent, kernel_id)
         final = _copy(record.kernel)
         if agent is not None and agent.status is Liveness.ALIVE:
-            self._destroying.add(kid)
+            self.reconciler.destroying.add(kid)
             try:
                 final = await self.client.agent(agent.agent_id).destroy_kernel(
                     kernel_id, grace_seconds
@@ -334,9 +331,9 @@ class Manager:
             except NotFound:
                 if final.state != TERMINATED:
                     final.state = TERMINATED
-                    final.status_message = "gone from its daemon"
+                    final.status_message = GONE
             finally:
-                self._destroying.discard(kid)
+                self.reconciler.destroying.discard(kid)
         managed = mpb.ManagedKernel(
             kernel=final,
             daemon_address=record.daemon_address,
@@ -415,85 +412,6 @@ class Manager:
         if agent is not None:
             account(agent.info, kernel, sign)
 
-    def _busy(self, kernel_id: KernelId) -> bool:
-        return kernel_id in self._creating or kernel_id in self._destroying
-
-    def _reconcile(
-        self,
-        agent_ids: Iterable[AgentId],
-        reported: Iterable[pb.Kernel],
-        taken_at: float,
-        address: str,
-    ) -> list[KernelRecord]:
-        """Make the manager's kernels of agent_ids match a daemon's full list."""
-        theirs: dict[AgentId, dict[KernelId, pb.Kernel]] = {}
-        for kernel in reported:
-            theirs.setdefault(AgentId(kernel.agent_id), {})[KernelId(kernel.kernel_id)] = kernel
-        changed = []
-        for agent_id in agent_ids:
-            on_daemon = theirs.get(agent_id, {})
-            for record in self.kernels.on_agent(agent_id):
-                kernel_id = record.kernel_id
-                if self._busy(kernel_id):
-                    continue
-                record.daemon_address = address
-                reported_kernel = on_daemon.get(kernel_id)
-                if reported_kernel is not None:
-                    if _moves_forward(record.kernel.state, reported_kernel.state):
-                        self.kernels.update(record, reported_kernel)
-                elif record.kernel.state != TERMINATED and record.kernel.created_at < taken_at:
-                    self.kernels.terminate(record, "gone from its daemon")
-                changed.append(record)
-            for kernel_id, kernel in on_daemon.items():
-                if kernel_id in self.kernels or self._busy(kernel_id):
-                    owner = self.kernels[kernel_id].agent_id if kernel_id in self.kernels else None
-                    if owner is not None and owner != agent_id:
-                        log.warning(
-                            "kernel %s reported on agent %s is known on agent %s; not adopted",
-                            kernel_id,
-                            agent_id,
-                            owner,
-                        )
-                    continue
-                changed.append(self.kernels.add(kernel, address))
-                log.info("adopted kernel %s on agent %s", kernel_id, agent_id)
-        return changed
-
-    def _apply_states(
-        self,
-        agent_id: AgentId,
-        statuses: Iterable[mpb.KernelStatus],
-        taken_at: float,
-        unknown: list[tuple[AgentId, KernelId]],
-    ) -> list[KernelRecord]:
-        """Apply one agent's heartbeat kernel states; note kernels to adopt in unknown."""
-        reported = {KernelId(s.kernel_id): s for s in statuses}
-        changed = []
-        for record in self.kernels.on_agent(agent_id):
-            if self._busy(record.kernel_id):
-                continue
-            kernel = record.kernel
-            status = reported.get(record.kernel_id)
-            if status is None:
-                if kernel.state != TERMINATED and kernel.created_at < taken_at:
-                    self.kernels.terminate(record, "gone from its daemon")
-                    changed.append(record)
-                continue
-            if not _moves_forward(kernel.state, status.state) or status.state == kernel.state:
-                continue
-            kernel.state = status.state
-            kernel.status_message = status.status_message
-            if status.HasField("exit_code"):
-                kernel.exit_code = status.exit_code
-            kernel.finished_at = status.finished_at
-            self.kernels.update(record, kernel)
-            changed.append(record)
-        for kernel_id in reported:
-            known = kernel_id in self.kernels or kernel_id in self._adopting
-            if not known and not self._busy(kernel_id):
-                unknown.append((agent_id, kernel_id))
-        return changed
-
     async def _adopt_from_daemon(self, agent_id: AgentId, kernel_id: KernelId) -> None:
         """Fetch a kernel a heartbeat named that the manager lacks, and adopt it."""
         try:
@@ -503,10 +421,10 @@ class Manager:
             log.debug("kernel %s on agent %s not adopted: %s", kernel_id, agent_id, exc)
             return
         finally:
-            self._adopting.discard(kernel_id)
-        if kernel_id in self.kernels or self._busy(kernel_id):
+            self.reconciler.adopting.discard(kernel_id)
+        record = self.reconciler.adopt(kernel, handle.address)
+        if record is None:
             return
-        record = self.kernels.add(kernel, handle.address)
         await self._save([record])
         log.info("adopted kernel %s on agent %s", kernel_id, agent_id)
 
@@ -553,23 +471,6 @@ class Manager:
             if r.kernel.kernel_id in self.kernels
         }
         await self.store.save_kernels(rows.values())
-
-
-# A kernel's life only moves forward: PENDING -> RUNNING -> TERMINATED. A snapshot
-# saying otherwise was taken before what the manager already knows (e.g. before the
-# create call returned) and is ignored. UNKNOWN (agent LOST) gives way to anything.
-_PROGRESS: dict[int, int] = {
-    pb.KERNEL_STATE_PENDING: 0,
-    pb.KERNEL_STATE_RUNNING: 1,
-    pb.KERNEL_STATE_TERMINATED: 2,
-}
-
-
-def _moves_forward(current: int, reported: int) -> bool:
-    """Whether a reported state may replace the current one."""
-    if current == UNKNOWN:
-        return True
-    return _PROGRESS.get(reported, -1) >= _PROGRESS.get(current, -1)
 
 
 def _copy(message: Any) -> Any:
