@@ -34,7 +34,7 @@ from manager.kernels import TERMINATED, KernelRecord, KernelTable, account
 from manager.reconcile import GONE, Reconciler
 from manager.registry import AgentRecord, Liveness, Registry
 from manager.scheduler import Demand, Scheduler
-from manager.store import AgentRow, KernelRow, Store
+from manager.store import Store
 from protos import agent_pb2 as pb
 from protos import manager_pb2 as mpb
 
@@ -74,33 +74,23 @@ class Manager:
         """Open the store and rebuild the registry, holds and kernels from it."""
         store = await Store.open(config.db_path)
         try:
-            agent_rows, kernel_rows = await store.load()
+            saved_agents, saved_kernels = await store.load()
         except BaseException:
             await store.close()
             raise
         section = config.manager
         registry = Registry(section.missed_heartbeats, section.heartbeat_timeout)
         scheduler = Scheduler(section.scheduling_policy)
-        for row in agent_rows:
-            record = AgentRecord(
-                agent_id=AgentId(row.agent_id),
-                daemon_id=row.daemon_id,
-                daemon_address=row.daemon_address,
-                node=row.node,
-                info=row.info,
-                status=Liveness(row.status),
-                last_heartbeat=row.last_heartbeat,
-            )
-            registry.restore(record, row.heartbeat_interval)
+        for saved in saved_agents:
+            record = saved.record
+            registry.restore(record, saved.heartbeat_interval)
             scheduler.upsert_agent(
                 record.agent_id,
                 record.scaling_group,
                 Demand.of_resources(record.info.capacity),
                 record.schedulable,
             )
-        kernels = KernelTable(
-            scheduler, (KernelRecord(row.kernel, row.daemon_address) for row in kernel_rows)
-        )
+        kernels = KernelTable(scheduler, saved_kernels)
         client = DaemonClient(
             registry.address_of,
             call_timeout=section.call_timeout,
@@ -109,7 +99,10 @@ class Manager:
             retries=section.retries,
         )
         log.info(
-            "manager state %s: %d agents, %d kernels", config.db_path, len(agent_rows), len(kernels)
+            "manager state %s: %d agents, %d kernels",
+            config.db_path,
+            len(saved_agents),
+            len(kernels),
         )
         return cls(config, store, registry, scheduler, client, kernels)
 
@@ -144,7 +137,7 @@ class Manager:
         )
         for agent_id in registration.dropped:
             changed += self.kernels.terminate_all(agent_id, "its agent is no longer on its daemon")
-        await self.store.save_agents(self._agent_row(r) for r in registration.agents)
+        await self.store.save_agents(registration.agents, self.registry.interval_of)
         await self.store.delete_agents(registration.dropped)
         await self._save(changed)
         await self.client.close_unused(self.registry.addresses())
@@ -183,7 +176,7 @@ class Manager:
                 if agent not in reported:
                     reported.append(agent)
         if reported:
-            await self.store.save_agents(self._agent_row(r) for r in reported)
+            await self.store.save_agents(reported, self.registry.interval_of)
         await self._save(changed)
         for agent_id, kernel_id in unknown:
             self.reconciler.adopting.add(kernel_id)
@@ -210,7 +203,7 @@ class Manager:
                 self.scheduler.set_schedulable(record.agent_id, False)
                 changed += self.kernels.mark_unknown(record.agent_id)
             lost += agents
-        await self.store.save_agents(self._agent_row(r) for r in lost)
+        await self.store.save_agents(lost, self.registry.interval_of)
         await self._save(changed)
         return [r.agent_id for r in lost]
 
@@ -450,27 +443,8 @@ class Manager:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _agent_row(self, record: AgentRecord) -> AgentRow:
-        return AgentRow(
-            agent_id=record.agent_id,
-            daemon_id=record.daemon_id,
-            daemon_address=record.daemon_address,
-            node=record.node,
-            heartbeat_interval=self.registry.interval_of(record.agent_id),
-            status=record.status.value,
-            last_heartbeat=record.last_heartbeat,
-            info=record.info,
-        )
-
     async def _save(self, records: Iterable[KernelRecord]) -> None:
-        rows = {
-            r.kernel.kernel_id: KernelRow(
-                r.kernel.kernel_id, r.agent_id, r.daemon_address, r.kernel
-            )
-            for r in records
-            if r.kernel.kernel_id in self.kernels
-        }
-        await self.store.save_kernels(rows.values())
+        await self.store.save_kernels(r for r in records if r.kernel_id in self.kernels)
 
 
 def _copy(message: Any) -> Any:
