@@ -1,20 +1,16 @@
 """The manager's operations: the shared core every ManagerService handler calls.
 
 Ties together the registry (who is where, alive or LOST), the scheduler (which
-agent, and what is promised to each), the client (calls routed by agent_id) and
-the store (write-through, so a restart loses nothing). Kernel records are the
-daemon's own `Kernel` messages plus the daemon address, kept in memory and in the
-store.
+agent, and what is promised to each), the kernel table and how daemons' reports
+reconcile it (`manager.kernels`, `manager.reconcile`), the client (calls routed by
+agent_id) and the store (write-through, so a restart loses nothing). Each
+operation resolves its agent once and passes the record along: to the client
+(which daemon to call), to the occupancy shown at once and to the answer. When a
+daemon is expired its agents are LOST and their kernels UNKNOWN until it registers
+again; fetching a kernel a heartbeat named runs in the background.
 
-Reconciliation: a registration carries every kernel of the daemon; kernels the
-manager has there and the daemon no longer has become TERMINATED, kernels the
-daemon has and the manager lacks are adopted. A heartbeat carries kernel states
-and is applied the same way (unknown kernels are fetched and adopted). Both use
-the daemon's own clock (`taken_at` against a kernel's `created_at`) so a snapshot
-taken before a create never terminates the new kernel. When a daemon is expired its
-agents are LOST and their kernels UNKNOWN until it registers again.
-
-Knows protocol messages and the parts above; nothing of gRPC servers or contexts.
+Knows protocol messages and the parts above; nothing of gRPC servers or contexts,
+of SQL, or of the reconciliation rules themselves.
 """
 
 from __future__ import annotations
@@ -27,9 +23,9 @@ from typing import Any
 
 from common.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
 from common.ids import ID_SYNTAX, AgentId, KernelId, is_valid_id, new_kernel_id
-from manager.client import DaemonClient
+from manager.client import AgentHandle, DaemonClient
 from manager.config import ManagerConfig
-from manager.errors import AgentLost, AllAgentsBusy, BadRequest, KernelNotFound
+from manager.errors import AgentLost, AllAgentsBusy, BadRequest
 from manager.kernels import TERMINATED, KernelRecord, KernelTable, account
 from manager.reconcile import GONE, Reconciler
 from manager.registry import AgentRecord, Liveness, Registry
@@ -82,17 +78,10 @@ class Manager:
         registry = Registry(section.missed_heartbeats, section.heartbeat_timeout)
         scheduler = Scheduler(section.scheduling_policy)
         for saved in saved_agents:
-            record = saved.record
-            registry.restore(record, saved.heartbeat_interval)
-            scheduler.upsert_agent(
-                record.agent_id,
-                record.scaling_group,
-                Demand.of_resources(record.info.capacity),
-                record.schedulable,
-            )
+            registry.restore(saved.record, saved.heartbeat_interval)
+            _offer(scheduler, saved.record)
         kernels = KernelTable(scheduler, saved_kernels)
         client = DaemonClient(
-            registry.address_of,
             call_timeout=section.call_timeout,
             create_timeout=section.create_timeout,
             execute_timeout=section.execute_timeout,
@@ -123,12 +112,7 @@ class Manager:
         for agent_id in registration.dropped:
             self.scheduler.remove_agent(agent_id)
         for record in registration.agents:
-            self.scheduler.upsert_agent(
-                record.agent_id,
-                record.scaling_group,
-                Demand.of_resources(record.info.capacity),
-                record.schedulable,
-            )
+            _offer(self.scheduler, record)
         changed = self.reconciler.registration(
             [r.agent_id for r in registration.agents],
             request.kernels,
@@ -180,7 +164,7 @@ class Manager:
         await self._save(changed)
         for agent_id, kernel_id in unknown:
             self.reconciler.adopting.add(kernel_id)
-            self._spawn(self._adopt_from_daemon(agent_id, kernel_id))
+            self._spawn(self._adopt(agent_id, kernel_id))
 
     async def expire(self) -> list[AgentId]:
         """Mark LOST the agents of daemons past their heartbeat timeout; their kernels UNKNOWN."""
@@ -211,28 +195,19 @@ class Manager:
 
     def list_agents(self, scaling_group: str = "") -> list[mpb.ManagedAgent]:
         """Every agent (of one scaling group), with status and daemon address."""
-        return [
-            mpb.ManagedAgent(
-                info=r.info,
-                status=_STATUS[r.status],
-                daemon_address=r.daemon_address,
-                node=r.node,
-                last_heartbeat=r.last_heartbeat,
-            )
-            for r in self.registry.list(scaling_group)
-        ]
+        return [_managed_agent(r) for r in self.registry.list(scaling_group)]
 
     def list_kernels(self, agent_id: str = "", scaling_group: str = "") -> list[mpb.ManagedKernel]:
         """Every kernel the manager knows (on one agent, of one scaling group)."""
-        if agent_id:
-            self.registry.get(agent_id)
+        only = self.registry.get(agent_id) if agent_id else None
         out = []
         for record in self.kernels.values():
-            if agent_id and record.agent_id != agent_id:
+            if only is not None and record.agent_id != only.agent_id:
                 continue
-            if scaling_group and self._scaling_group_of(record) != scaling_group:
+            agent = only or self.registry.find(record.agent_id)
+            if scaling_group and (agent.scaling_group if agent else "") != scaling_group:
                 continue
-            out.append(self._managed(record))
+            out.append(_managed(record, agent))
         return out
 
     async def create_kernel(
@@ -248,25 +223,27 @@ class Manager:
         if kernel_id in self.kernels or kernel_id in self.reconciler.creating:
             where = self.kernels[kernel_id].agent_id if kernel_id in self.kernels else "?"
             raise AlreadyExists(f"kernel {kernel_id!r} already exists (on agent {where!r})")
-        pinned: AgentId | None = None
-        if agent_id:
-            agent = self.registry.get(agent_id)
-            if scaling_group and scaling_group != agent.scaling_group:
-                raise BadRequest(
-                    f"agent {agent_id!r} is in scaling group {agent.scaling_group!r}, "
-                    f"not {scaling_group!r}; give one or the other"
-                )
-            pinned, group = agent.agent_id, agent.scaling_group
-        else:
+        pinned = self.registry.get(agent_id) if agent_id else None
+        if pinned is None:
             group = scaling_group or self.config.manager.default_scaling_group
+        elif scaling_group and scaling_group != pinned.scaling_group:
+            raise BadRequest(
+                f"agent {agent_id!r} is in scaling group {pinned.scaling_group!r}, "
+                f"not {scaling_group!r}; give one or the other"
+            )
+        else:
+            group = pinned.scaling_group
         demand = Demand.of_spec(spec)
         tried: list[AgentId] = []
         busy: ResourceExhausted | None = None
         for _ in range(CREATE_ATTEMPTS):
-            reservation = self.scheduler.reserve(kernel_id, demand, group, pinned, tried)
+            reservation = self.scheduler.reserve(
+                kernel_id, demand, group, pinned.agent_id if pinned else None, tried
+            )
             self.reconciler.creating.add(kernel_id)
             try:
-                handle = self.client.agent(reservation.agent_id)
+                agent = pinned or self.registry.get(reservation.agent_id)
+                handle = self._on(agent)
                 created = (await handle.create_kernels([spec]))[0]
             except ResourceExhausted as exc:
                 self.scheduler.release(kernel_id)
@@ -282,10 +259,10 @@ class Manager:
             finally:
                 self.reconciler.creating.discard(kernel_id)
             record = self.kernels.add(created, handle.address)
-            self._account(created, +1)
+            account(agent.info, created, +1)
             await self._save([record])
             log.info("kernel %s created on agent %s", kernel_id, reservation.agent_id)
-            return self._managed(record)
+            return _managed(record, agent)
         raise AllAgentsBusy(
             f"agents {', '.join(tried)} of scaling group {group!r} had no room for "
             f"{demand.describe()}: {busy}"
@@ -293,122 +270,77 @@ class Manager:
 
     async def get_kernel(self, kernel_id: str, agent_id: str = "") -> mpb.ManagedKernel:
         """The kernel as its daemon sees it now (as last known while its agent is LOST)."""
-        record = self._locate(kernel_id, agent_id)
+        record = self.kernels.locate(kernel_id, agent_id)
         agent = self.registry.find(record.agent_id)
         if agent is None or agent.status is Liveness.LOST:
-            return self._managed(record)
+            return _managed(record, agent)
+        fresh: pb.Kernel | None
         try:
-            fresh = await self.client.agent(agent.agent_id).get_kernel(kernel_id)
+            fresh = await self._on(agent).get_kernel(kernel_id)
         except NotFound:
             fresh = None
         if self.reconciler.fetched(record, fresh):
             await self._save([record])
-        return self._managed(record)
+        return _managed(record, agent)
 
     async def destroy_kernel(
         self, kernel_id: str, agent_id: str = "", grace_seconds: float = 0
     ) -> mpb.ManagedKernel:
         """Destroy the kernel on its daemon and forget it (on a LOST agent: UNAVAILABLE)."""
-        record = self._locate(kernel_id, agent_id)
-        kid = KernelId(kernel_id)
+        record = self.kernels.locate(kernel_id, agent_id)
         agent = self.registry.find(record.agent_id)
         if agent is not None and agent.status is Liveness.LOST and record.holds_resources:
-            raise self._lost(agent, kernel_id)
+            raise _lost(agent, kernel_id)
         final = _copy(record.kernel)
         if agent is not None and agent.status is Liveness.ALIVE:
-            self.reconciler.destroying.add(kid)
+            self.reconciler.destroying.add(record.kernel_id)
             try:
-                final = await self.client.agent(agent.agent_id).destroy_kernel(
-                    kernel_id, grace_seconds
-                )
+                final = await self._on(agent).destroy_kernel(kernel_id, grace_seconds)
             except NotFound:
                 if final.state != TERMINATED:
                     final.state = TERMINATED
                     final.status_message = GONE
             finally:
-                self.reconciler.destroying.discard(kid)
-        managed = mpb.ManagedKernel(
-            kernel=final,
-            daemon_address=record.daemon_address,
-            scaling_group=agent.scaling_group if agent else "",
-            node=agent.node if agent else "",
-        )
-        if record.holds_resources:
-            self._account(record.kernel, -1)
-        self.kernels.forget(kid)
-        await self.store.delete_kernels([kid])
+                self.reconciler.destroying.discard(record.kernel_id)
+        managed = _managed(KernelRecord(final, record.daemon_address), agent)
+        if record.holds_resources and agent is not None:
+            account(agent.info, record.kernel, -1)
+        self.kernels.forget(record.kernel_id)
+        await self.store.delete_kernels([record.kernel_id])
         log.info("kernel %s destroyed on agent %s", kernel_id, record.agent_id)
         return managed
 
     async def execute(self, request: pb.ExecuteRequest) -> AsyncIterator[pb.ExecuteResponse]:
         """Stream Execute through from the kernel's daemon."""
-        record = self._locate(request.kernel_id, request.agent_id)
-        agent = self._reachable(record)
-        handle = self.client.agent(agent.agent_id)
-        async for message in handle.execute(
+        record = self.kernels.locate(request.kernel_id, request.agent_id)
+        async for message in self._reachable(record).execute(
             request.kernel_id, list(request.argv), request.stdin, request.timeout
         ):
             yield message
 
     async def kernel_logs(self, request: pb.GetKernelLogsRequest) -> bytes:
         """The kernel's output so far, from its daemon."""
-        record = self._locate(request.kernel_id, request.agent_id)
-        agent = self._reachable(record)
-        return await self.client.agent(agent.agent_id).kernel_logs(
-            request.kernel_id, request.tail_lines
-        )
+        record = self.kernels.locate(request.kernel_id, request.agent_id)
+        return await self._reachable(record).kernel_logs(request.kernel_id, request.tail_lines)
 
     # -------------------------------------------------------------- details
 
-    def _locate(self, kernel_id: str, agent_id: str) -> KernelRecord:
-        record = self.kernels.get(KernelId(kernel_id))
-        if record is None:
-            if not kernel_id:
-                raise InvalidArgument("kernel_id is required")
-            raise KernelNotFound(f"kernel {kernel_id!r} is not known to the manager")
-        if agent_id and agent_id != record.agent_id:
-            raise NotFound(
-                f"kernel {kernel_id!r} is on agent {record.agent_id!r}, not {agent_id!r}"
-            )
-        return record
+    def _on(self, agent: AgentRecord) -> AgentHandle:
+        """The handle on agent at its daemon's address (no second lookup)."""
+        return self.client.agent(agent.agent_id, agent.daemon_address)
 
-    def _reachable(self, record: KernelRecord) -> AgentRecord:
+    def _reachable(self, record: KernelRecord) -> AgentHandle:
+        """The handle on the kernel's agent; AgentLost while that agent is LOST."""
         agent = self.registry.get(record.agent_id)
         if agent.status is Liveness.LOST:
-            raise self._lost(agent, record.kernel.kernel_id)
-        return agent
+            raise _lost(agent, record.kernel.kernel_id)
+        return self._on(agent)
 
-    @staticmethod
-    def _lost(agent: AgentRecord, kernel_id: str) -> AgentLost:
-        since = time.strftime("%H:%M:%S", time.localtime(agent.last_heartbeat))
-        return AgentLost(
-            f"agent {agent.agent_id!r} is LOST (its daemon at {agent.daemon_address} has sent "
-            f"no heartbeat since {since}); kernel {kernel_id!r} can be reached once it is back"
-        )
-
-    def _scaling_group_of(self, record: KernelRecord) -> str:
-        agent = self.registry.find(record.agent_id)
-        return agent.scaling_group if agent else ""
-
-    def _managed(self, record: KernelRecord) -> mpb.ManagedKernel:
-        agent = self.registry.find(record.agent_id)
-        return mpb.ManagedKernel(
-            kernel=record.kernel,
-            daemon_address=record.daemon_address,
-            scaling_group=self._scaling_group_of(record),
-            node=agent.node if agent else "",
-        )
-
-    def _account(self, kernel: pb.Kernel, sign: int) -> None:
-        """Show a create (+1) or destroy (-1) in the agent's occupancy at once."""
-        agent = self.registry.find(kernel.agent_id)
-        if agent is not None:
-            account(agent.info, kernel, sign)
-
-    async def _adopt_from_daemon(self, agent_id: AgentId, kernel_id: KernelId) -> None:
+    async def _adopt(self, agent_id: AgentId, kernel_id: KernelId) -> None:
         """Fetch a kernel a heartbeat named that the manager lacks, and adopt it."""
         try:
-            handle = self.client.agent(agent_id)
+            # Resolved when the fetch runs: the agent may have gone since the heartbeat.
+            handle = self._on(self.registry.get(agent_id))
             kernel = await handle.get_kernel(kernel_id)
         except Exception as exc:  # gone already, or the daemon is away: the next beat retries
             log.debug("kernel %s on agent %s not adopted: %s", kernel_id, agent_id, exc)
@@ -445,6 +377,45 @@ class Manager:
 
     async def _save(self, records: Iterable[KernelRecord]) -> None:
         await self.store.save_kernels(r for r in records if r.kernel_id in self.kernels)
+
+
+def _offer(scheduler: Scheduler, agent: AgentRecord) -> None:
+    """Tell the scheduler agent's group, capacity and whether it may receive kernels."""
+    scheduler.upsert_agent(
+        agent.agent_id,
+        agent.scaling_group,
+        Demand.of_resources(agent.info.capacity),
+        agent.schedulable,
+    )
+
+
+def _managed_agent(agent: AgentRecord) -> mpb.ManagedAgent:
+    """The agent as users see it: with its status and daemon."""
+    return mpb.ManagedAgent(
+        info=agent.info,
+        status=_STATUS[agent.status],
+        daemon_address=agent.daemon_address,
+        node=agent.node,
+        last_heartbeat=agent.last_heartbeat,
+    )
+
+
+def _managed(record: KernelRecord, agent: AgentRecord | None) -> mpb.ManagedKernel:
+    """The kernel as users see it: with its daemon and its agent's scaling group and node."""
+    return mpb.ManagedKernel(
+        kernel=record.kernel,
+        daemon_address=record.daemon_address,
+        scaling_group=agent.scaling_group if agent else "",
+        node=agent.node if agent else "",
+    )
+
+
+def _lost(agent: AgentRecord, kernel_id: str) -> AgentLost:
+    since = time.strftime("%H:%M:%S", time.localtime(agent.last_heartbeat))
+    return AgentLost(
+        f"agent {agent.agent_id!r} is LOST (its daemon at {agent.daemon_address} has sent "
+        f"no heartbeat since {since}); kernel {kernel_id!r} can be reached once it is back"
+    )
 
 
 def _copy(message: Any) -> Any:

@@ -7,8 +7,8 @@ agent is LOST) holds what its daemon allocated it; a TERMINATED or forgotten one
 holds nothing. `account` shows a create or a destroy in an agent's occupancy at
 once, until that daemon's next heartbeat replaces the numbers with its own.
 
-Knows protocol messages and the scheduler's holds; nothing of agents' liveness,
-daemons, gRPC or storage, and does no I/O.
+Knows protocol messages, the scheduler's holds and the domain errors of a kernel
+lookup; nothing of agents' liveness, daemons, gRPC or storage, and does no I/O.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
+from common.errors import InvalidArgument, NotFound
 from common.ids import AgentId, KernelId
+from manager.errors import KernelNotFound
 from manager.scheduler import Demand, Scheduler
 from protos import agent_pb2 as pb
 
@@ -69,6 +71,19 @@ class KernelTable(Mapping[KernelId, KernelRecord]):
 
     def __len__(self) -> int:
         return len(self._records)
+
+    def locate(self, kernel_id: str, agent_id: str = "") -> KernelRecord:
+        """The kernel (checked to be on agent_id if given), or an error naming what is wrong."""
+        record = self._records.get(KernelId(kernel_id))
+        if record is None:
+            if not kernel_id:
+                raise InvalidArgument("kernel_id is required")
+            raise KernelNotFound(f"kernel {kernel_id!r} is not known to the manager")
+        if agent_id and agent_id != record.agent_id:
+            raise NotFound(
+                f"kernel {kernel_id!r} is on agent {record.agent_id!r}, not {agent_id!r}"
+            )
+        return record
 
     def on_agent(self, agent_id: AgentId) -> list[KernelRecord]:
         """The records of agent_id's kernels."""

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from common.errors import InvalidArgument, NotFound
 from common.ids import AgentId, KernelId
+from manager.errors import KernelNotFound
 from manager.kernels import KernelRecord, KernelTable, account
 from manager.scheduler import Demand, Scheduler
 from protos import agent_pb2 as pb
@@ -79,6 +81,45 @@ class TestIndexes:
         )
         assert list(table) == ["k1", "k2", "k3"]
         assert held(scheduler) == 3 * MIB
+
+
+@dataclass(frozen=True)
+class LocateCase:
+    name: str
+    kernel_id: str
+    agent_id: str
+    error: type[Exception]
+    message: str
+
+
+LOCATE_CASES = [
+    LocateCase("no kernel id", "", "", InvalidArgument, "kernel_id is required"),
+    LocateCase(
+        "an unknown kernel", "k9", "", KernelNotFound, "kernel 'k9' is not known to the manager"
+    ),
+    LocateCase(
+        "the wrong agent",
+        "k1",
+        "a1",
+        NotFound,
+        "kernel 'k1' is on agent 'a0', not 'a1'",
+    ),
+]
+
+
+class TestLocate:
+    def test_a_known_kernel_is_found_with_or_without_its_agent(self, table: KernelTable) -> None:
+        record = table.add(kernel("k1"), ADDRESS)
+        assert table.locate("k1") is record
+        assert table.locate("k1", "a0") is record
+
+    @pytest.mark.parametrize("case", LOCATE_CASES, ids=[c.name for c in LOCATE_CASES])
+    def test_a_bad_lookup_says_what_is_wrong(self, table: KernelTable, case: LocateCase) -> None:
+        table.add(kernel("k1"), ADDRESS)
+        with pytest.raises(case.error) as err:
+            table.locate(case.kernel_id, case.agent_id)
+        assert type(err.value) is case.error
+        assert str(err.value) == case.message
 
 
 @dataclass(frozen=True)
