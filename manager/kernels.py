@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, ValuesView
 from dataclasses import dataclass
 
 from common.errors import InvalidArgument, NotFound
@@ -71,6 +71,14 @@ class KernelTable(Mapping[KernelId, KernelRecord]):
 
     def __len__(self) -> int:
         return len(self._records)
+
+    # Straight to the dict: Mapping's defaults go through __getitem__ per key.
+    def __contains__(self, kernel_id: object) -> bool:
+        return kernel_id in self._records
+
+    def values(self) -> ValuesView[KernelRecord]:
+        """Every record, in the order first recorded."""
+        return self._records.values()
 
     def locate(self, kernel_id: str, agent_id: str = "") -> KernelRecord:
         """The kernel (checked to be on agent_id if given), or an error naming what is wrong."""
