@@ -1,8 +1,9 @@
 """Calls from the manager to daemons, routed by agent_id.
 
 One grpc.aio channel per daemon address, shared by every agent on that daemon.
-`client.agent(agent_id)` resolves the agent's daemon and returns a handle whose
-every call carries that agent_id. Every call has a deadline. Idempotent calls
+`client.agent(agent_id, address)` returns a handle whose every call goes to that
+daemon and carries that agent_id; the caller has resolved the agent already, so
+the client never looks it up again. Every call has a deadline. Idempotent calls
 (GetKernel, ListKernels, GetKernelLogs, ListAgents) are retried with backoff when
 the daemon is UNAVAILABLE; CreateKernels, DestroyKernel and Execute never are. A
 daemon's error comes back as the domain error of the same meaning (the inverse of
@@ -58,14 +59,12 @@ class DaemonClient:
 
     def __init__(
         self,
-        resolve: Callable[[str], str],
         call_timeout: float = 10.0,
         create_timeout: float = 120.0,
         execute_timeout: float = 3600.0,
         retries: int = 2,
         backoff: float = 0.1,
     ) -> None:
-        self.resolve = resolve
         self.call_timeout = call_timeout
         self.create_timeout = create_timeout
         self.execute_timeout = execute_timeout
@@ -74,9 +73,8 @@ class DaemonClient:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, agent_pb2_grpc.AgentServiceStub] = {}
 
-    def agent(self, agent_id: str) -> AgentHandle:
-        """A handle on agent_id: every call goes to its daemon and carries its id."""
-        address = self.resolve(agent_id)
+    def agent(self, agent_id: str, address: str) -> AgentHandle:
+        """A handle on agent_id at its daemon's address: every call carries its id."""
         return AgentHandle(self, agent_id, address, self.stub(address))
 
     def stub(self, address: str) -> agent_pb2_grpc.AgentServiceStub:

@@ -1,20 +1,16 @@
 """The manager's operations: the shared core every ManagerService handler calls.
 
 Ties together the registry (who is where, alive or LOST), the scheduler (which
-agent, and what is promised to each), the client (calls routed by agent_id) and
-the store (write-through, so a restart loses nothing). Kernel records are the
-daemon's own `Kernel` messages plus the daemon address, kept in memory and in the
-store.
+agent, and what is promised to each), the kernel table and how daemons' reports
+reconcile it (`manager.kernels`, `manager.reconcile`), the client (calls routed by
+agent_id) and the store (write-through, so a restart loses nothing). Each
+operation resolves its agent once and passes the record along: to the client
+(which daemon to call), to the occupancy shown at once and to the answer. When a
+daemon is expired its agents are LOST and their kernels UNKNOWN until it registers
+again; fetching a kernel a heartbeat named runs in the background.
 
-Reconciliation: a registration carries every kernel of the daemon; kernels the
-manager has there and the daemon no longer has become TERMINATED, kernels the
-daemon has and the manager lacks are adopted. A heartbeat carries kernel states
-and is applied the same way (unknown kernels are fetched and adopted). Both use
-the daemon's own clock (`taken_at` against a kernel's `created_at`) so a snapshot
-taken before a create never terminates the new kernel. When a daemon is expired its
-agents are LOST and their kernels UNKNOWN until it registers again.
-
-Knows protocol messages and the parts above; nothing of gRPC servers or contexts.
+Knows protocol messages and the parts above; nothing of gRPC servers or contexts,
+of SQL, or of the reconciliation rules themselves.
 """
 
 from __future__ import annotations
@@ -23,46 +19,27 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from common.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
 from common.ids import ID_SYNTAX, AgentId, KernelId, is_valid_id, new_kernel_id
-from manager.client import DaemonClient
+from manager.client import AgentHandle, DaemonClient
 from manager.config import ManagerConfig
-from manager.errors import AgentLost, AllAgentsBusy, BadRequest, KernelNotFound
+from manager.errors import AgentLost, AllAgentsBusy, BadRequest
+from manager.kernels import TERMINATED, KernelRecord, KernelTable, account
+from manager.reconcile import GONE, Reconciler
 from manager.registry import AgentRecord, Liveness, Registry
 from manager.scheduler import Demand, Scheduler
-from manager.store import AgentRow, KernelRow, Store
+from manager.store import Store
 from protos import agent_pb2 as pb
 from protos import manager_pb2 as mpb
 
 log = logging.getLogger(__name__)
 
-TERMINATED = pb.KERNEL_STATE_TERMINATED
-UNKNOWN = pb.KERNEL_STATE_UNKNOWN
 _STATUS = {Liveness.ALIVE: mpb.AGENT_STATUS_ALIVE, Liveness.LOST: mpb.AGENT_STATUS_LOST}
 # Agents tried for one CreateKernel when daemons answer RESOURCE_EXHAUSTED (their
 # view, e.g. host ports bound by other processes, can be narrower than ours).
 CREATE_ATTEMPTS = 3
-
-
-@dataclass(slots=True)
-class KernelRecord:
-    """One kernel: what its daemon last said of it, and where that daemon is."""
-
-    kernel: pb.Kernel
-    daemon_address: str
-
-    @property
-    def agent_id(self) -> AgentId:
-        """The agent the kernel lives on."""
-        return AgentId(self.kernel.agent_id)
-
-    @property
-    def holds_resources(self) -> bool:
-        """Not terminated: what it was allocated stays promised on its agent."""
-        return self.kernel.state != TERMINATED
 
 
 class Manager:
@@ -75,7 +52,7 @@ class Manager:
         registry: Registry,
         scheduler: Scheduler,
         client: DaemonClient,
-        kernels: dict[KernelId, KernelRecord],
+        kernels: KernelTable,
     ) -> None:
         self.config = config
         self.store = store
@@ -83,12 +60,7 @@ class Manager:
         self.scheduler = scheduler
         self.client = client
         self.kernels = kernels
-        self._by_agent: dict[AgentId, set[KernelId]] = {}
-        for kernel_id, record in kernels.items():
-            self._by_agent.setdefault(record.agent_id, set()).add(kernel_id)
-        self._creating: set[KernelId] = set()
-        self._destroying: set[KernelId] = set()
-        self._adopting: set[KernelId] = set()
+        self.reconciler = Reconciler(kernels)
         self._tasks: set[asyncio.Task[None]] = set()
         self._persisted_info: dict[AgentId, bytes] = {}  # AgentInfo as last written
         self._liveness = asyncio.create_task(self._watch_liveness(), name="liveness")
@@ -98,49 +70,28 @@ class Manager:
         """Open the store and rebuild the registry, holds and kernels from it."""
         store = await Store.open(config.db_path)
         try:
-            agent_rows, kernel_rows = await store.load()
+            saved_agents, saved_kernels = await store.load()
         except BaseException:
             await store.close()
             raise
         section = config.manager
         registry = Registry(section.missed_heartbeats, section.heartbeat_timeout)
         scheduler = Scheduler(section.scheduling_policy)
-        for row in agent_rows:
-            record = AgentRecord(
-                agent_id=AgentId(row.agent_id),
-                daemon_id=row.daemon_id,
-                daemon_address=row.daemon_address,
-                node=row.node,
-                info=row.info,
-                status=Liveness(row.status),
-                last_heartbeat=row.last_heartbeat,
-            )
-            registry.restore(record, row.heartbeat_interval)
-            scheduler.upsert_agent(
-                record.agent_id,
-                record.scaling_group,
-                Demand.of_resources(record.info.capacity),
-                record.schedulable,
-            )
-        kernels = {}
-        for krow in kernel_rows:
-            kernel_record = KernelRecord(krow.kernel, krow.daemon_address)
-            kernels[KernelId(krow.kernel_id)] = kernel_record
-            if kernel_record.holds_resources:
-                scheduler.hold(
-                    KernelId(krow.kernel_id),
-                    kernel_record.agent_id,
-                    Demand.of_resources(krow.kernel.allocated),
-                )
+        for saved in saved_agents:
+            registry.restore(saved.record, saved.heartbeat_interval)
+            _offer(scheduler, saved.record)
+        kernels = KernelTable(scheduler, saved_kernels)
         client = DaemonClient(
-            registry.address_of,
             call_timeout=section.call_timeout,
             create_timeout=section.create_timeout,
             execute_timeout=section.execute_timeout,
             retries=section.retries,
         )
         log.info(
-            "manager state %s: %d agents, %d kernels", config.db_path, len(agent_rows), len(kernels)
+            "manager state %s: %d agents, %d kernels",
+            config.db_path,
+            len(saved_agents),
+            len(kernels),
         )
         return cls(config, store, registry, scheduler, client, kernels)
 
@@ -161,21 +112,16 @@ class Manager:
         for agent_id in registration.dropped:
             self.scheduler.remove_agent(agent_id)
         for record in registration.agents:
-            self.scheduler.upsert_agent(
-                record.agent_id,
-                record.scaling_group,
-                Demand.of_resources(record.info.capacity),
-                record.schedulable,
-            )
-        changed = self._reconcile(
+            _offer(self.scheduler, record)
+        changed = self.reconciler.registration(
             [r.agent_id for r in registration.agents],
             request.kernels,
             request.taken_at,
             request.daemon_address,
         )
         for agent_id in registration.dropped:
-            changed += self._terminate_all(agent_id, "its agent is no longer on its daemon")
-        await self.store.save_agents(self._agent_row(r) for r in registration.agents)
+            changed += self.kernels.terminate_all(agent_id, "its agent is no longer on its daemon")
+        await self.store.save_agents(registration.agents, self.registry.interval_of)
         await self.store.delete_agents(registration.dropped)
         await self._save(changed)
         await self.client.close_unused(self.registry.addresses())
@@ -203,7 +149,9 @@ class Manager:
             if agent is None or agent.daemon_id != session.daemon_id:
                 continue
             self.scheduler.set_schedulable(agent_id, agent.schedulable)
-            changed += self._apply_states(agent_id, beat.kernels, request.taken_at, unknown)
+            applied = self.reconciler.heartbeat(agent_id, beat.kernels, request.taken_at)
+            changed += applied.changed
+            unknown += [(agent_id, kernel_id) for kernel_id in applied.to_adopt]
             # Occupancy and health as last reported survive a manager restart too,
             # written only when they changed.
             snapshot = agent.info.SerializeToString(deterministic=True)
@@ -212,11 +160,11 @@ class Manager:
                 if agent not in reported:
                     reported.append(agent)
         if reported:
-            await self.store.save_agents(self._agent_row(r) for r in reported)
+            await self.store.save_agents(reported, self.registry.interval_of)
         await self._save(changed)
         for agent_id, kernel_id in unknown:
-            self._adopting.add(kernel_id)
-            self._spawn(self._adopt_from_daemon(agent_id, kernel_id))
+            self.reconciler.adopting.add(kernel_id)
+            self._spawn(self._adopt(agent_id, kernel_id))
 
     async def expire(self) -> list[AgentId]:
         """Mark LOST the agents of daemons past their heartbeat timeout; their kernels UNKNOWN."""
@@ -237,13 +185,9 @@ class Manager:
             )
             for record in agents:
                 self.scheduler.set_schedulable(record.agent_id, False)
-                for kernel_id in self._by_agent.get(record.agent_id, ()):
-                    kernel = self.kernels[kernel_id]
-                    if kernel.kernel.state not in (TERMINATED, UNKNOWN):
-                        kernel.kernel.state = UNKNOWN
-                        changed.append(kernel)
+                changed += self.kernels.mark_unknown(record.agent_id)
             lost += agents
-        await self.store.save_agents(self._agent_row(r) for r in lost)
+        await self.store.save_agents(lost, self.registry.interval_of)
         await self._save(changed)
         return [r.agent_id for r in lost]
 
@@ -251,28 +195,19 @@ class Manager:
 
     def list_agents(self, scaling_group: str = "") -> list[mpb.ManagedAgent]:
         """Every agent (of one scaling group), with status and daemon address."""
-        return [
-            mpb.ManagedAgent(
-                info=r.info,
-                status=_STATUS[r.status],
-                daemon_address=r.daemon_address,
-                node=r.node,
-                last_heartbeat=r.last_heartbeat,
-            )
-            for r in self.registry.list(scaling_group)
-        ]
+        return [_managed_agent(r) for r in self.registry.list(scaling_group)]
 
     def list_kernels(self, agent_id: str = "", scaling_group: str = "") -> list[mpb.ManagedKernel]:
         """Every kernel the manager knows (on one agent, of one scaling group)."""
-        if agent_id:
-            self.registry.get(agent_id)
+        only = self.registry.get(agent_id) if agent_id else None
         out = []
         for record in self.kernels.values():
-            if agent_id and record.agent_id != agent_id:
+            if only is not None and record.agent_id != only.agent_id:
                 continue
-            if scaling_group and self._scaling_group_of(record) != scaling_group:
+            agent = only or self.registry.find(record.agent_id)
+            if scaling_group and (agent.scaling_group if agent else "") != scaling_group:
                 continue
-            out.append(self._managed(record))
+            out.append(_managed(record, agent))
         return out
 
     async def create_kernel(
@@ -285,28 +220,30 @@ class Manager:
         kernel_id = KernelId(spec.kernel_id)
         if not is_valid_id(kernel_id):
             raise InvalidArgument(f"kernel_id {kernel_id!r} is not valid: {ID_SYNTAX}")
-        if kernel_id in self.kernels or kernel_id in self._creating:
+        if kernel_id in self.kernels or kernel_id in self.reconciler.creating:
             where = self.kernels[kernel_id].agent_id if kernel_id in self.kernels else "?"
             raise AlreadyExists(f"kernel {kernel_id!r} already exists (on agent {where!r})")
-        pinned: AgentId | None = None
-        if agent_id:
-            agent = self.registry.get(agent_id)
-            if scaling_group and scaling_group != agent.scaling_group:
-                raise BadRequest(
-                    f"agent {agent_id!r} is in scaling group {agent.scaling_group!r}, "
-                    f"not {scaling_group!r}; give one or the other"
-                )
-            pinned, group = agent.agent_id, agent.scaling_group
-        else:
+        pinned = self.registry.get(agent_id) if agent_id else None
+        if pinned is None:
             group = scaling_group or self.config.manager.default_scaling_group
+        elif scaling_group and scaling_group != pinned.scaling_group:
+            raise BadRequest(
+                f"agent {agent_id!r} is in scaling group {pinned.scaling_group!r}, "
+                f"not {scaling_group!r}; give one or the other"
+            )
+        else:
+            group = pinned.scaling_group
         demand = Demand.of_spec(spec)
         tried: list[AgentId] = []
         busy: ResourceExhausted | None = None
         for _ in range(CREATE_ATTEMPTS):
-            reservation = self.scheduler.reserve(kernel_id, demand, group, pinned, tried)
-            self._creating.add(kernel_id)
+            reservation = self.scheduler.reserve(
+                kernel_id, demand, group, pinned.agent_id if pinned else None, tried
+            )
+            self.reconciler.creating.add(kernel_id)
             try:
-                handle = self.client.agent(reservation.agent_id)
+                agent = pinned or self.registry.get(reservation.agent_id)
+                handle = self._on(agent)
                 created = (await handle.create_kernels([spec]))[0]
             except ResourceExhausted as exc:
                 self.scheduler.release(kernel_id)
@@ -320,12 +257,12 @@ class Manager:
                 self.scheduler.release(kernel_id)
                 raise
             finally:
-                self._creating.discard(kernel_id)
-            record = self._add(created, handle.address)
-            self._account(created, +1)
+                self.reconciler.creating.discard(kernel_id)
+            record = self.kernels.add(created, handle.address)
+            account(agent.info, created, +1)
             await self._save([record])
             log.info("kernel %s created on agent %s", kernel_id, reservation.agent_id)
-            return self._managed(record)
+            return _managed(record, agent)
         raise AllAgentsBusy(
             f"agents {', '.join(tried)} of scaling group {group!r} had no room for "
             f"{demand.describe()}: {busy}"
@@ -333,271 +270,86 @@ class Manager:
 
     async def get_kernel(self, kernel_id: str, agent_id: str = "") -> mpb.ManagedKernel:
         """The kernel as its daemon sees it now (as last known while its agent is LOST)."""
-        record = self._locate(kernel_id, agent_id)
+        record = self.kernels.locate(kernel_id, agent_id)
         agent = self.registry.find(record.agent_id)
         if agent is None or agent.status is Liveness.LOST:
-            return self._managed(record)
+            return _managed(record, agent)
+        fresh: pb.Kernel | None
         try:
-            fresh = await self.client.agent(agent.agent_id).get_kernel(kernel_id)
+            fresh = await self._on(agent).get_kernel(kernel_id)
         except NotFound:
-            if record.kernel.state != TERMINATED and kernel_id not in self._creating:
-                self._terminate(record, "gone from its daemon")
-                await self._save([record])
-            return self._managed(record)
-        if fresh != record.kernel and KernelId(kernel_id) in self.kernels:
-            self._update(record, fresh)
+            fresh = None
+        if self.reconciler.fetched(record, fresh):
             await self._save([record])
-        return self._managed(record)
+        return _managed(record, agent)
 
     async def destroy_kernel(
         self, kernel_id: str, agent_id: str = "", grace_seconds: float = 0
     ) -> mpb.ManagedKernel:
         """Destroy the kernel on its daemon and forget it (on a LOST agent: UNAVAILABLE)."""
-        record = self._locate(kernel_id, agent_id)
-        kid = KernelId(kernel_id)
+        record = self.kernels.locate(kernel_id, agent_id)
         agent = self.registry.find(record.agent_id)
         if agent is not None and agent.status is Liveness.LOST and record.holds_resources:
-            raise self._lost(agent, kernel_id)
+            raise _lost(agent, kernel_id)
         final = _copy(record.kernel)
         if agent is not None and agent.status is Liveness.ALIVE:
-            self._destroying.add(kid)
+            self.reconciler.destroying.add(record.kernel_id)
             try:
-                final = await self.client.agent(agent.agent_id).destroy_kernel(
-                    kernel_id, grace_seconds
-                )
+                final = await self._on(agent).destroy_kernel(kernel_id, grace_seconds)
             except NotFound:
                 if final.state != TERMINATED:
                     final.state = TERMINATED
-                    final.status_message = "gone from its daemon"
+                    final.status_message = GONE
             finally:
-                self._destroying.discard(kid)
-        managed = mpb.ManagedKernel(
-            kernel=final,
-            daemon_address=record.daemon_address,
-            scaling_group=agent.scaling_group if agent else "",
-            node=agent.node if agent else "",
-        )
-        if record.holds_resources:
-            self._account(record.kernel, -1)
-        self._forget(kid)
-        await self.store.delete_kernels([kid])
+                self.reconciler.destroying.discard(record.kernel_id)
+        managed = _managed(KernelRecord(final, record.daemon_address), agent)
+        if record.holds_resources and agent is not None:
+            account(agent.info, record.kernel, -1)
+        self.kernels.forget(record.kernel_id)
+        await self.store.delete_kernels([record.kernel_id])
         log.info("kernel %s destroyed on agent %s", kernel_id, record.agent_id)
         return managed
 
     async def execute(self, request: pb.ExecuteRequest) -> AsyncIterator[pb.ExecuteResponse]:
         """Stream Execute through from the kernel's daemon."""
-        record = self._locate(request.kernel_id, request.agent_id)
-        agent = self._reachable(record)
-        handle = self.client.agent(agent.agent_id)
-        async for message in handle.execute(
+        record = self.kernels.locate(request.kernel_id, request.agent_id)
+        async for message in self._reachable(record).execute(
             request.kernel_id, list(request.argv), request.stdin, request.timeout
         ):
             yield message
 
     async def kernel_logs(self, request: pb.GetKernelLogsRequest) -> bytes:
         """The kernel's output so far, from its daemon."""
-        record = self._locate(request.kernel_id, request.agent_id)
-        agent = self._reachable(record)
-        return await self.client.agent(agent.agent_id).kernel_logs(
-            request.kernel_id, request.tail_lines
-        )
+        record = self.kernels.locate(request.kernel_id, request.agent_id)
+        return await self._reachable(record).kernel_logs(request.kernel_id, request.tail_lines)
 
     # -------------------------------------------------------------- details
 
-    def _locate(self, kernel_id: str, agent_id: str) -> KernelRecord:
-        record = self.kernels.get(KernelId(kernel_id))
-        if record is None:
-            if not kernel_id:
-                raise InvalidArgument("kernel_id is required")
-            raise KernelNotFound(f"kernel {kernel_id!r} is not known to the manager")
-        if agent_id and agent_id != record.agent_id:
-            raise NotFound(
-                f"kernel {kernel_id!r} is on agent {record.agent_id!r}, not {agent_id!r}"
-            )
-        return record
+    def _on(self, agent: AgentRecord) -> AgentHandle:
+        """The handle on agent at its daemon's address (no second lookup)."""
+        return self.client.agent(agent.agent_id, agent.daemon_address)
 
-    def _reachable(self, record: KernelRecord) -> AgentRecord:
+    def _reachable(self, record: KernelRecord) -> AgentHandle:
+        """The handle on the kernel's agent; AgentLost while that agent is LOST."""
         agent = self.registry.get(record.agent_id)
         if agent.status is Liveness.LOST:
-            raise self._lost(agent, record.kernel.kernel_id)
-        return agent
+            raise _lost(agent, record.kernel.kernel_id)
+        return self._on(agent)
 
-    @staticmethod
-    def _lost(agent: AgentRecord, kernel_id: str) -> AgentLost:
-        since = time.strftime("%H:%M:%S", time.localtime(agent.last_heartbeat))
-        return AgentLost(
-            f"agent {agent.agent_id!r} is LOST (its daemon at {agent.daemon_address} has sent "
-            f"no heartbeat since {since}); kernel {kernel_id!r} can be reached once it is back"
-        )
-
-    def _scaling_group_of(self, record: KernelRecord) -> str:
-        agent = self.registry.find(record.agent_id)
-        return agent.scaling_group if agent else ""
-
-    def _managed(self, record: KernelRecord) -> mpb.ManagedKernel:
-        agent = self.registry.find(record.agent_id)
-        return mpb.ManagedKernel(
-            kernel=record.kernel,
-            daemon_address=record.daemon_address,
-            scaling_group=self._scaling_group_of(record),
-            node=agent.node if agent else "",
-        )
-
-    def _add(self, kernel: pb.Kernel, address: str) -> KernelRecord:
-        kernel_id = KernelId(kernel.kernel_id)
-        record = KernelRecord(kernel, address)
-        self.kernels[kernel_id] = record
-        self._by_agent.setdefault(record.agent_id, set()).add(kernel_id)
-        self._update(record, kernel)
-        return record
-
-    def _update(self, record: KernelRecord, kernel: pb.Kernel) -> None:
-        """Take the daemon's word for the kernel, and hold (or release) what it holds."""
-        if record.kernel is not kernel:
-            record.kernel = kernel
-        kernel_id = KernelId(kernel.kernel_id)
-        if record.holds_resources:
-            self.scheduler.hold(kernel_id, record.agent_id, Demand.of_resources(kernel.allocated))
-        else:
-            self.scheduler.release(kernel_id)
-
-    def _account(self, kernel: pb.Kernel, sign: int) -> None:
-        """Show a create (+1) or destroy (-1) in the agent's occupancy at once.
-
-        The daemon's next heartbeat replaces these numbers with its own.
-        """
-        agent = self.registry.find(kernel.agent_id)
-        if agent is None:
-            return
-        occupied, allocated = agent.info.occupied, kernel.allocated
-        cores = set(occupied.cores)
-        cores = cores | set(allocated.cores) if sign > 0 else cores - set(allocated.cores)
-        occupied.cores[:] = sorted(cores)
-        occupied.memory_bytes = max(0, occupied.memory_bytes + sign * allocated.memory_bytes)
-        occupied.ports = max(0, occupied.ports + sign * allocated.ports)
-        for kind, ids in allocated.devices.items():
-            held = set(occupied.devices[kind].ids)
-            held = held | set(ids.ids) if sign > 0 else held - set(ids.ids)
-            occupied.devices[kind].ids[:] = sorted(held)
-        agent.info.kernel_count = max(0, agent.info.kernel_count + sign)
-
-    def _terminate(self, record: KernelRecord, reason: str) -> None:
-        kernel = record.kernel
-        kernel.state = TERMINATED
-        kernel.status_message = reason
-        if not kernel.finished_at:
-            kernel.finished_at = time.time()
-        self.scheduler.release(KernelId(kernel.kernel_id))
-        log.info("kernel %s on agent %s: %s", kernel.kernel_id, kernel.agent_id, reason)
-
-    def _terminate_all(self, agent_id: AgentId, reason: str) -> list[KernelRecord]:
-        changed = []
-        for kernel_id in self._by_agent.get(agent_id, set()):
-            record = self.kernels[kernel_id]
-            if record.kernel.state != TERMINATED:
-                self._terminate(record, reason)
-                changed.append(record)
-        return changed
-
-    def _forget(self, kernel_id: KernelId) -> None:
-        record = self.kernels.pop(kernel_id, None)
-        if record is not None:
-            self._by_agent.get(record.agent_id, set()).discard(kernel_id)
-        self.scheduler.release(kernel_id)
-
-    def _busy(self, kernel_id: KernelId) -> bool:
-        return kernel_id in self._creating or kernel_id in self._destroying
-
-    def _reconcile(
-        self,
-        agent_ids: Iterable[AgentId],
-        reported: Iterable[pb.Kernel],
-        taken_at: float,
-        address: str,
-    ) -> list[KernelRecord]:
-        """Make the manager's kernels of agent_ids match a daemon's full list."""
-        theirs: dict[AgentId, dict[KernelId, pb.Kernel]] = {}
-        for kernel in reported:
-            theirs.setdefault(AgentId(kernel.agent_id), {})[KernelId(kernel.kernel_id)] = kernel
-        changed = []
-        for agent_id in agent_ids:
-            on_daemon = theirs.get(agent_id, {})
-            for kernel_id in list(self._by_agent.get(agent_id, ())):
-                if self._busy(kernel_id):
-                    continue
-                record = self.kernels[kernel_id]
-                record.daemon_address = address
-                reported_kernel = on_daemon.get(kernel_id)
-                if reported_kernel is not None:
-                    if _moves_forward(record.kernel.state, reported_kernel.state):
-                        self._update(record, reported_kernel)
-                elif record.kernel.state != TERMINATED and record.kernel.created_at < taken_at:
-                    self._terminate(record, "gone from its daemon")
-                changed.append(record)
-            for kernel_id, kernel in on_daemon.items():
-                if kernel_id in self.kernels or self._busy(kernel_id):
-                    owner = self.kernels[kernel_id].agent_id if kernel_id in self.kernels else None
-                    if owner is not None and owner != agent_id:
-                        log.warning(
-                            "kernel %s reported on agent %s is known on agent %s; not adopted",
-                            kernel_id,
-                            agent_id,
-                            owner,
-                        )
-                    continue
-                changed.append(self._add(kernel, address))
-                log.info("adopted kernel %s on agent %s", kernel_id, agent_id)
-        return changed
-
-    def _apply_states(
-        self,
-        agent_id: AgentId,
-        statuses: Iterable[mpb.KernelStatus],
-        taken_at: float,
-        unknown: list[tuple[AgentId, KernelId]],
-    ) -> list[KernelRecord]:
-        """Apply one agent's heartbeat kernel states; note kernels to adopt in unknown."""
-        reported = {KernelId(s.kernel_id): s for s in statuses}
-        changed = []
-        for kernel_id in self._by_agent.get(agent_id, ()):
-            if self._busy(kernel_id):
-                continue
-            record = self.kernels[kernel_id]
-            kernel = record.kernel
-            status = reported.get(kernel_id)
-            if status is None:
-                if kernel.state != TERMINATED and kernel.created_at < taken_at:
-                    self._terminate(record, "gone from its daemon")
-                    changed.append(record)
-                continue
-            if not _moves_forward(kernel.state, status.state) or status.state == kernel.state:
-                continue
-            kernel.state = status.state
-            kernel.status_message = status.status_message
-            if status.HasField("exit_code"):
-                kernel.exit_code = status.exit_code
-            kernel.finished_at = status.finished_at
-            self._update(record, kernel)
-            changed.append(record)
-        for kernel_id in reported:
-            known = kernel_id in self.kernels or kernel_id in self._adopting
-            if not known and not self._busy(kernel_id):
-                unknown.append((agent_id, kernel_id))
-        return changed
-
-    async def _adopt_from_daemon(self, agent_id: AgentId, kernel_id: KernelId) -> None:
+    async def _adopt(self, agent_id: AgentId, kernel_id: KernelId) -> None:
         """Fetch a kernel a heartbeat named that the manager lacks, and adopt it."""
         try:
-            handle = self.client.agent(agent_id)
+            # Resolved when the fetch runs: the agent may have gone since the heartbeat.
+            handle = self._on(self.registry.get(agent_id))
             kernel = await handle.get_kernel(kernel_id)
         except Exception as exc:  # gone already, or the daemon is away: the next beat retries
             log.debug("kernel %s on agent %s not adopted: %s", kernel_id, agent_id, exc)
             return
         finally:
-            self._adopting.discard(kernel_id)
-        if kernel_id in self.kernels or self._busy(kernel_id):
+            self.reconciler.adopting.discard(kernel_id)
+        record = self.reconciler.adopt(kernel, handle.address)
+        if record is None:
             return
-        record = self._add(kernel, handle.address)
         await self._save([record])
         log.info("adopted kernel %s on agent %s", kernel_id, agent_id)
 
@@ -623,44 +375,47 @@ class Manager:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _agent_row(self, record: AgentRecord) -> AgentRow:
-        return AgentRow(
-            agent_id=record.agent_id,
-            daemon_id=record.daemon_id,
-            daemon_address=record.daemon_address,
-            node=record.node,
-            heartbeat_interval=self.registry.interval_of(record.agent_id),
-            status=record.status.value,
-            last_heartbeat=record.last_heartbeat,
-            info=record.info,
-        )
-
     async def _save(self, records: Iterable[KernelRecord]) -> None:
-        rows = {
-            r.kernel.kernel_id: KernelRow(
-                r.kernel.kernel_id, r.agent_id, r.daemon_address, r.kernel
-            )
-            for r in records
-            if r.kernel.kernel_id in self.kernels
-        }
-        await self.store.save_kernels(rows.values())
+        await self.store.save_kernels(r for r in records if r.kernel_id in self.kernels)
 
 
-# A kernel's life only moves forward: PENDING -> RUNNING -> TERMINATED. A snapshot
-# saying otherwise was taken before what the manager already knows (e.g. before the
-# create call returned) and is ignored. UNKNOWN (agent LOST) gives way to anything.
-_PROGRESS: dict[int, int] = {
-    pb.KERNEL_STATE_PENDING: 0,
-    pb.KERNEL_STATE_RUNNING: 1,
-    pb.KERNEL_STATE_TERMINATED: 2,
-}
+def _offer(scheduler: Scheduler, agent: AgentRecord) -> None:
+    """Tell the scheduler agent's group, capacity and whether it may receive kernels."""
+    scheduler.upsert_agent(
+        agent.agent_id,
+        agent.scaling_group,
+        Demand.of_resources(agent.info.capacity),
+        agent.schedulable,
+    )
 
 
-def _moves_forward(current: int, reported: int) -> bool:
-    """Whether a reported state may replace the current one."""
-    if current == UNKNOWN:
-        return True
-    return _PROGRESS.get(reported, -1) >= _PROGRESS.get(current, -1)
+def _managed_agent(agent: AgentRecord) -> mpb.ManagedAgent:
+    """The agent as users see it: with its status and daemon."""
+    return mpb.ManagedAgent(
+        info=agent.info,
+        status=_STATUS[agent.status],
+        daemon_address=agent.daemon_address,
+        node=agent.node,
+        last_heartbeat=agent.last_heartbeat,
+    )
+
+
+def _managed(record: KernelRecord, agent: AgentRecord | None) -> mpb.ManagedKernel:
+    """The kernel as users see it: with its daemon and its agent's scaling group and node."""
+    return mpb.ManagedKernel(
+        kernel=record.kernel,
+        daemon_address=record.daemon_address,
+        scaling_group=agent.scaling_group if agent else "",
+        node=agent.node if agent else "",
+    )
+
+
+def _lost(agent: AgentRecord, kernel_id: str) -> AgentLost:
+    since = time.strftime("%H:%M:%S", time.localtime(agent.last_heartbeat))
+    return AgentLost(
+        f"agent {agent.agent_id!r} is LOST (its daemon at {agent.daemon_address} has sent "
+        f"no heartbeat since {since}); kernel {kernel_id!r} can be reached once it is back"
+    )
 
 
 def _copy(message: Any) -> Any:

@@ -258,10 +258,6 @@ class Registry:
         """The agent, or None."""
         return self._agents.get(AgentId(agent_id))
 
-    def address_of(self, agent_id: str) -> str:
-        """The daemon address agent_id is reached at."""
-        return self.get(agent_id).daemon_address
-
     def list(self, scaling_group: str = "") -> list[AgentRecord]:
         """Agents in registration order, optionally of one scaling group."""
         return [

@@ -5,8 +5,11 @@ after kill -9) loses nothing: the database runs in WAL mode, where a committed
 transaction survives the process dying. The schema carries a version
 (`PRAGMA user_version`); a file this version cannot use is refused with the one
 thing the operator should do. All SQLite work runs on one dedicated thread, so
-the event loop never blocks on the disk. Knows rows and protocol messages (stored
-as serialised bytes); nothing of scheduling, routing or gRPC.
+the event loop never blocks on the disk.
+
+Maps the registry's agent records and the kernel table's records to rows and back
+(protocol messages stored as serialised bytes), so the file's layout is decided
+here alone. Knows those records and SQL; nothing of scheduling, routing or gRPC.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from common.ids import AgentId
 from manager.errors import StoreError
+from manager.kernels import KernelRecord
+from manager.registry import AgentRecord, Liveness
 from protos import agent_pb2 as pb
 
 SCHEMA_VERSION = 1
@@ -49,27 +55,11 @@ CREATE INDEX IF NOT EXISTS kernels_by_agent ON kernels (agent_id);
 
 
 @dataclass(frozen=True)
-class AgentRow:
-    """One agent as persisted."""
+class SavedAgent:
+    """An agent as the store gives it back: its record and its daemon's heartbeat interval."""
 
-    agent_id: str
-    daemon_id: str
-    daemon_address: str
-    node: str
+    record: AgentRecord
     heartbeat_interval: float
-    status: str  # "alive" or "lost"
-    last_heartbeat: float  # unix seconds
-    info: pb.AgentInfo
-
-
-@dataclass(frozen=True)
-class KernelRow:
-    """One kernel as persisted: where it lives and what its daemon last said of it."""
-
-    kernel_id: str
-    agent_id: str
-    daemon_address: str
-    kernel: pb.Kernel
 
 
 class Store:
@@ -92,20 +82,22 @@ class Store:
             raise
         return cls(path, conn, executor)
 
-    async def load(self) -> tuple[list[AgentRow], list[KernelRow]]:
-        """Every agent and kernel recorded."""
+    async def load(self) -> tuple[list[SavedAgent], list[KernelRecord]]:
+        """Every agent and kernel recorded, in the order they were first saved."""
 
-        def read(conn: sqlite3.Connection) -> tuple[list[AgentRow], list[KernelRow]]:
+        def read(conn: sqlite3.Connection) -> tuple[list[SavedAgent], list[KernelRecord]]:
             agents = [
-                AgentRow(
-                    agent_id=r[0],
-                    daemon_id=r[1],
-                    daemon_address=r[2],
-                    node=r[3],
+                SavedAgent(
+                    AgentRecord(
+                        agent_id=AgentId(r[0]),
+                        daemon_id=r[1],
+                        daemon_address=r[2],
+                        node=r[3],
+                        info=pb.AgentInfo.FromString(r[7]),
+                        status=Liveness(r[5]),
+                        last_heartbeat=r[6],
+                    ),
                     heartbeat_interval=r[4],
-                    status=r[5],
-                    last_heartbeat=r[6],
-                    info=pb.AgentInfo.FromString(r[7]),
                 )
                 for r in conn.execute(
                     "SELECT agent_id, daemon_id, daemon_address, node, heartbeat_interval, "
@@ -113,22 +105,20 @@ class Store:
                 )
             ]
             kernels = [
-                KernelRow(
-                    kernel_id=r[0],
-                    agent_id=r[1],
-                    daemon_address=r[2],
-                    kernel=pb.Kernel.FromString(r[3]),
-                )
-                for r in conn.execute(
-                    "SELECT kernel_id, agent_id, daemon_address, kernel FROM kernels ORDER BY rowid"
-                )
+                KernelRecord(pb.Kernel.FromString(r[0]), daemon_address=r[1])
+                for r in conn.execute("SELECT kernel, daemon_address FROM kernels ORDER BY rowid")
             ]
             return agents, kernels
 
         return await self._run(read)
 
-    async def save_agents(self, rows: Iterable[AgentRow]) -> None:
-        """Insert or replace agents, in one transaction."""
+    async def save_agents(
+        self, records: Iterable[AgentRecord], interval_of: Callable[[AgentId], float]
+    ) -> None:
+        """Insert or replace agents as they are now, in one transaction.
+
+        interval_of gives the heartbeat interval of an agent's daemon.
+        """
         values = [
             (
                 r.agent_id,
@@ -136,12 +126,12 @@ class Store:
                 r.daemon_address,
                 r.node,
                 r.info.scaling_group,
-                r.heartbeat_interval,
-                r.status,
+                interval_of(r.agent_id),
+                r.status.value,
                 r.last_heartbeat,
                 r.info.SerializeToString(),
             )
-            for r in rows
+            for r in records
         ]
         if values:
             await self._write(
@@ -162,8 +152,9 @@ class Store:
         if values:
             await self._write("DELETE FROM agents WHERE agent_id = ?", values)
 
-    async def save_kernels(self, rows: Iterable[KernelRow]) -> None:
-        """Insert or replace kernels, in one transaction."""
+    async def save_kernels(self, records: Iterable[KernelRecord]) -> None:
+        """Insert or replace kernels as they are now (once each), in one transaction."""
+        latest = {r.kernel_id: r for r in records}
         values = [
             (
                 r.kernel_id,
@@ -172,7 +163,7 @@ class Store:
                 pb.KernelState.Name(r.kernel.state),
                 r.kernel.SerializeToString(),
             )
-            for r in rows
+            for r in latest.values()
         ]
         if values:
             await self._write(

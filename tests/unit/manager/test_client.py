@@ -84,9 +84,8 @@ async def daemon() -> AsyncIterator[tuple[ScriptedDaemon, str]]:
 
 
 @pytest.fixture
-async def client(daemon: tuple[ScriptedDaemon, str]) -> AsyncIterator[DaemonClient]:
-    _, address = daemon
-    c = DaemonClient(lambda agent_id: address, call_timeout=2.0, retries=2, backoff=0.01)
+async def client() -> AsyncIterator[DaemonClient]:
+    c = DaemonClient(call_timeout=2.0, retries=2, backoff=0.01)
     yield c
     await c.close()
 
@@ -95,11 +94,11 @@ class TestRouting:
     async def test_every_call_carries_the_handles_agent_id(
         self, daemon: tuple[ScriptedDaemon, str], client: DaemonClient
     ) -> None:
-        fake, _ = daemon
-        await client.agent("a0").get_kernel("k")
-        await client.agent("a1").create_kernels([pb.KernelSpec(kernel_id="k")])
-        await client.agent("a2").list_kernels()
-        messages = [m async for m in client.agent("a1").execute("k", ["true"])]
+        fake, address = daemon
+        await client.agent("a0", address).get_kernel("k")
+        await client.agent("a1", address).create_kernels([pb.KernelSpec(kernel_id="k")])
+        await client.agent("a2", address).list_kernels()
+        messages = [m async for m in client.agent("a1", address).execute("k", ["true"])]
         assert messages[-1].exit.exit_code == 7
         assert fake.calls == [
             ("GetKernel", "a0"),
@@ -108,40 +107,53 @@ class TestRouting:
             ("Execute", "a1"),
         ]
 
-    async def test_agents_of_one_daemon_share_one_channel(self, client: DaemonClient) -> None:
-        a0, a1 = client.agent("a0"), client.agent("a1")
+    async def test_agents_of_one_daemon_share_one_channel(
+        self, daemon: tuple[ScriptedDaemon, str], client: DaemonClient
+    ) -> None:
+        _, address = daemon
+        a0, a1 = client.agent("a0", address), client.agent("a1", address)
         assert a0.stub is a1.stub
         assert len(client.addresses) == 1
         await client.close_unused(set())
         assert client.addresses == set()
+
+    async def test_each_daemon_address_gets_its_own_channel_until_unused(
+        self, daemon: tuple[ScriptedDaemon, str], client: DaemonClient
+    ) -> None:
+        _, address = daemon
+        here, elsewhere = client.agent("a0", address), client.agent("a1", "127.0.0.1:1")
+        assert here.stub is not elsewhere.stub
+        assert (here.address, elsewhere.address) == (address, "127.0.0.1:1")
+        await client.close_unused({address})
+        assert client.addresses == {address}
 
 
 class TestRetries:
     async def test_idempotent_call_is_retried_on_unavailable(
         self, daemon: tuple[ScriptedDaemon, str], client: DaemonClient
     ) -> None:
-        fake, _ = daemon
+        fake, address = daemon
         fake.script = [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAVAILABLE]
-        kernel = await client.agent("a0").get_kernel("k")
+        kernel = await client.agent("a0", address).get_kernel("k")
         assert kernel.kernel_id == "k"
         assert len(fake.calls) == 3
 
     async def test_retries_are_bounded(
         self, daemon: tuple[ScriptedDaemon, str], client: DaemonClient
     ) -> None:
-        fake, _ = daemon
+        fake, address = daemon
         fake.script = [grpc.StatusCode.UNAVAILABLE] * 5
         with pytest.raises(DaemonUnreachable):
-            await client.agent("a0").get_kernel("k")
+            await client.agent("a0", address).get_kernel("k")
         assert len(fake.calls) == 3
 
     @pytest.mark.parametrize("method", ["create", "destroy", "execute"])
     async def test_non_idempotent_call_is_never_retried(
         self, daemon: tuple[ScriptedDaemon, str], client: DaemonClient, method: str
     ) -> None:
-        fake, _ = daemon
+        fake, address = daemon
         fake.script = [grpc.StatusCode.UNAVAILABLE]
-        handle = client.agent("a0")
+        handle = client.agent("a0", address)
         with pytest.raises(DaemonUnreachable):
             if method == "create":
                 await handle.create_kernels([pb.KernelSpec(kernel_id="k")])
@@ -154,10 +166,10 @@ class TestRetries:
     async def test_other_errors_are_not_retried(
         self, daemon: tuple[ScriptedDaemon, str], client: DaemonClient
     ) -> None:
-        fake, _ = daemon
+        fake, address = daemon
         fake.script = [grpc.StatusCode.NOT_FOUND]
         with pytest.raises(NotFound) as err:
-            await client.agent("a0").get_kernel("k")
+            await client.agent("a0", address).get_kernel("k")
         assert str(err.value) == "scripted NOT_FOUND"
         assert len(fake.calls) == 1
 
@@ -166,12 +178,12 @@ class TestErrors:
     async def test_status_codes_come_back_as_domain_errors(
         self, daemon: tuple[ScriptedDaemon, str], client: DaemonClient
     ) -> None:
-        fake, _ = daemon
+        fake, address = daemon
         fake.script = [grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.DATA_LOSS]
         with pytest.raises(FailedPrecondition):
-            await client.agent("a0").create_kernels([pb.KernelSpec()])
+            await client.agent("a0", address).create_kernels([pb.KernelSpec()])
         with pytest.raises(AgentHostError) as err:
-            await client.agent("a0").create_kernels([pb.KernelSpec()])
+            await client.agent("a0", address).create_kernels([pb.KernelSpec()])
         assert "DATA_LOSS" in str(err.value)
 
     async def test_every_call_has_a_deadline(
@@ -179,19 +191,19 @@ class TestErrors:
     ) -> None:
         fake, address = daemon
         fake.delay = 5
-        quick = DaemonClient(lambda a: address, call_timeout=0.2)
+        quick = DaemonClient(call_timeout=0.2)
         try:
             with pytest.raises(DaemonUnreachable) as err:
-                await quick.agent("a0").get_kernel("k")
+                await quick.agent("a0", address).get_kernel("k")
         finally:
             await quick.close()
         assert str(err.value).startswith(f"the daemon of agent 'a0' at {address} did not answer")
 
     async def test_a_daemon_that_is_down_is_unreachable(self) -> None:
-        client = DaemonClient(lambda a: "127.0.0.1:1", call_timeout=1, retries=1, backoff=0.01)
+        client = DaemonClient(call_timeout=1, retries=1, backoff=0.01)
         try:
             with pytest.raises(DaemonUnreachable) as err:
-                await client.agent("a0").get_kernel("k")
+                await client.agent("a0", "127.0.0.1:1").get_kernel("k")
         finally:
             await client.close()
         assert str(err.value).startswith("the daemon of agent 'a0' at 127.0.0.1:1 is down")

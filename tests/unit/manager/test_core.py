@@ -1,12 +1,14 @@
-"""The manager's core: reconciliation from registrations and heartbeats, without daemons.
+"""The manager's core without daemons: registrations, heartbeats, LOST agents, restarts.
 
 Registrations and heartbeats are fed to `Manager` directly (as the servicer would);
 its store is a temporary SQLite file. Calls that would reach a daemon are not made.
+The reconciliation rules themselves are tested in test_reconcile.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 
 from manager.config import ManagerConfig, ManagerSection
 from manager.core import Manager
+from manager.errors import AgentLost
 from protos import agent_pb2 as pb
 from protos import manager_pb2 as mpb
 
@@ -163,6 +166,56 @@ class TestLiveness:
             assert states(m)["k1"] == RUNNING
         finally:
             await m.close()
+
+
+@pytest.fixture
+async def lost(tmp_path: Path) -> AsyncIterator[Manager]:
+    """A manager whose one agent a0 (kernel k1 running, k2 terminated) is LOST."""
+    m = await Manager.create(config(tmp_path, heartbeat_timeout=1e-6))
+    await m.register(registration(kernel("k1"), kernel("k2", state=TERMINATED)))
+    for _ in range(200):
+        await m.expire()
+        if m.list_agents()[0].status == mpb.AGENT_STATUS_LOST:
+            break
+        await asyncio.sleep(0.01)
+    yield m
+    await m.close()
+
+
+def lost_message(kernel_id: str) -> re.Pattern[str]:
+    return re.compile(
+        r"agent 'a0' is LOST \(its daemon at 127\.0\.0\.1:7001 has sent no heartbeat since "
+        rf"\d\d:\d\d:\d\d\); kernel '{kernel_id}' can be reached once it is back"
+    )
+
+
+class TestUserOperationsOnALostAgent:
+    """Nothing here reaches a daemon: nothing listens at the agent's address."""
+
+    async def test_get_shows_the_last_known_record(self, lost: Manager) -> None:
+        got = await lost.get_kernel("k1")
+        assert (got.kernel.state, got.daemon_address) == (UNKNOWN, "127.0.0.1:7001")
+        assert (got.scaling_group, got.node) == ("default", "n1")
+
+    async def test_destroying_a_kernel_that_holds_resources_is_unavailable(
+        self, lost: Manager
+    ) -> None:
+        with pytest.raises(AgentLost) as err:
+            await lost.destroy_kernel("k1")
+        assert lost_message("k1").fullmatch(str(err.value))
+        assert states(lost) == {"k1": UNKNOWN, "k2": TERMINATED}
+
+    async def test_a_terminated_kernel_is_forgotten_without_its_daemon(self, lost: Manager) -> None:
+        gone = await lost.destroy_kernel("k2", "a0")
+        assert (gone.kernel.kernel_id, gone.kernel.state) == ("k2", TERMINATED)
+        assert [k.kernel.kernel_id for k in lost.list_kernels(scaling_group="default")] == ["k1"]
+
+    async def test_execute_and_logs_are_unavailable(self, lost: Manager) -> None:
+        with pytest.raises(AgentLost) as err:
+            await lost.kernel_logs(pb.GetKernelLogsRequest(kernel_id="k1"))
+        assert lost_message("k1").fullmatch(str(err.value))
+        with pytest.raises(AgentLost):
+            _ = [m async for m in lost.execute(pb.ExecuteRequest(kernel_id="k1", argv=["true"]))]
 
 
 class TestRestart:

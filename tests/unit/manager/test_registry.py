@@ -42,7 +42,7 @@ class TestRegistration:
         registry = Registry()
         result = registry.register(registration("a0", "a1"))
         assert result.session_id and not result.dropped and not result.moved
-        assert registry.address_of("a1") == "127.0.0.1:7001"
+        assert registry.get("a1").daemon_address == "127.0.0.1:7001"
         assert [r.status for r in registry.list()] == [Liveness.ALIVE, Liveness.ALIVE]
 
     def test_registering_again_drops_agents_the_daemon_no_longer_has(self) -> None:
@@ -51,7 +51,7 @@ class TestRegistration:
         result = registry.register(registration("a0", address="127.0.0.1:7002"))
         assert result.dropped == ("a1",)
         assert [r.agent_id for r in registry.list()] == ["a0"]
-        assert registry.address_of("a0") == "127.0.0.1:7002"
+        assert registry.get("a0").daemon_address == "127.0.0.1:7002"
 
     def test_an_alive_agent_of_another_daemon_is_a_conflict(self) -> None:
         registry = Registry()

@@ -1,4 +1,4 @@
-"""The manager's SQLite store: round trips through a temporary file, and files it refuses."""
+"""The manager's SQLite store: record round trips, version-1 files it reads, files it refuses."""
 
 from __future__ import annotations
 
@@ -7,19 +7,25 @@ from pathlib import Path
 
 import pytest
 
+from common.ids import AgentId
 from manager.errors import StoreError
-from manager.store import SCHEMA_VERSION, AgentRow, KernelRow, Store
+from manager.kernels import KernelRecord
+from manager.registry import AgentRecord, Liveness
+from manager.store import SCHEMA_VERSION, SavedAgent, Store
 from protos import agent_pb2 as pb
 
+INTERVAL = 0.5
 
-def agent_row(agent_id: str = "a0", address: str = "127.0.0.1:6001", **fields: object) -> AgentRow:
+
+def agent_record(
+    agent_id: str = "a0", address: str = "127.0.0.1:6001", **fields: object
+) -> AgentRecord:
     values: dict[str, object] = {
-        "agent_id": agent_id,
+        "agent_id": AgentId(agent_id),
         "daemon_id": "node1/abc",
         "daemon_address": address,
         "node": "node1",
-        "heartbeat_interval": 0.5,
-        "status": "alive",
+        "status": Liveness.ALIVE,
         "last_heartbeat": 1700000000.5,
         "info": pb.AgentInfo(
             agent_id=agent_id,
@@ -36,10 +42,18 @@ def agent_row(agent_id: str = "a0", address: str = "127.0.0.1:6001", **fields: o
         ),
     }
     values.update(fields)
-    return AgentRow(**values)  # type: ignore[arg-type]
+    return AgentRecord(**values)  # type: ignore[arg-type]
 
 
-def kernel_row(kernel_id: str = "k1", agent_id: str = "a0", **fields: object) -> KernelRow:
+def saved(record: AgentRecord, interval: float = INTERVAL) -> SavedAgent:
+    return SavedAgent(record, interval)
+
+
+def every_interval(agent_id: AgentId) -> float:
+    return INTERVAL
+
+
+def kernel_record(kernel_id: str = "k1", agent_id: str = "a0", **fields: object) -> KernelRecord:
     kernel = pb.Kernel(
         kernel_id=kernel_id,
         agent_id=agent_id,
@@ -51,36 +65,41 @@ def kernel_row(kernel_id: str = "k1", agent_id: str = "a0", **fields: object) ->
         created_at=1700000001.25,
         **fields,  # type: ignore[arg-type]
     )
-    return KernelRow(kernel_id, agent_id, "127.0.0.1:6001", kernel)
+    return KernelRecord(kernel, "127.0.0.1:6001")
 
 
 class TestRoundTrip:
     async def test_agents_and_kernels_survive_reopening(self, tmp_path: Path) -> None:
         path = tmp_path / "sub" / "manager.db"
         store = await Store.open(path)
-        await store.save_agents([agent_row("a0"), agent_row("a1", status="lost")])
-        await store.save_kernels([kernel_row("k1"), kernel_row("k2", "a1", exit_code=0)])
+        await store.save_agents(
+            [agent_record("a0"), agent_record("a1", status=Liveness.LOST)], every_interval
+        )
+        await store.save_kernels([kernel_record("k1"), kernel_record("k2", "a1", exit_code=0)])
         await store.close()
 
         store = await Store.open(path)
         agents, kernels = await store.load()
         await store.close()
-        assert agents == [agent_row("a0"), agent_row("a1", status="lost")]
-        assert kernels == [kernel_row("k1"), kernel_row("k2", "a1", exit_code=0)]
+        assert agents == [
+            saved(agent_record("a0")),
+            saved(agent_record("a1", status=Liveness.LOST)),
+        ]
+        assert kernels == [kernel_record("k1"), kernel_record("k2", "a1", exit_code=0)]
         assert kernels[1].kernel.HasField("exit_code")
         assert not kernels[0].kernel.HasField("exit_code")
 
     async def test_save_replaces_and_delete_forgets(self, tmp_path: Path) -> None:
         store = await Store.open(tmp_path / "m.db")
-        await store.save_agents([agent_row("a0")])
-        await store.save_agents([agent_row("a0", address="10.0.0.2:6001")])
-        await store.save_kernels([kernel_row("k1"), kernel_row("k2")])
-        moved = kernel_row("k1")
+        await store.save_agents([agent_record("a0")], every_interval)
+        await store.save_agents([agent_record("a0", address="10.0.0.2:6001")], every_interval)
+        await store.save_kernels([kernel_record("k1"), kernel_record("k2")])
+        moved = kernel_record("k1")
         moved.kernel.state = pb.KERNEL_STATE_TERMINATED
         await store.save_kernels([moved])
         await store.delete_kernels(["k2", "never-there"])
         agents, kernels = await store.load()
-        assert [a.daemon_address for a in agents] == ["10.0.0.2:6001"]
+        assert [a.record.daemon_address for a in agents] == ["10.0.0.2:6001"]
         assert [(k.kernel_id, k.kernel.state) for k in kernels] == [
             ("k1", pb.KERNEL_STATE_TERMINATED)
         ]
@@ -90,7 +109,7 @@ class TestRoundTrip:
 
     async def test_empty_saves_are_no_ops(self, tmp_path: Path) -> None:
         store = await Store.open(tmp_path / "m.db")
-        await store.save_agents([])
+        await store.save_agents([], every_interval)
         await store.save_kernels([])
         await store.delete_agents([])
         await store.delete_kernels([])
@@ -99,11 +118,114 @@ class TestRoundTrip:
 
     async def test_state_column_is_readable_with_plain_sqlite(self, tmp_path: Path) -> None:
         store = await Store.open(tmp_path / "m.db")
-        await store.save_kernels([kernel_row("k1")])
+        await store.save_kernels([kernel_record("k1")])
         await store.close()
         with sqlite3.connect(tmp_path / "m.db") as conn:
             rows = conn.execute("SELECT kernel_id, agent_id, state FROM kernels").fetchall()
         assert rows == [("k1", "a0", "KERNEL_STATE_RUNNING")]
+
+    async def test_each_agent_keeps_its_daemons_heartbeat_interval(self, tmp_path: Path) -> None:
+        store = await Store.open(tmp_path / "m.db")
+        intervals = {"a0": 0.5, "a1": 7.0}
+        await store.save_agents([agent_record("a0"), agent_record("a1")], intervals.__getitem__)
+        agents, _ = await store.load()
+        await store.close()
+        assert [(a.record.agent_id, a.heartbeat_interval) for a in agents] == [
+            ("a0", 0.5),
+            ("a1", 7.0),
+        ]
+
+    async def test_a_kernel_saved_twice_in_one_call_is_one_row_as_last_given(
+        self, tmp_path: Path
+    ) -> None:
+        store = await Store.open(tmp_path / "m.db")
+        first, last = kernel_record("k1"), kernel_record("k1", exit_code=3)
+        await store.save_kernels([first, kernel_record("k2"), last])
+        _, kernels = await store.load()
+        await store.close()
+        assert kernels == [last, kernel_record("k2")]
+
+
+# The version-1 file exactly as the first manager wrote it. A manager restarted on
+# such a file must read it; the schema text is repeated here on purpose, so that a
+# change to the store's schema fails this test instead of old files.
+V1_SCHEMA = """
+CREATE TABLE agents (
+    agent_id TEXT PRIMARY KEY, daemon_id TEXT NOT NULL, daemon_address TEXT NOT NULL,
+    node TEXT NOT NULL, scaling_group TEXT NOT NULL, heartbeat_interval REAL NOT NULL,
+    status TEXT NOT NULL, last_heartbeat REAL NOT NULL, info BLOB NOT NULL
+);
+CREATE TABLE kernels (
+    kernel_id TEXT PRIMARY KEY, agent_id TEXT NOT NULL, daemon_address TEXT NOT NULL,
+    state TEXT NOT NULL, kernel BLOB NOT NULL
+);
+CREATE INDEX kernels_by_agent ON kernels (agent_id);
+PRAGMA user_version = 1;
+"""
+
+
+class TestVersionOneFiles:
+    async def test_a_file_written_by_the_first_manager_is_read(self, tmp_path: Path) -> None:
+        path = tmp_path / "m.db"
+        a1, k1 = agent_record("a1", status=Liveness.LOST), kernel_record("k1", "a1")
+        with sqlite3.connect(path) as conn:
+            conn.executescript(V1_SCHEMA)
+            conn.execute(
+                "INSERT INTO agents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    "a1",
+                    "node1/abc",
+                    "127.0.0.1:6001",
+                    "node1",
+                    "default",
+                    2.5,
+                    "lost",
+                    1700000000.5,
+                    a1.info.SerializeToString(),
+                ),
+            )
+            conn.execute(
+                "INSERT INTO kernels VALUES (?, ?, ?, ?, ?)",
+                (
+                    "k1",
+                    "a1",
+                    "127.0.0.1:6001",
+                    "KERNEL_STATE_RUNNING",
+                    k1.kernel.SerializeToString(),
+                ),
+            )
+        conn.close()
+        store = await Store.open(path)
+        agents, kernels = await store.load()
+        await store.close()
+        assert agents == [saved(a1, 2.5)]
+        assert kernels == [k1]
+
+    async def test_rows_are_written_in_the_version_one_layout(self, tmp_path: Path) -> None:
+        store = await Store.open(tmp_path / "m.db")
+        await store.save_agents([agent_record("a1", status=Liveness.LOST)], every_interval)
+        await store.save_kernels([kernel_record("k1", "a1")])
+        await store.close()
+        with sqlite3.connect(tmp_path / "m.db") as conn:
+            agents = conn.execute(
+                "SELECT agent_id, daemon_id, daemon_address, node, scaling_group, "
+                "heartbeat_interval, status, last_heartbeat FROM agents"
+            ).fetchall()
+            kernels = conn.execute("SELECT kernel_id, agent_id, daemon_address, state FROM kernels")
+            assert agents == [
+                (
+                    "a1",
+                    "node1/abc",
+                    "127.0.0.1:6001",
+                    "node1",
+                    "default",
+                    INTERVAL,
+                    "lost",
+                    1700000000.5,
+                )
+            ]
+            assert kernels.fetchall() == [("k1", "a1", "127.0.0.1:6001", "KERNEL_STATE_RUNNING")]
+        conn.close()
 
 
 class TestRefusedFiles:

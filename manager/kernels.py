@@ -1,0 +1,173 @@
+"""The manager's kernel table: every kernel it knows, by id and by agent.
+
+A record is the daemon's own `Kernel` message as last reported, plus the address of
+the daemon that reported it. The table keeps the scheduler's holds in step with
+each record's state: a kernel that is not TERMINATED (UNKNOWN included, while its
+agent is LOST) holds what its daemon allocated it; a TERMINATED or forgotten one
+holds nothing. `account` shows a create or a destroy in an agent's occupancy at
+once, until that daemon's next heartbeat replaces the numbers with its own.
+
+Knows protocol messages, the scheduler's holds and the domain errors of a kernel
+lookup; nothing of agents' liveness, daemons, gRPC or storage, and does no I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator, Mapping, ValuesView
+from dataclasses import dataclass
+
+from common.errors import InvalidArgument, NotFound
+from common.ids import AgentId, KernelId
+from manager.errors import KernelNotFound
+from manager.scheduler import Demand, Scheduler
+from protos import agent_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+TERMINATED = pb.KERNEL_STATE_TERMINATED
+UNKNOWN = pb.KERNEL_STATE_UNKNOWN
+
+
+@dataclass(slots=True)
+class KernelRecord:
+    """One kernel: what its daemon last said of it, and where that daemon is."""
+
+    kernel: pb.Kernel
+    daemon_address: str
+
+    @property
+    def kernel_id(self) -> KernelId:
+        """The kernel's id."""
+        return KernelId(self.kernel.kernel_id)
+
+    @property
+    def agent_id(self) -> AgentId:
+        """The agent the kernel lives on."""
+        return AgentId(self.kernel.agent_id)
+
+    @property
+    def holds_resources(self) -> bool:
+        """Not terminated: what it was allocated stays promised on its agent."""
+        return self.kernel.state != TERMINATED
+
+
+class KernelTable(Mapping[KernelId, KernelRecord]):
+    """Kernel records by id and by agent; the scheduler's holds follow each record."""
+
+    def __init__(self, scheduler: Scheduler, records: Iterable[KernelRecord] = ()) -> None:
+        self.scheduler = scheduler
+        self._records: dict[KernelId, KernelRecord] = {}
+        self._by_agent: dict[AgentId, set[KernelId]] = {}
+        for record in records:
+            self._insert(record)
+
+    def __getitem__(self, kernel_id: KernelId) -> KernelRecord:
+        return self._records[kernel_id]
+
+    def __iter__(self) -> Iterator[KernelId]:
+        return iter(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    # Straight to the dict: Mapping's defaults go through __getitem__ per key.
+    def __contains__(self, kernel_id: object) -> bool:
+        return kernel_id in self._records
+
+    def values(self) -> ValuesView[KernelRecord]:
+        """Every record, in the order first recorded."""
+        return self._records.values()
+
+    def locate(self, kernel_id: str, agent_id: str = "") -> KernelRecord:
+        """The kernel (checked to be on agent_id if given), or an error naming what is wrong."""
+        record = self._records.get(KernelId(kernel_id))
+        if record is None:
+            if not kernel_id:
+                raise InvalidArgument("kernel_id is required")
+            raise KernelNotFound(f"kernel {kernel_id!r} is not known to the manager")
+        if agent_id and agent_id != record.agent_id:
+            raise NotFound(
+                f"kernel {kernel_id!r} is on agent {record.agent_id!r}, not {agent_id!r}"
+            )
+        return record
+
+    def on_agent(self, agent_id: AgentId) -> list[KernelRecord]:
+        """The records of agent_id's kernels."""
+        return [self._records[k] for k in self._by_agent.get(agent_id, ())]
+
+    def add(self, kernel: pb.Kernel, address: str) -> KernelRecord:
+        """Record a kernel its daemon at address reported, holding what it holds."""
+        record = KernelRecord(kernel, address)
+        self._insert(record)
+        return record
+
+    def update(self, record: KernelRecord, kernel: pb.Kernel) -> None:
+        """Take the daemon's word for the kernel, and hold (or release) what it holds."""
+        if record.kernel is not kernel:
+            record.kernel = kernel
+        if record.holds_resources:
+            self.scheduler.hold(
+                record.kernel_id, record.agent_id, Demand.of_resources(kernel.allocated)
+            )
+        else:
+            self.scheduler.release(record.kernel_id)
+
+    def terminate(self, record: KernelRecord, reason: str) -> None:
+        """Mark the kernel TERMINATED for reason and release its hold."""
+        kernel = record.kernel
+        kernel.state = TERMINATED
+        kernel.status_message = reason
+        if not kernel.finished_at:
+            kernel.finished_at = time.time()
+        self.scheduler.release(record.kernel_id)
+        log.info("kernel %s on agent %s: %s", kernel.kernel_id, kernel.agent_id, reason)
+
+    def terminate_all(self, agent_id: AgentId, reason: str) -> list[KernelRecord]:
+        """Terminate every kernel of agent_id not terminated yet; return those."""
+        changed = []
+        for record in self.on_agent(agent_id):
+            if record.kernel.state != TERMINATED:
+                self.terminate(record, reason)
+                changed.append(record)
+        return changed
+
+    def mark_unknown(self, agent_id: AgentId) -> list[KernelRecord]:
+        """Agent LOST: its live kernels become UNKNOWN (still holding); return those."""
+        changed = []
+        for record in self.on_agent(agent_id):
+            if record.kernel.state not in (TERMINATED, UNKNOWN):
+                record.kernel.state = UNKNOWN
+                changed.append(record)
+        return changed
+
+    def forget(self, kernel_id: KernelId) -> None:
+        """Drop the kernel's record and its hold; forgetting twice is harmless."""
+        record = self._records.pop(kernel_id, None)
+        if record is not None:
+            self._by_agent.get(record.agent_id, set()).discard(kernel_id)
+        self.scheduler.release(kernel_id)
+
+    def _insert(self, record: KernelRecord) -> None:
+        self._records[record.kernel_id] = record
+        self._by_agent.setdefault(record.agent_id, set()).add(record.kernel_id)
+        self.update(record, record.kernel)
+
+
+def account(info: pb.AgentInfo, kernel: pb.Kernel, sign: int) -> None:
+    """Show a create (+1) or destroy (-1) of kernel in its agent's reported occupancy.
+
+    The daemon's next heartbeat replaces these numbers with its own.
+    """
+    occupied, allocated = info.occupied, kernel.allocated
+    cores = set(occupied.cores)
+    cores = cores | set(allocated.cores) if sign > 0 else cores - set(allocated.cores)
+    occupied.cores[:] = sorted(cores)
+    occupied.memory_bytes = max(0, occupied.memory_bytes + sign * allocated.memory_bytes)
+    occupied.ports = max(0, occupied.ports + sign * allocated.ports)
+    for kind, ids in allocated.devices.items():
+        held = set(occupied.devices[kind].ids)
+        held = held | set(ids.ids) if sign > 0 else held - set(ids.ids)
+        occupied.devices[kind].ids[:] = sorted(held)
+    info.kernel_count = max(0, info.kernel_count + sign)
