@@ -406,6 +406,7 @@ class Kubelet:
                 status = fresh
             else:
                 keep_id = status.get("containerID") if "terminated" in state else None
+                fresh["lastState"] = status.get("lastState", {})
                 status.update(fresh)
                 if keep_id:
                     status["containerID"] = keep_id

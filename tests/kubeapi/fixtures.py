@@ -1,0 +1,61 @@
+"""pytest fixtures and a manifest helper for tests that talk to the stand-in.
+
+Use them from a conftest: `from tests.kubeapi.fixtures import core, standin  # noqa: F401`.
+`standin` runs the server in its own thread, so a test (or the code under test) may call
+the blocking `kubernetes` client directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.kubeapi.threaded import ThreadedStandin, standin_in_thread
+
+
+@pytest.fixture
+def standin() -> Iterator[ThreadedStandin]:
+    """A stand-in API server with namespace `default` and node `standin-node`."""
+    with standin_in_thread() as api:
+        yield api
+
+
+@pytest.fixture
+def core(standin: ThreadedStandin) -> Iterator[client.CoreV1Api]:
+    """An official-client `CoreV1Api` pointed at `standin`."""
+    with client.ApiClient(standin.configuration()) as api_client:
+        yield client.CoreV1Api(api_client)
+
+
+def pod_body(
+    name: str,
+    *,
+    image: str = "busybox:1.36",
+    command: list[str] | None = None,
+    labels: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
+    restart_policy: str | None = None,
+    node_name: str | None = None,
+    containers: list[dict[str, Any]] | None = None,
+    resources: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A pod manifest as a plain dict (one container `main` unless `containers` is given)."""
+    container: dict[str, Any] = {"name": "main", "image": image}
+    if command is not None:
+        container["command"] = command
+    if env:
+        container["env"] = [{"name": k, "value": v} for k, v in env.items()]
+    if resources is not None:
+        container["resources"] = resources
+    spec: dict[str, Any] = {"containers": containers or [container]}
+    if restart_policy is not None:
+        spec["restartPolicy"] = restart_policy
+    if node_name is not None:
+        spec["nodeName"] = node_name
+    metadata: dict[str, Any] = {"name": name}
+    if labels:
+        metadata["labels"] = labels
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
