@@ -59,3 +59,24 @@ def pod_body(
     if labels:
         metadata["labels"] = labels
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+
+
+def post_raw(api_client: client.ApiClient, path: str, body: Any, **query: str) -> Any:
+    """POST `body` as-is through the client's low-level path; returns the decoded answer.
+
+    The typed methods (`create_namespaced_pod`, ...) validate a dict body with pydantic and
+    raise `pydantic.ValidationError` before sending when a required field is missing, a
+    type is wrong or a field is unknown; this sends what they would refuse, so the
+    server's own answer can be seen. Error answers raise `ApiException` as usual.
+    """
+    request = api_client.param_serialize(
+        "POST",
+        path,
+        query_params=list(query.items()),
+        header_params={"Content-Type": "application/json", "Accept": "application/json"},
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    response = api_client.call_api(*request)
+    response.read()
+    return api_client.response_deserialize(response, {"201": "object", "200": "object"}).data

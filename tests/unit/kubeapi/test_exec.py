@@ -70,16 +70,18 @@ class TestExec:
         assert session.returncode == 0
 
     def test_v4_when_the_server_offers_only_v4(self) -> None:
-        with standin_in_thread(exec_protocols=(V4_CHANNEL_PROTOCOL,)) as api:
-            with client.ApiClient(api.configuration()) as api_client:
-                core = client.CoreV1Api(api_client)
-                pod = start_pod(api, core)
-                session = open_exec(core, pod, ["head", "-n", "1"], stdin=True)
-                assert session.subprotocol == V4_CHANNEL_PROTOCOL
-                session.write_stdin("line\nignored\n")
-                session.run_forever(timeout=30)
-                assert session.read_stdout() == "line\n"
-                assert session.returncode == 0
+        with (
+            standin_in_thread(exec_protocols=(V4_CHANNEL_PROTOCOL,)) as api,
+            client.ApiClient(api.configuration()) as api_client,
+        ):
+            core = client.CoreV1Api(api_client)
+            pod = start_pod(api, core)
+            session = open_exec(core, pod, ["head", "-n", "1"], stdin=True)
+            assert session.subprotocol == V4_CHANNEL_PROTOCOL
+            session.write_stdin("line\nignored\n")
+            session.run_forever(timeout=30)
+            assert session.read_stdout() == "line\n"
+            assert session.returncode == 0
 
     def test_runs_with_the_containers_env(
         self, standin: ThreadedStandin, core: client.CoreV1Api

@@ -112,38 +112,42 @@ class TestWatch:
         assert err.value.status == 410
 
     def test_expired_can_be_an_http_410(self) -> None:
-        with standin_in_thread(expired_watch="http") as api:
-            with client.ApiClient(api.configuration()) as api_client:
-                core = client.CoreV1Api(api_client)
-                start = core.list_namespaced_pod("default").metadata.resource_version
-                core.create_namespaced_pod("default", pod_body("p1"))
-                api.compact()
-                with pytest.raises(ApiException) as err:
-                    list(
-                        watch.Watch().stream(
-                            core.list_namespaced_pod,
-                            "default",
-                            resource_version=start,
-                            timeout_seconds=5,
-                        )
+        with (
+            standin_in_thread(expired_watch="http") as api,
+            client.ApiClient(api.configuration()) as api_client,
+        ):
+            core = client.CoreV1Api(api_client)
+            start = core.list_namespaced_pod("default").metadata.resource_version
+            core.create_namespaced_pod("default", pod_body("p1"))
+            api.compact()
+            with pytest.raises(ApiException) as err:
+                list(
+                    watch.Watch().stream(
+                        core.list_namespaced_pod,
+                        "default",
+                        resource_version=start,
+                        timeout_seconds=5,
                     )
+                )
         assert err.value.status == 410
 
     def test_short_history_expires_old_versions(self) -> None:
-        with standin_in_thread(history_limit=3) as api:
-            with client.ApiClient(api.configuration()) as api_client:
-                core = client.CoreV1Api(api_client)
-                start = core.list_namespaced_pod("default").metadata.resource_version
-                for i in range(3):
-                    core.create_namespaced_pod("default", pod_body(f"p{i}"))
-                api.wait_for_pod("default", "p2", api.phase_is("Running"))
-                with pytest.raises(ApiException) as err:
-                    list(
-                        watch.Watch().stream(
-                            core.list_namespaced_pod,
-                            "default",
-                            resource_version=start,
-                            timeout_seconds=5,
-                        )
+        with (
+            standin_in_thread(history_limit=3) as api,
+            client.ApiClient(api.configuration()) as api_client,
+        ):
+            core = client.CoreV1Api(api_client)
+            start = core.list_namespaced_pod("default").metadata.resource_version
+            for i in range(3):
+                core.create_namespaced_pod("default", pod_body(f"p{i}"))
+            api.wait_for_pod("default", "p2", api.phase_is("Running"))
+            with pytest.raises(ApiException) as err:
+                list(
+                    watch.Watch().stream(
+                        core.list_namespaced_pod,
+                        "default",
+                        resource_version=start,
+                        timeout_seconds=5,
                     )
+                )
         assert err.value.status == 410
