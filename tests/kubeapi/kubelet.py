@@ -15,8 +15,9 @@ There is no container runtime. A test decides what each created pod does by givi
   `ImagePullBackOff` / `ContainerCreating` (bound, containers never start).
 
 A pod whose `spec.nodeName` names no node the stand-in declares stays Pending (no kubelet
-would pick it up). An exited container is restarted according to `restartPolicy` (via a
-short `CrashLoopBackOff`); with `Never` (or `OnFailure` and exit 0) the pod goes
+would pick it up), and a graceful delete leaves it terminating until a delete with grace
+0. An exited container is restarted according to `restartPolicy` (via a short
+`CrashLoopBackOff`); with `Never` (or `OnFailure` and exit 0) the pod goes
 `Succeeded` / `Failed`. Deletion with grace: containers get SIGTERM (simulated ones stop at
 once with exit code 0 unless `ignore_sigterm`), are killed after the grace period, then
 the pod is removed (DELETED).
@@ -582,8 +583,15 @@ class Kubelet:
     # deletion -------------------------------------------------------------------
 
     def terminate(self, namespace: str, name: str, grace: int, remove: Callable[[], None]) -> None:
-        """Graceful deletion was requested: stop containers, then call `remove`."""
+        """Graceful deletion was requested: stop containers, then call `remove`.
+
+        A pod bound to a node the stand-in does not declare has no kubelet to finish the
+        deletion: it stays terminating until deleted with grace 0, as on a cluster.
+        """
         rt = self.runtime(namespace, name)
+        pod = self.store.get("pods", namespace, name)
+        if pod is not None and pod["spec"].get("nodeName") not in self.nodes():
+            return
         if rt is None:
             remove()
             return

@@ -153,10 +153,11 @@ class TestList:
         assert [p.metadata.name for p in elsewhere.items] == ["d"]
 
     def test_list_carries_a_resource_version_to_watch_from(
-        self, standin: ThreadedStandin, core: client.CoreV1Api, three_pods: None
+        self, core: client.CoreV1Api, three_pods: None
     ) -> None:
         pods = core.list_namespaced_pod("default")
-        assert int(pods.metadata.resource_version) == standin.revision
+        newest = max(int(p.metadata.resource_version) for p in pods.items)
+        assert int(pods.metadata.resource_version) >= newest
 
     def test_unparsable_selector_is_bad_request(self, core: client.CoreV1Api) -> None:
         with pytest.raises(ApiException) as err:
@@ -234,6 +235,16 @@ class TestDelete:
         core.create_namespaced_pod("default", pod_body("p1"))
         core.delete_namespaced_pod("p1", "default")
         assert standin.get_pod("default", "p1") is None
+
+    def test_pod_on_an_undeclared_node_needs_a_forced_delete(self, core: client.CoreV1Api) -> None:
+        core.create_namespaced_pod("default", pod_body("p1", node_name="elsewhere"))
+        core.delete_namespaced_pod("p1", "default")
+        pod = core.read_namespaced_pod("p1", "default")
+        assert pod.metadata.deletion_timestamp is not None
+        assert pod.status.phase == "Pending"
+        core.delete_namespaced_pod("p1", "default", grace_period_seconds=0)
+        with pytest.raises(ApiException):
+            core.read_namespaced_pod("p1", "default")
 
     def test_delete_behind_the_clients_back(
         self, standin: ThreadedStandin, core: client.CoreV1Api
