@@ -432,21 +432,23 @@ class Kubelet:
 
     async def _run_container(self, rt: PodRuntime, name: str) -> None:
         crt = rt.containers[name]
+        pod = self._pod(rt)
+        if pod is None:
+            return
+        spec_c = next(c for c in pod["spec"]["containers"] if c["name"] == name)
+        node = self.nodes().get(pod["spec"].get("nodeName", ""), {})
+        try:
+            # Resolved for every behaviour: a reference to a configmap or secret (which
+            # the stand-in never has) keeps the container from starting, as on a node.
+            env = container_env(pod, spec_c, node)
+        except ContainerConfigError as exc:
+            self._set_container(
+                rt,
+                name,
+                {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}},
+            )
+            return
         if isinstance(rt.behaviour, RunsCommand):
-            pod = self._pod(rt)
-            if pod is None:
-                return
-            spec_c = next(c for c in pod["spec"]["containers"] if c["name"] == name)
-            node = self.nodes().get(pod["spec"].get("nodeName", ""), {})
-            try:
-                env = container_env(pod, spec_c, node)
-            except ContainerConfigError as exc:
-                self._set_container(
-                    rt,
-                    name,
-                    {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}},
-                )
-                return
             argv = [
                 expand(a, env) for a in (spec_c.get("command") or []) + (spec_c.get("args") or [])
             ]

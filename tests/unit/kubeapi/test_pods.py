@@ -342,6 +342,21 @@ class TestPodLife:
         assert main.state.waiting.reason == "ImagePullBackOff"
         assert main.state.waiting.message == 'Back-off pulling image "nope:1"'
 
+    def test_missing_configmap_keeps_the_container_waiting(
+        self, standin: ThreadedStandin, core: client.CoreV1Api
+    ) -> None:
+        body = pod_body("p1")
+        ref = {"configMapKeyRef": {"name": "settings", "key": "level"}}
+        body["spec"]["containers"][0]["env"] = [{"name": "LEVEL", "valueFrom": ref}]
+        core.create_namespaced_pod("default", body)
+
+        def config_error(pod: dict[str, object] | None) -> bool:
+            return "CreateContainerConfigError" in json.dumps(pod)
+
+        standin.wait_for_pod("default", "p1", config_error)
+        waiting = core.read_namespaced_pod("p1", "default").status.container_statuses[0]
+        assert waiting.state.waiting.message == 'configmap "settings" not found'
+
     def test_runs_command_locally_with_env(
         self, standin: ThreadedStandin, core: client.CoreV1Api
     ) -> None:
