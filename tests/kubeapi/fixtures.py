@@ -78,5 +78,5 @@ def post_raw(api_client: client.ApiClient, path: str, body: Any, **query: str) -
         auth_settings=["BearerToken"],
     )
     response = api_client.call_api(*request)
-    response.read()
+    response.read()  # type: ignore[no-untyped-call]
     return api_client.response_deserialize(response, {"201": "object", "200": "object"}).data
