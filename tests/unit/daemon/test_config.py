@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.errors import ConfigError, NotFound
 from cli.main import main
+from common.errors import ConfigError, NotFound
 from daemon.config import load_config, parse_config, set_scaling_group
 from daemon.resources import HostCapacity
 
