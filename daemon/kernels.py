@@ -111,6 +111,19 @@ class Kernel(BaseModel):
         """Pending or running: it holds resources."""
         return self.state is not KernelState.TERMINATED
 
+    def ended(self, exit_code: int | None, reason: str) -> Kernel:
+        """This record once the kernel has ended: terminated, holding nothing."""
+        return self.model_copy(
+            update={
+                "state": KernelState.TERMINATED,
+                "allocation": Allocation(),
+                "ports": {},
+                "exit_code": exit_code,
+                "status_message": reason,
+                "finished_at": time.time(),
+            }
+        )
+
 
 class KernelRegistry:
     """The kernels of one agent, by kernel id."""
@@ -135,6 +148,11 @@ class KernelRegistry:
             where = f"; it belongs to agent {owner!r}" if owner else ""
             raise NotFound(f"kernel {kernel_id!r} not found on agent {self.agent_id!r}{where}")
         return kernel
+
+    def replace(self, kernel: Kernel) -> None:
+        """Swap in the new form of a record this registry holds, keeping its place."""
+        self.get(kernel.kernel_id)
+        self._kernels[kernel.kernel_id] = kernel
 
     def remove(self, kernel_id: KernelId) -> None:
         """Forget kernel_id; forgetting twice is harmless."""
