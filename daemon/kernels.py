@@ -88,8 +88,13 @@ def validate_spec(spec: KernelSpec) -> None:
 
 
 class Kernel(BaseModel):
-    """One kernel as the daemon knows it; serialised as is into the agent's checkpoint."""
+    """One kernel as the daemon knows it; serialised as is into the agent's checkpoint.
 
+    A record is immutable: the agent's state (`daemon/state.py`) swaps in a new one on
+    every change, so nothing can change a record without the checkpoint hearing of it.
+    """
+
+    model_config = ConfigDict(frozen=True)
     kernel_id: KernelId
     agent_id: AgentId
     backend: str

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from common.errors import AlreadyExists, NotFound
 from common.ids import AgentId, KernelId
@@ -184,6 +185,12 @@ class TestKernelRegistry:
 
 
 class TestKernelRecord:
+    def test_a_record_cannot_be_changed_in_place(self) -> None:
+        record = kernel("k1", state=KernelState.RUNNING)
+        with pytest.raises(ValidationError, match="Instance is frozen"):
+            record.state = KernelState.TERMINATED  # type: ignore[misc]
+        assert record.state is KernelState.RUNNING
+
     def test_ended_holds_nothing_and_says_how_it_ended(self) -> None:
         record = kernel(
             "k1",
