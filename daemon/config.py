@@ -4,11 +4,11 @@ The pydantic models below are the single description of every option (type,
 default, description). `load_config` turns a file into a `DaemonConfig` holding a
 tuple of fully resolved `AgentConfig`s, or raises `ConfigError` listing every
 problem, each naming the file, the agent and the key. How the host is divided
-among agents (and the core, device and memory rules across agents) is
-`daemon/slices.py`; this module hands it each entry's `resources` and words
-nothing of it. `set_scaling_group` writes one agent's scaling group back, keeping
-comments and the other agents untouched. `render_sample` prints every option.
-Nothing here starts anything.
+among agents, and the core, device and memory rules across agents, are
+`daemon/slices.py`'s: this module hands it each entry's `resources` as an
+`AgentClaim` and knows no allocation policy. `set_scaling_group` writes one
+agent's scaling group back, keeping comments and the other agents untouched.
+`render_sample` prints every option. Nothing here starts anything.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """Kernel records and the registries that hold them.
 
-`KernelRegistry` holds one agent's kernels. `AggregateKernelRegistry` is a view
-over every agent's registry (lookup by kernel id without an agent id, listing,
-counts); it keeps no copy of its own, so it cannot drift. The registries also
-enforce that a kernel id is unique across the whole daemon.
+A `Kernel` record is immutable: a change is a new record swapped in by the
+agent's state (`daemon/state.py`), the one writer. `KernelRegistry` holds one
+agent's kernels. `AggregateKernelRegistry` is a view over every agent's registry
+(lookup by kernel id without an agent id, listing, counts); it keeps no copy of
+its own, so it cannot drift. The registries also enforce that a kernel id is
+unique across the whole daemon. Knows nothing of files, backends or gRPC.
 """
 
 from __future__ import annotations
