@@ -1,9 +1,12 @@
-"""`Agent`: one agent of the daemon, owning its slice, port pool, registry and backend.
+"""`Agent`: one agent of the daemon, owning its state (slice, ports, records) and backend.
 
 Kernel lifecycle lives here: all-or-nothing batch creation, destroy, restart,
 exec, logs; recovery from the checkpoint at start and a periodic reconcile loop,
 so a kernel that ended behind the daemon's back never keeps its slots or ports.
-Knows nothing of gRPC or of other agents (the registry enforces daemon-wide ids).
+Every change to a kernel goes through the agent's `CheckpointedState`
+(`daemon/state.py`), which writes it to disk; the agent awaits that write before
+it reports the change. Knows nothing of gRPC or of other agents (the registry
+enforces daemon-wide ids), nor how the state is stored.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import shutil
-import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +34,6 @@ from daemon.backends.base import (
     LABEL_KERNEL_ID,
     Backend,
     ExecEvent,
-    Exit,
     LaunchSpec,
     NetworkCapable,
 )
@@ -41,6 +42,7 @@ from daemon.config import AgentConfig
 from daemon.kernels import Kernel, KernelRegistry, KernelSpec, KernelState, validate_spec
 from daemon.ports import PortPool
 from daemon.resources import Allocation, ResourceAllocator, ResourceSlice
+from daemon.state import AgentState, CheckpointedState, MemoryState
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,7 @@ class AgentStatus:
 
 
 class Agent:
-    """One agent: its slice, ports, kernels and backend."""
+    """One agent: its state (slice, ports, kernel records) and its backend."""
 
     def __init__(
         self,
@@ -84,17 +86,16 @@ class Agent:
         self.id: AgentId = config.id
         self.scaling_group = config.scaling_group
         self.backend = backend
-        self.registry = registry
-        self.allocator = ResourceAllocator(config.slice)
-        self.ports = PortPool(*config.port_range)
         self.identity = identity
         self.dir = state_dir / "agents" / config.id
-        self.checkpoint = Checkpoint(self.dir / "state.json", config.id)
+        self.state: AgentState = CheckpointedState(
+            MemoryState(registry, ResourceAllocator(config.slice), PortPool(*config.port_range)),
+            Checkpoint(self.dir / "state.json", config.id),
+        )
         self.healthy = True
         self.status_message = ""
         self._watchers: dict[KernelId, asyncio.Task[None]] = {}
         self._busy: set[KernelId] = set()  # being destroyed or restarted: watchers stand back
-        self._save_lock = asyncio.Lock()
         self._passes = 0  # reconcile passes so far
 
     @classmethod
@@ -123,36 +124,34 @@ class Agent:
             raise InvalidArgument(f"kernel ids repeat within the batch: {ids}")
         await self._require_healthy()
 
-        # Claim ids, resources and ports with no await in between: atomic on the loop.
-        kernels: list[Kernel] = []
-        try:
-            for spec in specs:
-                kernel = Kernel(
+        # Ids, resources and ports for the whole batch in one claim: all or none.
+        # Pending kernels are not checkpointed, so nothing is written yet.
+        kernels = await self.state.claim(
+            [
+                Kernel(
                     kernel_id=spec.kernel_id, agent_id=self.id, backend=self.backend.name, spec=spec
                 )
-                self.registry.add(kernel)
-                kernels.append(kernel)
-                kernel.allocation = self.allocator.allocate(spec.kernel_id, spec.resources)
-                kernel.ports = self.ports.allocate(spec.kernel_id, (p.name for p in spec.ports))
-        except AgentHostError:
-            self._forget(kernels)
-            raise
+                for spec in specs
+            ]
+        )
 
         results = await asyncio.gather(*(self._start(k) for k in kernels), return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
+            kernels = [self.state.find(k.kernel_id) or k for k in kernels]  # with their handles
             await asyncio.gather(
                 *(self.backend.stop(k.handle, 0) for k in kernels if k.handle),
                 return_exceptions=True,
             )
             for k in kernels:
                 shutil.rmtree(self._workdir(k.kernel_id), ignore_errors=True)
-            self._forget(kernels)
+            await self._forget(kernels)
             raise failures[0]
+        # Every kernel turns running before the first await: one write holds them all.
+        running = [self.state.update(k.kernel_id, state=KernelState.RUNNING) for k in kernels]
+        kernels = [await written for written in running]
         for k in kernels:
-            k.state = KernelState.RUNNING
             self._watch(k)
-        await self._save()
         log.info("agent %s: created kernels %s", self.id, ", ".join(ids))
         return kernels
 
@@ -160,24 +159,25 @@ class Agent:
         """End the kernel, return everything it held and forget it."""
         if grace < 0:
             raise InvalidArgument(f"grace_seconds must not be negative, got {grace}")
-        kernel = self.registry.get(kernel_id)
+        kernel = self.state.get(kernel_id)
         self._busy.add(kernel_id)
         try:
             if kernel.handle and kernel.alive:
                 await self.backend.stop(kernel.handle, grace or self.config.kill_grace)
-            if kernel.alive:
-                self._terminate(kernel, Exit(exit_code=None, reason="destroyed"))
-            self.registry.remove(kernel_id)
+            if self.state.get(kernel_id).alive:
+                self._stop_watching(kernel_id)
+                self.state.terminate(kernel_id, None, "destroyed")  # written with the removal
+            removed = self.state.remove(kernel_id)
             shutil.rmtree(self._workdir(kernel_id), ignore_errors=True)
         finally:
             self._busy.discard(kernel_id)
-        await self._save()
+        kernel = await removed
         log.info("agent %s: destroyed kernel %s", self.id, kernel_id)
         return kernel
 
     async def restart_kernel(self, kernel_id: KernelId) -> Kernel:
         """Stop and start the kernel again with the same slots and ports."""
-        kernel = self.registry.get(kernel_id)
+        kernel = self.state.get(kernel_id)
         if not kernel.alive:
             raise FailedPrecondition(
                 f"kernel {kernel_id!r} is terminated and holds no resources; create it anew"
@@ -187,39 +187,38 @@ class Agent:
         try:
             self._stop_watching(kernel_id)
             await self.backend.stop(kernel.handle, self.config.kill_grace)
-            kernel.state = KernelState.PENDING
+            kernel = await self.state.update(kernel_id, state=KernelState.PENDING)
             try:
                 await self._start(kernel)
             except AgentHostError as exc:
-                self._terminate(kernel, Exit(exit_code=None, reason=f"restart failed: {exc}"))
+                await self.state.terminate(kernel_id, None, f"restart failed: {exc}")
                 raise
-            kernel.state = KernelState.RUNNING
-            kernel.exit_code = None
-            kernel.status_message = "restarted"
+            kernel = await self.state.update(
+                kernel_id, state=KernelState.RUNNING, exit_code=None, status_message="restarted"
+            )
             self._watch(kernel)
         finally:
             self._busy.discard(kernel_id)
-            await self._save()
         return kernel
 
     def get_kernel(self, kernel_id: KernelId) -> Kernel:
         """The kernel, if this agent owns it."""
-        return self.registry.get(kernel_id)
+        return self.state.get(kernel_id)
 
     def list_kernels(self) -> list[Kernel]:
         """This agent's kernels, oldest first."""
-        return self.registry.ordered()
+        return self.state.ordered()
 
     async def kernel_logs(self, kernel_id: KernelId, tail_lines: int) -> bytes:
         """What the kernel has written so far."""
-        kernel = self.registry.get(kernel_id)
+        kernel = self.state.get(kernel_id)
         return await self.backend.logs(kernel.handle, self._launch_spec(kernel), tail_lines)
 
     async def execute(
         self, kernel_id: KernelId, argv: list[str], stdin: bytes, timeout: float
     ) -> AsyncIterator[ExecEvent]:
         """Run argv inside the kernel, yielding output as produced, then the exit."""
-        kernel = self.registry.get(kernel_id)
+        kernel = self.state.get(kernel_id)
         if kernel.state is not KernelState.RUNNING:
             raise FailedPrecondition(
                 f"kernel {kernel_id!r} is {kernel.state.value}; only a running kernel can execute"
@@ -252,10 +251,10 @@ class Agent:
             scaling_group=self.scaling_group,
             port_range=self.config.port_range,
             capacity=self.config.slice,
-            occupied=self.allocator.occupied(),
-            ports_total=self.ports.size,
-            ports_used=len(self.ports.in_use()),
-            kernel_count=self.registry.alive_count(),
+            occupied=self.state.occupied(),
+            ports_total=self.state.ports_total,
+            ports_used=self.state.ports_used(),
+            kernel_count=self.state.alive_count(),
             healthy=self.healthy,
             status_message=self.status_message,
         )
@@ -278,7 +277,7 @@ class Agent:
         if self._passes % REAP_DANGLING_EVERY == 0:
             await self._reap_dangling()
         dead: list[Kernel] = []
-        for kernel in list(self.registry):
+        for kernel in self.state.kernels():
             if kernel.state is not KernelState.RUNNING or kernel.kernel_id in self._busy:
                 continue
             try:
@@ -294,32 +293,34 @@ class Agent:
         # A watcher that saw the exit knows its code and reason: give it the first word.
         await asyncio.sleep(DEAD_KERNEL_GRACE)
         for kernel in dead:
-            if kernel.state is not KernelState.RUNNING or kernel.kernel_id in self._busy:
+            if not self._is_running(kernel.kernel_id) or kernel.kernel_id in self._busy:
                 continue
-            self._terminate(kernel, Exit(exit_code=None, reason="vanished"))
+            self._stop_watching(kernel.kernel_id)
+            self.state.terminate(kernel.kernel_id, None, "vanished")  # flushed below, together
             with contextlib.suppress(AgentHostError):
                 await self.backend.stop(kernel.handle, 0)  # remove what it left behind
             log.warning(
                 "agent %s: kernel %s vanished; its slots are free", self.id, kernel.kernel_id
             )
-        await self._save()
+        await self.state.flush()
 
     async def close(self, destroy_kernels: bool) -> None:
         """Stop watching; destroy the kernels too when asked; flush the checkpoint."""
         if destroy_kernels:
             await asyncio.gather(
-                *(self.destroy_kernel(k.kernel_id) for k in list(self.registry)),
+                *(self.destroy_kernel(k.kernel_id) for k in self.state.kernels()),
                 return_exceptions=True,
             )
         for kernel_id in list(self._watchers):
             self._stop_watching(kernel_id)
-        await self._save()
+        await self.state.flush()
         await self.backend.close()
 
     async def _recover(self) -> None:
         """Rebuild from the checkpoint and what really runs; reap what nobody owns."""
-        records = await asyncio.to_thread(self.checkpoint.load)
-        for kernel in records:
+        restored: list[Kernel] = []
+        watched: list[KernelId] = []
+        for kernel in await self.state.load():
             if kernel.state is KernelState.PENDING:
                 continue  # never reported created; reap_dangling ends any leftover
             if kernel.state is KernelState.RUNNING:
@@ -333,11 +334,9 @@ class Agent:
                     self.healthy, self.status_message = False, str(exc)
                     alive = True
                 if alive:
-                    self.allocator.restore(kernel.kernel_id, kernel.allocation)
-                    self.ports.restore(kernel.kernel_id, kernel.ports)
-                    self.registry.add(kernel)
+                    restored.append(kernel)
                     if self.healthy:
-                        self._watch(kernel)
+                        watched.append(kernel.kernel_id)
                     log.info(
                         "agent %s: re-adopted kernel %s (%s)",
                         self.id,
@@ -347,21 +346,21 @@ class Agent:
                     continue
                 with contextlib.suppress(AgentHostError):
                     await self.backend.stop(kernel.handle, 0)
-                self._terminate(
-                    kernel, Exit(exit_code=None, reason="ended while the daemon was down")
-                )
+                kernel = kernel.ended(None, "ended while the daemon was down")
                 log.info(
                     "agent %s: kernel %s ended while the daemon was down", self.id, kernel.kernel_id
                 )
-            self.registry.add(kernel)
+            restored.append(kernel)
+        await self.state.restore(restored)  # the re-adopted slots and ports, on disk
+        for kernel_id in watched:
+            self._watch(self.state.get(kernel_id))
         if self.healthy:
             await self._reap_dangling()
-        await self._save()
 
     async def _reap_dangling(self) -> None:
         """End what the backend runs for this agent that no live kernel record owns."""
         try:
-            reaped = await self.backend.reap_dangling(self.id, self.registry.alive_ids())
+            reaped = await self.backend.reap_dangling(self.id, self.state.alive_ids())
         except Unavailable as exc:
             # The backend is down: serve the other agents meanwhile.
             log.warning("agent %s: cannot look for dangling kernels yet: %s", self.id, exc)
@@ -378,9 +377,12 @@ class Agent:
         launch = self._launch_spec(kernel)
         await asyncio.to_thread(launch.workdir.mkdir, parents=True, exist_ok=True)
         started = await self.backend.start(launch)
-        kernel.handle = started.handle
-        kernel.memory_limit = started.memory_limit
-        kernel.backend_ref = started.backend_ref
+        await self.state.update(
+            kernel.kernel_id,
+            handle=started.handle,
+            memory_limit=started.memory_limit,
+            backend_ref=started.backend_ref,
+        )
 
     def _launch_spec(self, kernel: Kernel) -> LaunchSpec:
         spec = kernel.spec
@@ -435,33 +437,26 @@ class Agent:
         except Unavailable:
             self._watchers.pop(kernel.kernel_id, None)  # reconcile re-watches later
             return
-        if kernel.kernel_id in self._busy or kernel.state is not KernelState.RUNNING:
+        if kernel.kernel_id in self._busy or not self._is_running(kernel.kernel_id):
             return
         with contextlib.suppress(AgentHostError):
             await self.backend.stop(kernel.handle, 0)
-        self._terminate(kernel, exit_)
+        if not self._is_running(kernel.kernel_id):
+            return  # ended or forgotten meanwhile
+        self._stop_watching(kernel.kernel_id)
+        await self.state.terminate(kernel.kernel_id, exit_.exit_code, exit_.reason)
         code = "" if exit_.exit_code is None else f" with exit code {exit_.exit_code}"
         log.info("agent %s: kernel %s ended: %s%s", self.id, kernel.kernel_id, exit_.reason, code)
-        await self._save()
 
-    def _release(self, kernel: Kernel) -> None:
-        self.allocator.release(kernel.kernel_id)
-        self.ports.release(kernel.kernel_id)
+    def _is_running(self, kernel_id: KernelId) -> bool:
+        kernel = self.state.find(kernel_id)
+        return kernel is not None and kernel.state is KernelState.RUNNING
 
-    def _terminate(self, kernel: Kernel, exit_: Exit) -> None:
-        """Record how the kernel ended and return everything it held (it holds nothing now)."""
-        self._stop_watching(kernel.kernel_id)
-        self._release(kernel)
-        kernel.allocation, kernel.ports = Allocation(), {}
-        kernel.state = KernelState.TERMINATED
-        kernel.exit_code = exit_.exit_code
-        kernel.status_message = exit_.reason
-        kernel.finished_at = time.time()
-
-    def _forget(self, kernels: Sequence[Kernel]) -> None:
+    async def _forget(self, kernels: Sequence[Kernel]) -> None:
+        """Drop the records of a batch that did not start (pending: nothing to write)."""
         for k in kernels:
-            self._release(k)
-            self.registry.remove(k.kernel_id)
+            if self.state.find(k.kernel_id) is not None:
+                await self.state.remove(k.kernel_id)
 
     async def _require_healthy(self) -> None:
         if not self.healthy:
@@ -473,11 +468,3 @@ class Agent:
         if not isinstance(self.backend, NetworkCapable):
             raise Unsupported(f"agent {self.id!r}: backend {self.backend.name!r} has no networks")
         return self.backend
-
-    async def _save(self) -> None:
-        async with self._save_lock:
-            # Encoded on the loop, so the records cannot change under the writer thread.
-            content = self.checkpoint.encode(
-                k for k in self.registry if k.state is not KernelState.PENDING
-            )
-            await asyncio.to_thread(self.checkpoint.write, content)

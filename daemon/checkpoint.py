@@ -3,7 +3,8 @@
 The file is JSON with a schema version and a checksum of its payload, written to a
 temporary file, fsynced and renamed over the previous one. A file this version
 cannot use is refused with the one thing the operator should do, never guessed at.
-Knows kernel records and files; nothing of backends or gRPC.
+When to write is the agent's state's business (`daemon/state.py`), not this
+module's. Knows kernel records and files; nothing of backends or gRPC.
 """
 
 from __future__ import annotations

@@ -6,15 +6,17 @@ default, description); each backend's own table is declared by that backend
 reads them) and only referenced here. `load_config` turns a file into a
 `DaemonConfig` holding a tuple of fully resolved `AgentConfig`s, or raises
 `ConfigError` listing every problem, each naming the file, the agent and the key.
-`set_scaling_group` writes one agent's scaling group back, keeping comments and
-the other agents untouched. Nothing here starts anything.
+How the host is divided among agents, and the core, device and memory rules
+across agents, are `daemon/slices.py`'s: this module hands it each entry's
+`resources` as an `AgentClaim` and knows no allocation policy. `set_scaling_group`
+writes one agent's scaling group back, keeping comments and the other agents
+untouched. `render_sample` prints every option. Nothing here starts anything.
 """
 
 from __future__ import annotations
 
 import copy
 import socket
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,15 +35,21 @@ from common.addresses import HostPort
 from common.atomic_file import write_atomically
 from common.config import StrictModel, describe_errors, read_toml
 from common.errors import ConfigError, NotFound
-from common.formatting import format_bytes, plural
 from common.ids import ID_PATTERN, ID_SYNTAX, AgentId, is_valid_id
 from daemon.backends.docker.settings import DockerSettings
 from daemon.backends.kubernetes.settings import KubernetesSettings
 from daemon.backends.local.settings import LocalSettings
-from daemon.resources import HostCapacity, ResourceSlice, format_cores
+from daemon.resources import HostCapacity, ResourceSlice
+from daemon.slices import (
+    ALLOCATION_MODES,
+    AgentClaim,
+    AllocationMode,
+    SliceRequest,
+    check_claims,
+    divide_host,
+)
 
 BACKENDS = ("local", "docker", "kubernetes")
-ALLOCATION_MODES = ("manual", "auto-split", "shared")
 PORT_MIN, PORT_MAX = 1024, 65535
 
 
@@ -61,7 +69,7 @@ class DaemonSection(StrictModel):
         Path("./var/agenthost"),
         description="where agents keep checkpoints and kernel working directories",
     )
-    allocation_mode: Literal["manual", "auto-split", "shared"] = Field(
+    allocation_mode: AllocationMode = Field(
         "manual",
         description=(
             "manual: each agent's resources as written, cores and devices exclusive; "
@@ -279,7 +287,7 @@ def parse_config(raw: Mapping[str, Any], path: Path, host: HostCapacity) -> Daem
     problems += _check_agents(valid, daemon, host)
     if problems:
         raise ConfigError(problems)
-    slices, notes = _resolve_slices(valid, daemon.allocation_mode, host)
+    division = divide_host(_claims(valid), daemon.allocation_mode, host)
     agents = tuple(
         AgentConfig(
             id=AgentId(e.id),
@@ -292,9 +300,9 @@ def parse_config(raw: Mapping[str, Any], path: Path, host: HostCapacity) -> Daem
             kubernetes=e.kubernetes,
             local=LocalSettings(),  # no `local` table yet (see daemon/backends/local/settings.py)
         )
-        for (_, e), s in zip(valid, slices, strict=True)
+        for (_, e), s in zip(valid, division.slices, strict=True)
     )
-    return DaemonConfig(path=path, daemon=daemon, agents=agents, host=host, notes=tuple(notes))
+    return DaemonConfig(path=path, daemon=daemon, agents=agents, host=host, notes=division.notes)
 
 
 def _check_defaults(defaults: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list[str]]:
@@ -343,7 +351,7 @@ DAEMON_LITERALS = {
 def _check_agents(
     entries: Sequence[tuple[str, AgentEntry]], daemon: DaemonSection, host: HostCapacity
 ) -> list[str]:
-    """Rules that look across agents or at the host."""
+    """Rules that look across agents or at the host (the resource ones are in slices)."""
     problems: list[str] = []
     seen: dict[str, str] = {}
     for where, e in entries:
@@ -361,110 +369,8 @@ def _check_agents(
                     f'{where}: port_range {a0}-{a1} overlaps agent "{other.id}" ({b0}-{b1})'
                 )
 
-    mode = daemon.allocation_mode
-    core_owner: dict[int, str] = {}
-    core_counts: dict[str, int] = {}
-    device_owner: dict[tuple[str, str], str] = {}
-    memory_of: dict[str, int] = {}
-    for where, e in entries:
-        r = e.resources
-        if r is None:
-            if mode == "manual":
-                problems.append(
-                    f'{where}: resources: required when allocation_mode is "manual" '
-                    '(or set [daemon] allocation_mode = "auto-split")'
-                )
-            continue
-        if mode == "manual" and (r.cpus is None or r.memory is None):
-            missing = " and ".join(k for k in ("cpus", "memory") if getattr(r, k) is None)
-            problems.append(
-                f'{where}: resources: {missing} required when allocation_mode is "manual"'
-            )
-        if isinstance(r.cpus, list):
-            unknown = sorted(set(r.cpus) - set(host.cores))
-            if unknown:
-                problems.append(
-                    f"{where}: resources.cpus: cores {unknown} do not exist on this host "
-                    f"(cores {format_cores(host.cores)})"
-                )
-            if mode != "shared":
-                for core in r.cpus:
-                    if core in unknown:
-                        continue
-                    if core in core_owner:
-                        problems.append(
-                            f"{where}: resources.cpus: core {core} is already given to "
-                            f'agent "{core_owner[core]}"'
-                        )
-                    else:
-                        core_owner[core] = e.id
-        elif isinstance(r.cpus, int):
-            if r.cpus > len(host.cores):
-                problems.append(
-                    f"{where}: resources.cpus: {r.cpus} cores requested, "
-                    f"the host has {len(host.cores)}"
-                )
-            else:
-                core_counts[e.id] = r.cpus
-        for kind, ids in r.devices.items():
-            have = host.devices.get(kind, ())
-            for dev in ids:
-                if dev not in have:
-                    problems.append(
-                        f"{where}: resources.devices.{kind}: device {dev!r} does not exist on "
-                        f"this host ({kind}: {', '.join(have) or 'none'})"
-                    )
-                elif mode != "shared" and (kind, dev) in device_owner:
-                    problems.append(
-                        f"{where}: resources.devices.{kind}: device {dev!r} is already given to "
-                        f'agent "{device_owner[(kind, dev)]}"'
-                    )
-                device_owner.setdefault((kind, dev), e.id)
-        if r.memory is not None:
-            if r.memory > host.memory:
-                problems.append(
-                    f"{where}: resources.memory: {format_bytes(r.memory)} exceeds the host's "
-                    f"{format_bytes(host.memory)}"
-                )
-            elif r.memory == 0:
-                problems.append(f"{where}: resources.memory: must be more than 0")
-            else:
-                memory_of[e.id] = r.memory
-
-    # Totals only count what passed the per-agent checks, so one oversized agent
-    # is reported once, at its own entry.
     file = where_file(entries)
-    memory_total = sum(memory_of.values())
-    if mode != "shared":
-        cores_total = len(core_owner) + sum(core_counts.values())
-        if core_counts and cores_total > len(host.cores):
-            owned = Counter(core_owner.values())
-            takes = ", ".join(
-                f"{e.id} {owned[e.id] + core_counts.get(e.id, 0)}"
-                for _, e in entries
-                if owned[e.id] + core_counts.get(e.id, 0)
-            )
-            problems.append(
-                f"{file}: resources.cpus: agents take {cores_total} cores in all ({takes}), "
-                f"the host has {len(host.cores)}"
-            )
-        if memory_total > host.memory:
-            takes = ", ".join(f"{a} {format_bytes(m)}" for a, m in memory_of.items())
-            problems.append(
-                f"{file}: resources.memory: agents' memory adds up to "
-                f"{format_bytes(memory_total)} ({takes}), past the host's "
-                f"{format_bytes(host.memory)}"
-            )
-        auto_memory = [
-            e.id for _, e in entries if e.resources is None or e.resources.memory is None
-        ]
-        left = host.memory - memory_total
-        if mode == "auto-split" and auto_memory and 0 <= left < len(auto_memory) << 20:
-            problems.append(
-                f"{file}: resources.memory: explicit slices take {format_bytes(memory_total)} "
-                f"of the host's {format_bytes(host.memory)}, leaving less than 1MiB each for "
-                f"agents {', '.join(auto_memory)}; lower the explicit memory or set theirs"
-            )
+    problems += check_claims(_claims(entries), daemon.allocation_mode, host, file)
 
     if daemon.default_agent is not None and entries and daemon.default_agent not in seen:
         problems.append(
@@ -479,121 +385,19 @@ def where_file(entries: Sequence[tuple[str, AgentEntry]]) -> str:
     return entries[0][0].split(": ", 1)[0] if entries else ""
 
 
-def _resolve_slices(
-    entries: Sequence[tuple[str, AgentEntry]], mode: str, host: HostCapacity
-) -> tuple[list[ResourceSlice], list[str]]:
-    """Give every agent its final slice according to the allocation mode."""
-    notes: list[str] = []
-    whole = ResourceSlice(cores=host.cores, memory=host.memory, devices=dict(host.devices))
-    if mode == "shared":
-        slices = []
-        for _, e in entries:
-            r = e.resources
-            slices.append(
-                ResourceSlice(
-                    cores=tuple(r.cpus)
-                    if r and isinstance(r.cpus, list)
-                    else host.cores[: r.cpus]
-                    if r and isinstance(r.cpus, int)
-                    else host.cores,
-                    memory=int(r.memory) if r and r.memory else host.memory,
-                    devices={k: tuple(v) for k, v in r.devices.items()}
-                    if r and r.devices
-                    else dict(host.devices),
-                )
-            )
-        return slices, notes
+def _claims(entries: Sequence[tuple[str, AgentEntry]]) -> list[AgentClaim]:
+    """What each validated entry asks of the host, in the form daemon/slices.py divides."""
+    return [AgentClaim(e.id, where, _slice_request(e.resources)) for where, e in entries]
 
-    claimed_cores = {
-        c
-        for _, e in entries
-        if e.resources and isinstance(e.resources.cpus, list)
-        for c in e.resources.cpus
-    }
-    free_cores = [c for c in host.cores if c not in claimed_cores]
-    claimed_memory = sum(
-        int(e.resources.memory) for _, e in entries if e.resources and e.resources.memory
+
+def _slice_request(r: ResourcesConfig | None) -> SliceRequest | None:
+    if r is None:
+        return None
+    return SliceRequest(
+        cpus=tuple(r.cpus) if isinstance(r.cpus, list) else r.cpus,
+        memory=None if r.memory is None else int(r.memory),
+        devices={kind: tuple(ids) for kind, ids in r.devices.items()},
     )
-    claimed_devices = {
-        (k, d)
-        for _, e in entries
-        if e.resources
-        for k, ids in e.resources.devices.items()
-        for d in ids
-    }
-
-    # Agents that give a core count take theirs from the free cores first, in file order.
-    counted: dict[str, tuple[int, ...]] = {}
-    for _, e in entries:
-        if e.resources and isinstance(e.resources.cpus, int):
-            counted[e.id] = tuple(free_cores[: e.resources.cpus])
-            free_cores = free_cores[e.resources.cpus :]
-
-    auto = [e.id for _, e in entries if e.resources is None or e.resources.cpus is None]
-    auto_cores = _split(free_cores, len(auto))
-    if auto and len(free_cores) < len(auto):
-        pool = free_cores or list(host.cores)
-        auto_cores = [(pool[i % len(pool)],) for i in range(len(auto))]
-        if free_cores:
-            notes.append(
-                f"auto-split: {plural(len(auto), 'agent')} but "
-                f"{plural(len(free_cores), 'unclaimed core')}; "
-                f"agents {', '.join(auto)} share cores {format_cores(pool)} round-robin"
-            )
-        else:
-            notes.append(
-                f"auto-split: every core is claimed by an agent's resources; "
-                f"{', '.join(auto)} run on cores {format_cores(pool)} round-robin, "
-                "shared with the agents that claimed them"
-            )
-    auto_mem = [e.id for _, e in entries if e.resources is None or e.resources.memory is None]
-    mem_share = (host.memory - claimed_memory) // max(len(auto_mem), 1) // (1 << 20) * (1 << 20)
-    dev_free = {
-        k: [d for d in ids if (k, d) not in claimed_devices] for k, ids in whole.devices.items()
-    }
-    # Manual mode gives an agent only the devices its entry names.
-    auto_dev = [
-        e.id
-        for _, e in entries
-        if mode == "auto-split" and (e.resources is None or not e.resources.devices)
-    ]
-    dev_split = {k: _split(ids, len(auto_dev)) for k, ids in dev_free.items()}
-
-    slices = []
-    for _, e in entries:
-        r = e.resources
-        if r is not None and isinstance(r.cpus, list):
-            cores = tuple(r.cpus)
-        elif e.id in counted:
-            cores = counted[e.id]
-        else:
-            cores = auto_cores[auto.index(e.id)]
-        memory = int(r.memory) if r is not None and r.memory is not None else mem_share
-        if r is not None and r.devices:
-            devices = {k: tuple(v) for k, v in r.devices.items()}
-        elif e.id in auto_dev:
-            devices = {
-                k: parts[auto_dev.index(e.id)]
-                for k, parts in dev_split.items()
-                if parts[auto_dev.index(e.id)]
-            }
-        else:
-            devices = {}
-        slices.append(ResourceSlice(cores=cores, memory=memory, devices=devices))
-    return slices, notes
-
-
-def _split(items: Sequence[Any], n: int) -> list[tuple[Any, ...]]:
-    """Divide items into n contiguous parts whose sizes differ by at most one."""
-    if n <= 0:
-        return []
-    size, extra = divmod(len(items), n)
-    parts, start = [], 0
-    for i in range(n):
-        end = start + size + (1 if i < extra else 0)
-        parts.append(tuple(items[start:end]))
-        start = end
-    return parts
 
 
 # ------------------------------------------------------------------ write-back

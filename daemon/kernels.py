@@ -1,9 +1,11 @@
 """Kernel records and the registries that hold them.
 
-`KernelRegistry` holds one agent's kernels. `AggregateKernelRegistry` is a view
-over every agent's registry (lookup by kernel id without an agent id, listing,
-counts); it keeps no copy of its own, so it cannot drift. The registries also
-enforce that a kernel id is unique across the whole daemon.
+A `Kernel` record is immutable: a change is a new record swapped in by the
+agent's state (`daemon/state.py`), the one writer. `KernelRegistry` holds one
+agent's kernels. `AggregateKernelRegistry` is a view over every agent's registry
+(lookup by kernel id without an agent id, listing, counts); it keeps no copy of
+its own, so it cannot drift. The registries also enforce that a kernel id is
+unique across the whole daemon. Knows nothing of files, backends or gRPC.
 """
 
 from __future__ import annotations
@@ -88,8 +90,13 @@ def validate_spec(spec: KernelSpec) -> None:
 
 
 class Kernel(BaseModel):
-    """One kernel as the daemon knows it; serialised as is into the agent's checkpoint."""
+    """One kernel as the daemon knows it; serialised as is into the agent's checkpoint.
 
+    A record is immutable: the agent's state (`daemon/state.py`) swaps in a new one on
+    every change, so nothing can change a record without the checkpoint hearing of it.
+    """
+
+    model_config = ConfigDict(frozen=True)
     kernel_id: KernelId
     agent_id: AgentId
     backend: str
@@ -110,6 +117,19 @@ class Kernel(BaseModel):
     def alive(self) -> bool:
         """Pending or running: it holds resources."""
         return self.state is not KernelState.TERMINATED
+
+    def ended(self, exit_code: int | None, reason: str) -> Kernel:
+        """This record once the kernel has ended: terminated, holding nothing."""
+        return self.model_copy(
+            update={
+                "state": KernelState.TERMINATED,
+                "allocation": Allocation(),
+                "ports": {},
+                "exit_code": exit_code,
+                "status_message": reason,
+                "finished_at": time.time(),
+            }
+        )
 
 
 class KernelRegistry:
@@ -135,6 +155,11 @@ class KernelRegistry:
             where = f"; it belongs to agent {owner!r}" if owner else ""
             raise NotFound(f"kernel {kernel_id!r} not found on agent {self.agent_id!r}{where}")
         return kernel
+
+    def replace(self, kernel: Kernel) -> None:
+        """Swap in the new form of a record this registry holds, keeping its place."""
+        self.get(kernel.kernel_id)
+        self._kernels[kernel.kernel_id] = kernel
 
     def remove(self, kernel_id: KernelId) -> None:
         """Forget kernel_id; forgetting twice is harmless."""

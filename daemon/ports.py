@@ -1,7 +1,9 @@
 """`PortPool`: the host ports of one agent's range, handed to kernels by name.
 
 A port is given out only when no kernel of the agent holds it and nothing else on
-the host has it bound. Knows nothing of agents' other resources or of backends.
+the host has it bound. The agent's state (`daemon/state.py`) keeps the pool in
+step with the kernel records. Knows nothing of agents' other resources, files or
+backends.
 """
 
 from __future__ import annotations

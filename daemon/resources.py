@@ -3,7 +3,9 @@ out of a slice.
 
 The assignment (`assign`) is pure: it receives the slice and what is held and
 returns an allocation or raises; no locks, no I/O. `ResourceAllocator` keeps the
-held allocations of one agent. It knows nothing of ports, backends or gRPC.
+held allocations of one agent; the agent's state (`daemon/state.py`) keeps it in
+step with the kernel records and persists them. How the host is divided into
+slices is `daemon/slices.py`. Knows nothing of ports, files, backends or gRPC.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from common.errors import AlreadyExists, NotFound
 from common.ids import AgentId, KernelId
@@ -15,6 +16,7 @@ from daemon.kernels import (
     KernelSpec,
     KernelState,
 )
+from daemon.resources import Allocation
 
 
 def kernel(kernel_id: str, agent_id: str = "a0", created_at: float = 0.0, **fields: Any) -> Kernel:
@@ -108,7 +110,7 @@ class TestAggregateIsAView:
         self, aggregate: AggregateKernelRegistry, a0: KernelRegistry
     ) -> None:
         a0.add(kernel("k1", state=KernelState.RUNNING))
-        a0.get(KernelId("k1")).state = KernelState.TERMINATED
+        a0.replace(a0.get(KernelId("k1")).ended(0, "exited"))
         found = aggregate.find(KernelId("k1"))
         assert found is not None and found.state is KernelState.TERMINATED
         a0.remove(KernelId("k1"))
@@ -139,7 +141,7 @@ class TestAggregateIsAView:
         a0.add(kernel("k2", state=KernelState.PENDING))
         a0.add(kernel("k3", state=KernelState.TERMINATED, exit_code=0))
         assert aggregate.counts() == {"a0": 2, "a1": 0}
-        a0.get(KernelId("k1")).state = KernelState.TERMINATED
+        a0.replace(a0.get(KernelId("k1")).ended(None, "vanished"))
         assert aggregate.counts() == {"a0": 1, "a1": 0}
 
 
@@ -158,8 +160,50 @@ class TestKernelRegistry:
             a0.remove(k.kernel_id)
         assert len(a0) == 0
 
+    def test_replace_swaps_a_record_in_keeping_its_place(self, a0: KernelRegistry) -> None:
+        for name in ("k1", "k2", "k3"):
+            a0.add(kernel(name))
+        ended = a0.get(KernelId("k2")).ended(3, "exited")
+        a0.replace(ended)
+        assert [k.kernel_id for k in a0] == ["k1", "k2", "k3"]
+        assert a0.get(KernelId("k2")) is ended
+
+    def test_replace_of_a_record_it_does_not_hold_is_not_found(
+        self, a0: KernelRegistry, a1: KernelRegistry
+    ) -> None:
+        a1.add(kernel("k1", "a1"))
+        with pytest.raises(NotFound) as info:
+            a0.replace(kernel("k1"))
+        assert str(info.value) == "kernel 'k1' not found on agent 'a0'; it belongs to agent 'a1'"
+        assert "k1" not in a0
+
     def test_only_unterminated_kernels_are_alive(self, a0: KernelRegistry) -> None:
         a0.add(kernel("k1", state=KernelState.PENDING))
         a0.add(kernel("k2", state=KernelState.TERMINATED))
         assert [k.alive for k in a0] == [True, False]
         assert a0.alive_count() == 1
+
+
+class TestKernelRecord:
+    def test_a_record_cannot_be_changed_in_place(self) -> None:
+        record = kernel("k1", state=KernelState.RUNNING)
+        with pytest.raises(ValidationError, match="Instance is frozen"):
+            record.state = KernelState.TERMINATED  # type: ignore[misc]
+        assert record.state is KernelState.RUNNING
+
+    def test_ended_holds_nothing_and_says_how_it_ended(self) -> None:
+        record = kernel(
+            "k1",
+            state=KernelState.RUNNING,
+            allocation=Allocation(cores=(0,), memory=1 << 30),
+            ports={"http": 30000},
+        )
+        ended = record.ended(137, "killed by SIGKILL")
+        assert (ended.state, ended.exit_code, ended.status_message) == (
+            KernelState.TERMINATED,
+            137,
+            "killed by SIGKILL",
+        )
+        assert (ended.allocation, ended.ports) == (Allocation(), {})
+        assert ended.finished_at > 0 and not ended.alive
+        assert record.state is KernelState.RUNNING and record.ports == {"http": 30000}
