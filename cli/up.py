@@ -1,5 +1,12 @@
 """`agenthost up`: a manager and one daemon registered with it, in one process.
 
+Secure by default and easy by default, as k3s is: on first run it makes a
+cluster CA, a manager certificate and a daemon certificate under
+`$AGENTHOST_HOME/pki` (default `~/.agenthost/pki`), and the manager makes an admin
+token in `$AGENTHOST_HOME/token`; client commands find both there without flags.
+Both servers then speak TLS (the daemon mutual TLS) whatever `insecure` the
+config files say, unless a file gives its own `tls` table, which is used as is.
+
 The only module that starts both sides; neither `daemon` nor `manager` imports
 the other.
 """
@@ -9,12 +16,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
+import socket
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
 
+from common.addresses import host_of
 from common.console import fail, log_level_option
+from common.credentials import CA_CERT, TlsFiles, cert_paths, init_ca, issue, load_tls
 from common.errors import AgentHostError, ConfigError
+from common.home import pki_dir
+from common.ids import is_valid_id
 from common.logsetup import setup_logging
 from common.serving import stop_signals
 from daemon.config import DaemonConfig, load_config
@@ -25,28 +39,79 @@ from manager.server import ManagerServer
 log = logging.getLogger(__name__)
 
 
+def up_trust(
+    manager_config: ManagerConfig, daemon_config: DaemonConfig, hosts: Sequence[str] = ()
+) -> tuple[ManagerConfig, DaemonConfig]:
+    """Both configs with TLS: their own tls tables, else certificates under $AGENTHOST_HOME/pki.
+
+    hosts are extra names the certificates must be valid for (listen addresses).
+    """
+    directory = pki_dir()
+    if manager_config.tls is not None and daemon_config.tls is not None:
+        return manager_config, daemon_config
+    if not (directory / CA_CERT).exists():
+        init_ca(directory)
+        log.info("up: made a cluster CA in %s", directory)
+    names = ["127.0.0.1", "::1", "localhost", socket.gethostname(), *hosts]
+    sans = [h for h in dict.fromkeys(names) if h not in ("0.0.0.0", "::", "")]
+    if manager_config.tls is None:
+        files = _certificate(directory, "manager", "manager", sans)
+        manager_config = dataclasses.replace(
+            manager_config, tls=load_tls(files, directory, "manager", "up: manager.tls")
+        )
+    if daemon_config.tls is None:
+        name = _as_name(daemon_config.daemon.node)
+        files = _certificate(directory, "daemon", name, sans)
+        daemon_config = dataclasses.replace(
+            daemon_config, tls=load_tls(files, directory, "daemon", "up: daemon.tls")
+        )
+    return manager_config, daemon_config
+
+
+def _certificate(directory: Path, role: str, name: str, sans: Sequence[str]) -> TlsFiles:
+    """The certificate of role/name in directory, issued now if missing."""
+    cert, key = cert_paths(directory, role, name)
+    if not cert.exists() or not key.exists():
+        issue(directory, role, name, sans)
+        log.info("up: issued a %s certificate %s", role, cert)
+    return TlsFiles(ca=directory / CA_CERT, cert=cert, key=key)
+
+
+def _as_name(node: str) -> str:
+    """node as a valid certificate name (hostnames with other characters are mapped)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", node).lstrip("_.-")[:63]
+    return name if is_valid_id(name) else "daemon"
+
+
 async def run_up(
     manager_config: ManagerConfig,
     daemon_config: DaemonConfig,
     manager_listen: str | None = None,
     daemon_listen: str | None = None,
+    manager_daemon_listen: str | None = None,
 ) -> None:
     """A manager and one daemon registered with it, until SIGTERM or SIGINT stops both."""
+    hosts = [host_of(a) for a in (manager_listen, daemon_listen) if a]
+    manager_config, daemon_config = up_trust(manager_config, daemon_config, hosts)
     async with stop_signals() as stop:
-        manager = await ManagerServer.start(manager_config, manager_listen)
+        manager = await ManagerServer.start(manager_config, manager_listen, manager_daemon_listen)
         try:
             pointed = dataclasses.replace(
                 daemon_config,
-                daemon=daemon_config.daemon.model_copy(update={"manager": manager.address}),
+                daemon=daemon_config.daemon.model_copy(update={"manager": manager.daemon_address}),
             )
             daemon = await DaemonServer.start(pointed, daemon_listen)
             try:
                 log.info(
-                    "up: manager on %s, daemon on %s with agents %s; try: "
-                    "AGENTHOST_MANAGER=%s agenthost kernel create -- sleep 600",
+                    "up: manager on %s (TLS; daemons on %s), daemon on %s (mutual TLS) with "
+                    "agents %s; admin token in %s, CA in %s; try: AGENTHOST_MANAGER=%s "
+                    "agenthost kernel create -- sleep 600",
                     manager.address,
+                    manager.daemon_address,
                     daemon.address,
                     ", ".join(daemon.runtime.agents),
+                    manager_config.admin_token_file,
+                    pki_dir() / CA_CERT,
                     manager.address,
                 )
                 await stop.wait()
@@ -75,19 +140,29 @@ async def run_up(
     help="manager TOML file",
 )
 @click.option("--manager-listen", default=None, help="override the manager's listen address")
+@click.option(
+    "--manager-daemon-listen",
+    default=None,
+    help="override the manager's daemon port (default: the listen port + 100)",
+)
 @click.option("--daemon-listen", default=None, help="override the daemon's listen address")
 @log_level_option
 def up_command(
     daemon_config_path: Path,
     manager_config_path: Path,
     manager_listen: str | None,
+    manager_daemon_listen: str | None,
     daemon_listen: str | None,
     log_level: str,
 ) -> None:
     """Run a manager and one daemon registered with it, in one process.
 
-    The daemon's `[daemon] manager` is set to the manager's address. Ctrl-C or
-    SIGTERM stops both; kernels keep running and are re-adopted next time.
+    Secure by default: on first run it makes a CA and certificates in
+    $AGENTHOST_HOME/pki (default ~/.agenthost/pki) and an admin token in
+    $AGENTHOST_HOME/token, and both servers speak TLS; client commands on this host
+    find the CA and the token there without flags. The daemon's `[daemon] manager`
+    is set to the manager's daemon port. Ctrl-C or SIGTERM stops both; kernels
+    keep running and are re-adopted next time.
     """
     setup_logging(log_level)
     try:
@@ -96,6 +171,10 @@ def up_command(
     except ConfigError as exc:
         fail(exc.problems, 2)
     try:
-        asyncio.run(run_up(manager_config, daemon_config, manager_listen, daemon_listen))
+        asyncio.run(
+            run_up(
+                manager_config, daemon_config, manager_listen, daemon_listen, manager_daemon_listen
+            )
+        )
     except (AgentHostError, OSError) as exc:
         fail([str(exc)], 1)

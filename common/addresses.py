@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated
 
 from pydantic import AfterValidator
@@ -18,6 +19,17 @@ def check_host_port(value: str) -> str:
 def host_of(address: str) -> str:
     """The host part of host:port, without IPv6 brackets."""
     return address.rpartition(":")[0].strip("[]")
+
+
+def is_loopback(address: str) -> bool:
+    """True when host:port names this host's loopback interface."""
+    host = host_of(address)
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 HostPort = Annotated[str, AfterValidator(check_host_port)]

@@ -17,6 +17,7 @@ gRPC credentials; nothing of agents, kernels or tokens.
 from __future__ import annotations
 
 import datetime
+import functools
 import ipaddress
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import Field
 
+from common.addresses import is_loopback
 from common.atomic_file import write_atomically
 from common.config import StrictModel
 from common.errors import InvalidArgument
@@ -63,8 +65,12 @@ class Identity:
         return f"{self.role}/{self.name}" + (" (admin)" if self.admin else "")
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_identity(uri: str) -> Identity | None:
-    """The identity in an `agenthost://role/name[?scope=admin]` URI, or None."""
+    """The identity in an `agenthost://role/name[?scope=admin]` URI, or None.
+
+    Cached: every call of a connection presents the same certificate.
+    """
     parsed = urllib.parse.urlsplit(uri)
     name = parsed.path.lstrip("/")
     if parsed.scheme != URI_SCHEME or parsed.netloc not in ROLES or not is_valid_id(name):
@@ -319,7 +325,7 @@ def first_identity(uris: Iterable[str]) -> Identity | None:
     return None
 
 
-def identity_of(auth_context: Mapping[str, Sequence[bytes]]) -> Identity | None:
+def identity_of(auth_context: Mapping[str, Iterable[bytes]]) -> Identity | None:
     """The verified identity of a call's peer certificate (None without one)."""
     sans = auth_context.get("x509_subject_alternative_name", ())
     return first_identity(value.decode(errors="replace") for value in sans)
@@ -331,3 +337,29 @@ def read_ca(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise InvalidArgument(f"cannot read the CA certificate {path}: {exc.strerror}") from None
+
+
+def resolve_tls(
+    files: TlsFiles | None, insecure: bool, listen: str, base: Path, role: str, table: str
+) -> LoadedTls | None:
+    """The TLS of a server config (`[<table>.tls]`), or None for an allowed plaintext one.
+
+    Secure by default: a server without a tls table must say `insecure = true`,
+    and may then listen on a loopback address only.
+    """
+    if files is not None and insecure:
+        raise InvalidArgument(f"{table}: give either [{table}.tls] or insecure = true, not both")
+    if files is not None:
+        return load_tls(files, base, role, f"{table}.tls")
+    if not insecure:
+        raise InvalidArgument(
+            f"{table}: [{table}.tls] is required (ca, cert, key: make them with agenthost "
+            f"certs init and agenthost certs issue --role {role}), or set insecure = true to "
+            "serve plaintext on a loopback address"
+        )
+    if not is_loopback(listen):
+        raise InvalidArgument(
+            f"{table}.insecure: plaintext is allowed only on a loopback address, not on "
+            f"{listen}; give [{table}.tls] to listen there"
+        )
+    return None

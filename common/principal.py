@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 PrincipalKind = Literal["certificate", "token", "insecure"]
 
@@ -24,9 +24,9 @@ class Principal:
     role: str  # manager, daemon or user
     name: str  # certificate name or token name
     admin: bool = False
-    scaling_groups: tuple[str, ...] = ()  # where a non-admin may create kernels
+    scaling_groups: tuple[str, ...] = ()  # where a non-admin may create (a viewer: look)
     token_id: str = ""
-    extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    viewer: bool = False  # read-only: sees kernels of its scaling groups (all if none)
 
     def __str__(self) -> str:
         if self.kind == "token":
@@ -39,6 +39,10 @@ class Principal:
         """Admins use every scaling group; others the ones their token names."""
         return self.admin or scaling_group in self.scaling_groups
 
+    def may_view_scaling_group(self, scaling_group: str) -> bool:
+        """Whether a viewer sees kernels of scaling_group (every group if it names none)."""
+        return self.viewer and (not self.scaling_groups or scaling_group in self.scaling_groups)
+
 
 # A plaintext (insecure = true, loopback only) server cannot tell who calls.
 INSECURE_CALLER = Principal(kind="insecure", role="user", name="loopback", admin=True)
@@ -48,15 +52,28 @@ CALLER: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
 )
 
 
-def caller() -> Principal | None:
-    """The principal of the call being served (None outside a call)."""
-    return CALLER.get()
+def caller() -> Principal:
+    """The principal of the call being served, as the server's policy resolved it."""
+    principal = CALLER.get()
+    if principal is None:  # a handler reached without the authorization interceptor
+        raise RuntimeError("no caller bound: the server runs without its authorization policy")
+    return principal
 
 
-class CallerLogFilter(logging.Filter):
-    """Adds `caller` (' [token:alice]' or '') to every record, for the log format."""
+def bind_caller_to_log_records() -> None:
+    """Give every log record a `caller` attribute (' [token:alice]' or '') for formats.
 
-    def filter(self, record: logging.LogRecord) -> bool:
+    Done in the record factory, so every handler sees it; installing twice is harmless.
+    """
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "binds_caller", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
         principal = CALLER.get()
         record.caller = f" [{principal}]" if principal is not None else ""
-        return True
+        return record
+
+    factory.binds_caller = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)

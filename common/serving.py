@@ -1,9 +1,10 @@
 """What every agenthost gRPC server shares: building and binding it, and stop signals.
 
-`start_grpc_server` makes a grpc.aio server with the one error-mapping
-interceptor, the grpc.health.v1 service and server reflection, binds one port
-and starts it. `stop_signals` turns the first SIGTERM/SIGINT into an event and
-a second one into an immediate exit. Used by the daemon and the manager; knows
+`start_grpc_server` makes a grpc.aio server with the error-mapping and the
+authorization interceptors, the grpc.health.v1 service and server reflection,
+binds its listeners (plaintext or TLS; never sharing a busy port) and starts it.
+`stop_signals` turns the first SIGTERM/SIGINT into an event and a second one
+into an immediate exit. Used by the daemon and the manager; knows
 nothing of agents or kernels.
 """
 
@@ -14,7 +15,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from common.addresses import check_host_port
-from common.interceptors import ErrorMappingInterceptor
+from common.interceptors import Authorization, ErrorMapping, HookedInterceptor, Policy
 
 log = logging.getLogger(__name__)
 
@@ -32,42 +33,78 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @dataclass(frozen=True)
+class Listener:
+    """One address a server binds, with its TLS credentials (None: plaintext)."""
+
+    address: str
+    credentials: grpc.ServerCredentials | None = None
+
+
+@dataclass(frozen=True)
 class GrpcServer:
-    """A started grpc.aio server, its health servicer and the address it is bound to."""
+    """A started grpc.aio server, its health servicer and the addresses it is bound to."""
 
     server: grpc.aio.Server
     health: Any  # grpc_health.v1.health.aio.HealthServicer (untyped)
-    address: str
+    addresses: tuple[str, ...]
+
+    @property
+    def address(self) -> str:
+        """The first bound address."""
+        return self.addresses[0]
+
+
+# A second server on a busy port must fail, not share it (grpc enables
+# SO_REUSEPORT by default on Linux, so two daemons would split the calls).
+SERVER_OPTIONS = (("grpc.so_reuseport", 0),)
 
 
 async def start_grpc_server(
-    add_servicers: Callable[[grpc.aio.Server], None], service_name: str, listen: str
+    add_servicers: Callable[[grpc.aio.Server], None],
+    service_name: str,
+    listeners: Sequence[Listener],
+    policy: Policy,
 ) -> GrpcServer:
-    """Build, bind (port 0: any free port) and start a server; health says SERVING."""
-    server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
+    """Build, bind every listener (port 0: any free port) and start; health says SERVING.
+
+    Every call passes the error mapping and the authorization policy first.
+    """
+    server = grpc.aio.server(
+        interceptors=[HookedInterceptor(ErrorMapping(), Authorization(policy))],
+        options=SERVER_OPTIONS,
+    )
     add_servicers(server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
+    addresses = tuple(_bind(server, listener) for listener in listeners)
+    await server.start()
+    await health_servicer.set("", SERVING)
+    await health_servicer.set(service_name, SERVING)
+    return GrpcServer(server, health_servicer, addresses)
+
+
+def _bind(server: grpc.aio.Server, listener: Listener) -> str:
+    """Bind one listener; OSError naming the address when it cannot be bound."""
+    listen = listener.address
     try:
         check_host_port(listen)
     except ValueError as exc:
         raise OSError(f"cannot listen on {listen!r}: {exc}") from None
-    host = listen.rpartition(":")[0]
     try:
-        port = server.add_insecure_port(listen)
+        if listener.credentials is None:
+            port = server.add_insecure_port(listen)
+        else:
+            port = server.add_secure_port(listen, listener.credentials)
     except RuntimeError:  # grpc's "Failed to bind to address"
         port = 0
     if port == 0:
         raise OSError(
             f"cannot listen on {listen}: the port is in use or the address is not on this host"
         )
-    await server.start()
-    await health_servicer.set("", SERVING)
-    await health_servicer.set(service_name, SERVING)
-    return GrpcServer(server, health_servicer, f"{host}:{port}")
+    return f"{listen.rpartition(':')[0]}:{port}"
 
 
 @contextlib.asynccontextmanager

@@ -34,7 +34,8 @@ from pydantic import (
 from common.addresses import HostPort
 from common.atomic_file import write_atomically
 from common.config import StrictModel, describe_errors, read_toml
-from common.errors import ConfigError, NotFound
+from common.credentials import LoadedTls, TlsFiles, resolve_tls
+from common.errors import ConfigError, InvalidArgument, NotFound
 from common.ids import ID_PATTERN, ID_SYNTAX, AgentId, is_valid_id
 from daemon.backends.docker.settings import DockerSettings
 from daemon.backends.kubernetes.settings import KubernetesSettings
@@ -88,6 +89,22 @@ class DaemonSection(StrictModel):
     )
     shutdown_grace: float = Field(
         10.0, ge=0, description="seconds in-flight calls get to finish on shutdown"
+    )
+    insecure: bool = Field(
+        False,
+        description=(
+            "serve plaintext without [daemon.tls], and talk plaintext to the manager; "
+            "allowed only on a loopback listen address, where any local user can call it"
+        ),
+    )
+    tls: TlsFiles | None = Field(
+        None,
+        description=(
+            "the cluster CA and this daemon's certificate (agenthost certs issue --role "
+            "daemon --name NODE --san ADDRESS); paths relative to this file. The daemon "
+            "requires client certificates (the manager's, or an admin user's) and its "
+            "identity at the manager is the certificate's name"
+        ),
     )
 
 
@@ -209,6 +226,7 @@ class DaemonConfig:
     agents: tuple[AgentConfig, ...]
     host: HostCapacity
     notes: tuple[str, ...] = ()
+    tls: LoadedTls | None = None  # None: plaintext (insecure = true)
 
     @property
     def state_dir(self) -> Path:
@@ -243,8 +261,10 @@ def parse_config(raw: Mapping[str, Any], path: Path, host: HostCapacity) -> Daem
             )
 
     daemon = DaemonSection()
+    daemon_valid = False
     try:
         daemon = DaemonSection.model_validate(raw.get("daemon", {}))
+        daemon_valid = True
     except ValidationError as exc:
         problems += describe_errors(exc, f"{where_file}: daemon", DAEMON_LITERALS)
 
@@ -285,6 +305,19 @@ def parse_config(raw: Mapping[str, Any], path: Path, host: HostCapacity) -> Daem
             problems += describe_errors(exc, where, DAEMON_LITERALS)
 
     problems += _check_agents(valid, daemon, host)
+    tls: LoadedTls | None = None
+    if daemon_valid:  # how to trust is unknown while the table itself is wrong
+        try:
+            tls = resolve_tls(
+                daemon.tls,
+                daemon.insecure,
+                daemon.listen,
+                path.parent,
+                role="daemon",
+                table="daemon",
+            )
+        except InvalidArgument as exc:
+            problems.append(f"{where_file}: {exc}")
     if problems:
         raise ConfigError(problems)
     division = divide_host(_claims(valid), daemon.allocation_mode, host)
@@ -302,7 +335,9 @@ def parse_config(raw: Mapping[str, Any], path: Path, host: HostCapacity) -> Daem
         )
         for (_, e), s in zip(valid, division.slices, strict=True)
     )
-    return DaemonConfig(path=path, daemon=daemon, agents=agents, host=host, notes=division.notes)
+    return DaemonConfig(
+        path=path, daemon=daemon, agents=agents, host=host, notes=division.notes, tls=tls
+    )
 
 
 def _check_defaults(defaults: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list[str]]:
@@ -437,9 +472,17 @@ def render_sample() -> str:
         "",
         "[daemon]",
     ]
-    lines += _sample_fields(DaemonSection, skip={"node"})
+    lines += _sample_fields(DaemonSection, skip={"node", "tls", "insecure"})
     lines += [
+        "insecure = true  # (default false) "
+        + (DaemonSection.model_fields["insecure"].description or "")
+        + "; on a shared network remove it and give [daemon.tls]",
         '# node = "<hostname>"  # ' + (DaemonSection.model_fields["node"].description or ""),
+        "",
+        "# [daemon.tls]  # " + (DaemonSection.model_fields["tls"].description or ""),
+        '# ca = "pki/ca.crt"  # ' + (TlsFiles.model_fields["ca"].description or ""),
+        '# cert = "pki/daemon-node1.crt"  # ' + (TlsFiles.model_fields["cert"].description or ""),
+        '# key = "pki/daemon-node1.key"  # ' + (TlsFiles.model_fields["key"].description or ""),
         "",
         "[defaults]  # any agent key except id and port_range, inherited by every agent",
         'backend = "local"',

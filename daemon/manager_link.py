@@ -7,8 +7,10 @@ kernel's state). A heartbeat refused with NOT_FOUND means the manager no longer
 knows this daemon's session (it restarted, or marked the daemon LOST): the link
 registers again at once. A manager that is down or slow is logged once and
 retried every interval; nothing here ever blocks or stops the daemon. Every call
-has a deadline. Knows the runtime's read side and the manager's protocol;
-nothing of the manager's code.
+has a deadline. With `[daemon.tls]` it speaks mutual TLS with the daemon's
+certificate, and the manager takes the daemon's identity from that certificate.
+Knows the runtime's read side and the manager's protocol; nothing of the
+manager's code.
 """
 
 from __future__ import annotations
@@ -61,13 +63,23 @@ class ManagerLink:
         self.interval = runtime.config.daemon.heartbeat_interval
         self.timeout = max(2 * self.interval, 2.0)
         self.session_id = ""
-        self._channel = grpc.aio.insecure_channel(
-            manager_address,
-            options=[
-                ("grpc.initial_reconnect_backoff_ms", 100),
-                ("grpc.min_reconnect_backoff_ms", 100),
-                ("grpc.max_reconnect_backoff_ms", int(max(self.interval, 1.0) * 1000)),
-            ],
+        options = [
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", int(max(self.interval, 1.0) * 1000)),
+        ]
+        tls = runtime.config.tls
+        self._channel = (
+            grpc.aio.secure_channel(manager_address, tls.channel_credentials(), options=options)
+            if tls is not None
+            else grpc.aio.insecure_channel(manager_address, options=options)
+        )
+        # With TLS the manager knows this daemon by its certificate's name; plaintext
+        # daemons name themselves (node and state directory).
+        self.daemon_id = (
+            tls.identity.name
+            if tls is not None
+            else f"{runtime.config.daemon.node}/{runtime.identity}"
         )
         self._stub = manager_pb2_grpc.ManagerServiceStub(self._channel)
         self._last_problem = ""
@@ -114,7 +126,7 @@ class ManagerLink:
             kernels=[convert.kernel_to_proto(k) for k in self.runtime.list_kernels("")],
             taken_at=taken_at,
             heartbeat_interval=self.interval,
-            daemon_id=f"{self.runtime.config.daemon.node}/{self.runtime.identity}",
+            daemon_id=self.daemon_id,
         )
         response = await self._stub.RegisterAgents(request, timeout=self.timeout)
         self.session_id = response.session_id

@@ -53,7 +53,9 @@ class AgentRuntime:
         kernels keep running) and the error propagates: nothing half-started.
         """
         state_dir = config.state_dir
-        state_dir.mkdir(parents=True, exist_ok=True)
+        # Checkpoints and kernels' working directories: the daemon's user only.
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        state_dir.chmod(0o700)
         identity = daemon_identity(state_dir)
         kernels = AggregateKernelRegistry()
         agents: dict[AgentId, Agent] = {}

@@ -1,8 +1,9 @@
 """Running the daemon: startup -> serve -> shutdown.
 
-Startup builds the runtime whole, then binds one gRPC port serving
-AgentService, grpc.health.v1 (overall and one service name per agent) and server
-reflection; with `[daemon] manager` set, a `ManagerLink` registers the agents
+Startup builds the runtime whole, then binds one gRPC port (mutual TLS, or
+plaintext on loopback with `insecure = true`) serving AgentService,
+grpc.health.v1 (overall and one service name per agent) and server reflection;
+with `[daemon] manager` set, a `ManagerLink` registers the agents
 and heartbeats. Shutdown: health says NOT_SERVING, `server.stop(grace)` drains
 in-flight calls, agents stop (kernels keep running unless asked otherwise),
 checkpoints are flushed. Signal handlers only set a flag; a second signal forces exit.
@@ -16,7 +17,9 @@ from typing import Any
 
 import grpc
 
-from common.serving import NOT_SERVING, SERVING, start_grpc_server, stop_signals
+from common.addresses import is_loopback
+from common.serving import NOT_SERVING, SERVING, Listener, start_grpc_server, stop_signals
+from daemon.authz import daemon_policy
 from daemon.config import DaemonConfig
 from daemon.manager_link import ManagerLink
 from daemon.runtime import AgentRuntime
@@ -57,6 +60,15 @@ class DaemonServer:
     @classmethod
     async def start(cls, config: DaemonConfig, listen: str | None = None) -> DaemonServer:
         """Build the runtime, bind the port, start serving."""
+        address = listen or config.daemon.listen
+        if config.tls is None and not is_loopback(address):
+            raise OSError(
+                f"cannot listen on {address}: a plaintext daemon (insecure = true) listens on "
+                "a loopback address only"
+            )
+        credentials = (
+            config.tls.server_credentials(require_client_cert=True) if config.tls else None
+        )
         runtime = await AgentRuntime.create(config)
         try:
             started = await start_grpc_server(
@@ -64,12 +76,19 @@ class DaemonServer:
                     AgentServicer(runtime), server
                 ),
                 SERVICE_NAME,
-                listen or config.daemon.listen,
+                [Listener(address, credentials)],
+                daemon_policy(insecure=config.tls is None),
             )
         except BaseException:
             await runtime.close()
             raise
         bound = started.address
+        if config.tls is None:
+            log.warning(
+                "daemon serving PLAINTEXT on %s (insecure = true): any local user can create "
+                "kernels and run commands in them; use [daemon.tls] on shared hosts",
+                bound,
+            )
         daemon = cls(runtime, started.server, started.health, bound)
         await daemon._publish_health()
         for status in runtime.list_agents():

@@ -1,6 +1,7 @@
 """Calls from the manager to daemons, routed by agent_id.
 
-One grpc.aio channel per daemon address, shared by every agent on that daemon.
+One grpc.aio channel per daemon address (mutual TLS with the manager's
+certificate, or plaintext for a plaintext manager), shared by every agent on that daemon.
 `client.agent(agent_id, address)` returns a handle whose every call goes to that
 daemon and carries that agent_id; the caller has resolved the agent already, so
 the client never looks it up again. Every call has a deadline. Idempotent calls
@@ -64,12 +65,14 @@ class DaemonClient:
         execute_timeout: float = 3600.0,
         retries: int = 2,
         backoff: float = 0.1,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.call_timeout = call_timeout
         self.create_timeout = create_timeout
         self.execute_timeout = execute_timeout
         self.retries = retries
         self.backoff = backoff
+        self.credentials = credentials  # the manager's certificate (mutual TLS); None: plaintext
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, agent_pb2_grpc.AgentServiceStub] = {}
 
@@ -81,7 +84,11 @@ class DaemonClient:
         """The stub over the one channel to address (opened on first use)."""
         stub = self._stubs.get(address)
         if stub is None:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            channel = (
+                grpc.aio.secure_channel(address, self.credentials, options=CHANNEL_OPTIONS)
+                if self.credentials is not None
+                else grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            )
             self._channels[address] = channel
             stub = self._stubs[address] = agent_pb2_grpc.AgentServiceStub(channel)
         return stub

@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.addresses import HostPort
 from common.config import describe_errors, read_toml
-from common.errors import ConfigError
+from common.credentials import LoadedTls, TlsFiles, resolve_tls
+from common.errors import ConfigError, InvalidArgument
+from common.home import token_file
 from common.ids import ID_PATTERN
 
 Policy = Literal["spread", "pack"]
@@ -29,7 +31,35 @@ class ManagerSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     listen: HostPort = Field(
-        "127.0.0.1:6000", description="host:port the manager serves users and daemons on"
+        "127.0.0.1:6000",
+        description="host:port of the user API (TLS + bearer tokens; with insecure, daemons too)",
+    )
+    daemon_listen: HostPort | None = Field(
+        None,
+        description=(
+            "host:port daemons register and heartbeat on, with their certificates (mutual "
+            "TLS); default: the listen host, port + 100 (6100 for 6000)"
+        ),
+    )
+    insecure: bool = Field(
+        False,
+        description=(
+            "serve plaintext on listen, without [manager.tls]; allowed only on a loopback "
+            "address (users still need tokens; daemons are taken at their word)"
+        ),
+    )
+    tls: TlsFiles | None = Field(
+        None,
+        description="the cluster CA and the manager's certificate (agenthost certs issue "
+        "--role manager); paths relative to this file",
+    )
+    admin_token_file: Path | None = Field(
+        None,
+        description=(
+            "where the bootstrap admin token is kept: made on first start if missing, and "
+            "accepted as an admin token; default: $AGENTHOST_HOME/token (~/.agenthost/token), "
+            "where client commands look for a token"
+        ),
     )
     db_path: Path = Field(
         Path("./var/agenthost-manager/manager.db"),
@@ -83,11 +113,28 @@ class ManagerConfig:
 
     manager: ManagerSection
     path: Path | None = None  # None: built in code (tests, `agenthost up` without a file)
+    tls: LoadedTls | None = None  # None: plaintext (insecure = true)
 
     @property
     def db_path(self) -> Path:
         """The absolute path of the SQLite file."""
         return self.manager.db_path.resolve()
+
+    def daemon_listen_for(self, listen: str) -> str | None:
+        """Where daemons connect with their certificates when users are served on listen
+        (None: a plaintext manager serves both on listen)."""
+        if self.tls is None:
+            return None
+        if self.manager.daemon_listen:
+            return self.manager.daemon_listen
+        host, _, port = listen.rpartition(":")
+        number = int(port) + 100 if int(port) else 0
+        return f"{host}:{number if number <= 65535 else 0}"
+
+    @property
+    def admin_token_file(self) -> Path:
+        """The bootstrap admin token's file."""
+        return (self.manager.admin_token_file or token_file()).expanduser().resolve()
 
 
 def load_manager_config(path: str | Path) -> ManagerConfig:
@@ -113,6 +160,19 @@ def parse_manager_config(raw: dict[str, Any], path: Path) -> ManagerConfig:
             literals={"scheduling_policy": ("policy", POLICIES)},
             valid_keys=list(ManagerSection.model_fields),
         )
+    tls: LoadedTls | None = None
+    if not problems:
+        try:
+            tls = resolve_trust(section, path.parent)
+        except InvalidArgument as exc:
+            problems.append(f"{path}: {exc}")
     if problems:
         raise ConfigError(problems)
-    return ManagerConfig(manager=section, path=path)
+    return ManagerConfig(manager=section, path=path, tls=tls)
+
+
+def resolve_trust(section: ManagerSection, base: Path) -> LoadedTls | None:
+    """The manager's TLS material, or None for an allowed plaintext manager."""
+    return resolve_tls(
+        section.tls, section.insecure, section.listen, base, role="manager", table="manager"
+    )

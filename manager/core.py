@@ -9,6 +9,12 @@ operation resolves its agent once and passes the record along: to the client
 daemon is expired its agents are LOST and their kernels UNKNOWN until it registers
 again; fetching a kernel a heartbeat named runs in the background.
 
+Every user operation receives the caller's `Principal` (resolved by the server's
+authorization policy): a kernel belongs to the principal that created it, and a
+non-admin creates only in its scaling groups and reaches only its own kernels;
+kernel env values are shown only to their owner and admins. Tokens live in the
+`TokenTable` the policy checks against, written through to the store.
+
 Knows protocol messages and the parts above; nothing of gRPC servers or contexts,
 of SQL, or of the reconciliation rules themselves.
 """
@@ -19,18 +25,35 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
-from common.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
+from common.atomic_file import write_atomically
+from common.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+)
 from common.ids import ID_SYNTAX, AgentId, KernelId, is_valid_id, new_kernel_id
+from common.principal import Principal
 from manager.client import AgentHandle, DaemonClient
 from manager.config import ManagerConfig
-from manager.errors import AgentLost, AllAgentsBusy, BadRequest
+from manager.errors import AgentLost, AllAgentsBusy, BadRequest, StoreError
 from manager.kernels import TERMINATED, KernelRecord, KernelTable, account
 from manager.reconcile import GONE, Reconciler
 from manager.registry import AgentRecord, Liveness, Registry
 from manager.scheduler import Demand, Scheduler
 from manager.store import Store
+from manager.tokens import (
+    ADMIN_TOKEN_NAME,
+    TokenRecord,
+    TokenTable,
+    new_token,
+    record_for,
+)
 from protos import agent_pb2 as pb
 from protos import manager_pb2 as mpb
 
@@ -53,8 +76,10 @@ class Manager:
         scheduler: Scheduler,
         client: DaemonClient,
         kernels: KernelTable,
+        tokens: TokenTable,
     ) -> None:
         self.config = config
+        self.tokens = tokens
         self.store = store
         self.registry = registry
         self.scheduler = scheduler
@@ -81,11 +106,18 @@ class Manager:
             registry.restore(saved.record, saved.heartbeat_interval)
             _offer(scheduler, saved.record)
         kernels = KernelTable(scheduler, saved_kernels)
+        try:
+            tokens = TokenTable(await store.load_tokens())
+            await _bootstrap_admin_token(config.admin_token_file, tokens, store)
+        except BaseException:
+            await store.close()
+            raise
         client = DaemonClient(
             call_timeout=section.call_timeout,
             create_timeout=section.create_timeout,
             execute_timeout=section.execute_timeout,
             retries=section.retries,
+            credentials=config.tls.channel_credentials() if config.tls else None,
         )
         log.info(
             "manager state %s: %d agents, %d kernels",
@@ -93,7 +125,7 @@ class Manager:
             len(saved_agents),
             len(kernels),
         )
-        return cls(config, store, registry, scheduler, client, kernels)
+        return cls(config, store, registry, scheduler, client, kernels, tokens)
 
     async def close(self) -> None:
         """Stop the liveness loop and background work; close channels and the store."""
@@ -106,9 +138,9 @@ class Manager:
 
     # -------------------------------------------------------- daemon-facing
 
-    async def register(self, request: mpb.RegisterAgentsRequest) -> str:
+    async def register(self, principal: Principal, request: mpb.RegisterAgentsRequest) -> str:
         """Record a daemon's agents, reconcile its kernels, open its session."""
-        registration = self.registry.register(request)
+        registration = self.registry.register(request, _daemon_identity(principal))
         for agent_id in registration.dropped:
             self.scheduler.remove_agent(agent_id)
         for record in registration.agents:
@@ -134,9 +166,9 @@ class Manager:
         )
         return registration.session_id
 
-    async def heartbeat(self, request: mpb.HeartbeatRequest) -> None:
+    async def heartbeat(self, principal: Principal, request: mpb.HeartbeatRequest) -> None:
         """Apply a heartbeat: agents' occupancy and health, kernels' states."""
-        session, regrouped = self.registry.heartbeat(request)
+        session, regrouped = self.registry.heartbeat(request, _daemon_identity(principal))
         for record in regrouped:
             self.scheduler.set_scaling_group(record.agent_id, record.scaling_group)
             log.info("agent %s: scaling group is now %s", record.agent_id, record.scaling_group)
@@ -197,21 +229,32 @@ class Manager:
         """Every agent (of one scaling group), with status and daemon address."""
         return [_managed_agent(r) for r in self.registry.list(scaling_group)]
 
-    def list_kernels(self, agent_id: str = "", scaling_group: str = "") -> list[mpb.ManagedKernel]:
-        """Every kernel the manager knows (on one agent, of one scaling group)."""
+    def list_kernels(
+        self, principal: Principal, agent_id: str = "", scaling_group: str = ""
+    ) -> list[mpb.ManagedKernel]:
+        """The kernels principal may see (all for admins), on one agent, of one scaling group."""
         only = self.registry.get(agent_id) if agent_id else None
+        caller = str(principal)
         out = []
         for record in self.kernels.values():
             if only is not None and record.agent_id != only.agent_id:
                 continue
             agent = only or self.registry.find(record.agent_id)
-            if scaling_group and (agent.scaling_group if agent else "") != scaling_group:
+            group = agent.scaling_group if agent else ""
+            mine = principal.admin or record.owner == caller
+            if not mine and not principal.may_view_scaling_group(group):
                 continue
-            out.append(_managed(record, agent))
+            if scaling_group and group != scaling_group:
+                continue
+            out.append(_managed(record, agent, principal))
         return out
 
     async def create_kernel(
-        self, spec: pb.KernelSpec, scaling_group: str = "", agent_id: str = ""
+        self,
+        principal: Principal,
+        spec: pb.KernelSpec,
+        scaling_group: str = "",
+        agent_id: str = "",
     ) -> mpb.ManagedKernel:
         """Schedule (or take the pinned agent), reserve, create on the daemon, record."""
         spec = _copy(spec)
@@ -233,6 +276,13 @@ class Manager:
             )
         else:
             group = pinned.scaling_group
+        if principal.viewer:
+            raise PermissionDenied(f"{principal} is a viewer token: it may only list and get")
+        if not principal.may_use_scaling_group(group):
+            raise PermissionDenied(
+                f"{principal} may not create kernels in scaling group {group!r}; its scaling "
+                f"groups: {', '.join(principal.scaling_groups) or 'none'}"
+            )
         demand = Demand.of_spec(spec)
         tried: list[AgentId] = []
         busy: ResourceExhausted | None = None
@@ -258,22 +308,24 @@ class Manager:
                 raise
             finally:
                 self.reconciler.creating.discard(kernel_id)
-            record = self.kernels.add(created, handle.address)
+            record = self.kernels.add(created, handle.address, owner=str(principal))
             account(agent.info, created, +1)
             await self._save([record])
             log.info("kernel %s created on agent %s", kernel_id, reservation.agent_id)
-            return _managed(record, agent)
+            return _managed(record, agent, principal)
         raise AllAgentsBusy(
             f"agents {', '.join(tried)} of scaling group {group!r} had no room for "
             f"{demand.describe()}: {busy}"
         )
 
-    async def get_kernel(self, kernel_id: str, agent_id: str = "") -> mpb.ManagedKernel:
+    async def get_kernel(
+        self, principal: Principal, kernel_id: str, agent_id: str = ""
+    ) -> mpb.ManagedKernel:
         """The kernel as its daemon sees it now (as last known while its agent is LOST)."""
-        record = self.kernels.locate(kernel_id, agent_id)
+        record = self._owned(principal, kernel_id, agent_id, viewing=True)
         agent = self.registry.find(record.agent_id)
         if agent is None or agent.status is Liveness.LOST:
-            return _managed(record, agent)
+            return _managed(record, agent, principal)
         fresh: pb.Kernel | None
         try:
             fresh = await self._on(agent).get_kernel(kernel_id)
@@ -281,13 +333,13 @@ class Manager:
             fresh = None
         if self.reconciler.fetched(record, fresh):
             await self._save([record])
-        return _managed(record, agent)
+        return _managed(record, agent, principal)
 
     async def destroy_kernel(
-        self, kernel_id: str, agent_id: str = "", grace_seconds: float = 0
+        self, principal: Principal, kernel_id: str, agent_id: str = "", grace_seconds: float = 0
     ) -> mpb.ManagedKernel:
         """Destroy the kernel on its daemon and forget it (on a LOST agent: UNAVAILABLE)."""
-        record = self.kernels.locate(kernel_id, agent_id)
+        record = self._owned(principal, kernel_id, agent_id)
         agent = self.registry.find(record.agent_id)
         if agent is not None and agent.status is Liveness.LOST and record.holds_resources:
             raise _lost(agent, kernel_id)
@@ -302,7 +354,9 @@ class Manager:
                     final.status_message = GONE
             finally:
                 self.reconciler.destroying.discard(record.kernel_id)
-        managed = _managed(KernelRecord(final, record.daemon_address), agent)
+        managed = _managed(
+            KernelRecord(final, record.daemon_address, record.owner), agent, principal
+        )
         if record.holds_resources and agent is not None:
             account(agent.info, record.kernel, -1)
         self.kernels.forget(record.kernel_id)
@@ -310,20 +364,82 @@ class Manager:
         log.info("kernel %s destroyed on agent %s", kernel_id, record.agent_id)
         return managed
 
-    async def execute(self, request: pb.ExecuteRequest) -> AsyncIterator[pb.ExecuteResponse]:
+    async def execute(
+        self, principal: Principal, request: pb.ExecuteRequest
+    ) -> AsyncIterator[pb.ExecuteResponse]:
         """Stream Execute through from the kernel's daemon."""
-        record = self.kernels.locate(request.kernel_id, request.agent_id)
+        record = self._owned(principal, request.kernel_id, request.agent_id)
         async for message in self._reachable(record).execute(
             request.kernel_id, list(request.argv), request.stdin, request.timeout
         ):
             yield message
 
-    async def kernel_logs(self, request: pb.GetKernelLogsRequest) -> bytes:
+    async def kernel_logs(self, principal: Principal, request: pb.GetKernelLogsRequest) -> bytes:
         """The kernel's output so far, from its daemon."""
-        record = self.kernels.locate(request.kernel_id, request.agent_id)
+        record = self._owned(principal, request.kernel_id, request.agent_id)
         return await self._reachable(record).kernel_logs(request.kernel_id, request.tail_lines)
 
+    # --------------------------------------------------------------- admin
+
+    async def remove_agent(self, agent_id: str) -> tuple[mpb.ManagedAgent, int]:
+        """Forget a LOST agent and its kernel records; any daemon may register it again."""
+        record = self.registry.remove(agent_id)
+        self.scheduler.remove_agent(record.agent_id)
+        forgotten = [k.kernel_id for k in self.kernels.on_agent(record.agent_id)]
+        for kernel_id in forgotten:
+            self.kernels.forget(kernel_id)
+        await self.store.delete_kernels(forgotten)
+        await self.store.delete_agents([record.agent_id])
+        log.info(
+            "agent %s of daemon %s removed with %d kernel records",
+            record.agent_id,
+            record.daemon_id,
+            len(forgotten),
+        )
+        return _managed_agent(record), len(forgotten)
+
+    async def create_token(
+        self,
+        principal: Principal,
+        name: str,
+        admin: bool,
+        scaling_groups: Iterable[str],
+        expires_in: float,
+        viewer: bool = False,
+    ) -> tuple[str, TokenRecord]:
+        """A new bearer token (shown once) and its record (kept, with only the hash)."""
+        token, record = new_token(
+            name, admin, scaling_groups, expires_in, str(principal), viewer=viewer
+        )
+        self.tokens.add(record)
+        await self.store.save_token(record)
+        log.info("token %r (id %s) created", record.name, record.token_id)
+        return token, record
+
+    async def revoke_token(self, name_or_id: str) -> TokenRecord:
+        """Revoke a token; calls with it fail from now on."""
+        record = self.tokens.revoke(name_or_id)
+        await self.store.save_token(record)
+        log.info("token %r (id %s) revoked", record.name, record.token_id)
+        return record
+
     # -------------------------------------------------------------- details
+
+    def _owned(
+        self, principal: Principal, kernel_id: str, agent_id: str, viewing: bool = False
+    ) -> KernelRecord:
+        """The kernel, if principal may reach it: its owner or an admin (for viewing,
+        also a viewer of its scaling group)."""
+        record = self.kernels.locate(kernel_id, agent_id)
+        if principal.admin or record.owner == str(principal):
+            return record
+        if viewing and principal.viewer:
+            agent = self.registry.find(record.agent_id)
+            if principal.may_view_scaling_group(agent.scaling_group if agent else ""):
+                return record
+        raise PermissionDenied(
+            f"kernel {kernel_id!r} is not yours: {principal} reaches only the kernels it created"
+        )
 
     def _on(self, agent: AgentRecord) -> AgentHandle:
         """The handle on agent at its daemon's address (no second lookup)."""
@@ -400,14 +516,71 @@ def _managed_agent(agent: AgentRecord) -> mpb.ManagedAgent:
     )
 
 
-def _managed(record: KernelRecord, agent: AgentRecord | None) -> mpb.ManagedKernel:
-    """The kernel as users see it: with its daemon and its agent's scaling group and node."""
+REDACTED = "<redacted>"
+
+
+def _managed(
+    record: KernelRecord, agent: AgentRecord | None, viewer: Principal
+) -> mpb.ManagedKernel:
+    """The kernel as viewer sees it: with its daemon, its agent's scaling group and node,
+    and its env values only if viewer owns it or is an admin."""
+    kernel = record.kernel
+    if kernel.spec.env and not viewer.admin and record.owner != str(viewer):
+        kernel = _copy(kernel)
+        for key in kernel.spec.env:
+            kernel.spec.env[key] = REDACTED
     return mpb.ManagedKernel(
-        kernel=record.kernel,
+        kernel=kernel,
         daemon_address=record.daemon_address,
         scaling_group=agent.scaling_group if agent else "",
         node=agent.node if agent else "",
+        owner=record.owner,
     )
+
+
+def _daemon_identity(principal: Principal) -> str | None:
+    """The authenticated name of a daemon (None on a plaintext manager)."""
+    return principal.name if principal.kind == "certificate" else None
+
+
+async def _bootstrap_admin_token(path: Path, tokens: TokenTable, store: Store) -> None:
+    """Accept the token in path as an admin token, making and writing one if missing.
+
+    Like k3s's first start: the operator (and every client command on this host,
+    which reads the same file by default) has an admin credential without a step.
+    """
+    now = time.time()
+    try:
+        token = (await asyncio.to_thread(path.read_text)).strip()
+    except FileNotFoundError:
+        token = ""
+    except OSError as exc:
+        raise StoreError(
+            f"admin_token_file {path}: cannot read: {exc.strerror}; set [manager] "
+            "admin_token_file to a readable file"
+        ) from None
+    if not token:
+        token, record = new_token(ADMIN_TOKEN_NAME, True, (), created_by="bootstrap", now=now)
+        await asyncio.to_thread(_write_secret, path, token + "\n")
+        log.info("bootstrap admin token written to %s", path)
+    else:
+        try:
+            record = record_for(token, ADMIN_TOKEN_NAME, admin=True, now=now)
+        except InvalidArgument as exc:
+            raise StoreError(f"admin_token_file {path}: {exc}") from None
+        if tokens.get(record.token_id) is not None:
+            return  # known already (possibly revoked on purpose: left as it is)
+    for other in tokens.list():
+        if other.name == ADMIN_TOKEN_NAME:
+            record = replace(record, name=f"{ADMIN_TOKEN_NAME}-{record.token_id}")
+            break
+    tokens.add(record, now)
+    await store.save_token(record)
+
+
+def _write_secret(path: Path, content: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_atomically(path, content, mode=0o600)
 
 
 def _lost(agent: AgentRecord, kernel_id: str) -> AgentLost:

@@ -8,10 +8,10 @@ too. Nothing here knows gRPC.
 from __future__ import annotations
 
 from common.errors import (
-    AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     ResourceExhausted,
     Unavailable,
 )
@@ -21,8 +21,8 @@ class UnknownSession(NotFound):
     """A heartbeat carries a session this manager does not know: the daemon registers again."""
 
 
-class AgentConflict(AlreadyExists):
-    """An agent id is already registered by another daemon that is alive."""
+class AgentOwned(PermissionDenied):
+    """An agent id belongs to another daemon identity (until an admin removes it)."""
 
 
 class KernelNotFound(NotFound):

@@ -32,10 +32,11 @@ UNKNOWN = pb.KERNEL_STATE_UNKNOWN
 
 @dataclass(slots=True)
 class KernelRecord:
-    """One kernel: what its daemon last said of it, and where that daemon is."""
+    """One kernel: what its daemon last said of it, where that daemon is, who made it."""
 
     kernel: pb.Kernel
     daemon_address: str
+    owner: str = ""  # the principal that created it ("" for kernels adopted from a daemon)
 
     @property
     def kernel_id(self) -> KernelId:
@@ -97,9 +98,9 @@ class KernelTable(Mapping[KernelId, KernelRecord]):
         """The records of agent_id's kernels."""
         return [self._records[k] for k in self._by_agent.get(agent_id, ())]
 
-    def add(self, kernel: pb.Kernel, address: str) -> KernelRecord:
+    def add(self, kernel: pb.Kernel, address: str, owner: str = "") -> KernelRecord:
         """Record a kernel its daemon at address reported, holding what it holds."""
-        record = KernelRecord(kernel, address)
+        record = KernelRecord(kernel, address, owner)
         self._insert(record)
         return record
 

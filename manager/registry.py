@@ -9,8 +9,10 @@ heartbeat is refused and it registers again (which is when the manager
 reconciles kernels with it). Sessions live only in memory, so a restarted
 manager makes every daemon register again.
 
-An agent id belongs to one daemon at a time: a second daemon may take it over only
-while the first is LOST. Knows nothing of kernels, scheduling, storage or gRPC.
+An agent id belongs to the daemon identity that registered it (with TLS, the name
+in that daemon's certificate): another identity is refused, LOST or not, until an
+admin removes the agent (`remove`). A daemon authenticated by its certificate
+cannot register or heartbeat as another. Knows nothing of kernels, scheduling, storage or gRPC.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from common.errors import InvalidArgument, NotFound
+from common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from common.ids import ID_SYNTAX, AgentId, is_valid_id
-from manager.errors import AgentConflict, UnknownSession
+from manager.errors import AgentOwned, UnknownSession
 from protos import agent_pb2 as pb
 from protos import manager_pb2 as mpb
 
@@ -77,7 +79,6 @@ class Registration:
     session_id: str
     agents: tuple[AgentRecord, ...]
     dropped: tuple[AgentId, ...]  # agents this daemon had before and no longer reports
-    moved: tuple[AgentId, ...]  # agents that came from another daemon (a LOST one)
 
 
 class Registry:
@@ -92,38 +93,39 @@ class Registry:
 
     # -------------------------------------------------------------- daemons
 
-    def register(self, request: mpb.RegisterAgentsRequest) -> Registration:
-        """Record a daemon's agents (all of them) and open a new session for it."""
+    def register(
+        self, request: mpb.RegisterAgentsRequest, identity: str | None = None
+    ) -> Registration:
+        """Record a daemon's agents (all of them) and open a new session for it.
+
+        identity is the daemon's authenticated name (its certificate's); None on a
+        plaintext manager, where the daemon's own daemon_id is taken.
+        """
         if not request.daemon_address:
             raise InvalidArgument("daemon_address is required (host:port the manager can reach)")
         if not request.agents:
             raise InvalidArgument("agents: a daemon registers at least one agent")
-        daemon_id = request.daemon_id or request.daemon_address
+        daemon_id = _daemon_id(request.daemon_id, request.daemon_address, identity)
         ids = [AgentId(a.agent_id) for a in request.agents]
         for agent_id in ids:
             if not is_valid_id(agent_id):
                 raise InvalidArgument(f"agent_id {agent_id!r} is not valid: {ID_SYNTAX}")
         if len(set(ids)) != len(ids):
             raise InvalidArgument(f"agent ids repeat within the registration: {ids}")
-        moved = []
         for agent_id in ids:
             current = self._agents.get(agent_id)
-            if current is None or current.daemon_id == daemon_id:
-                continue
-            if current.status is Liveness.ALIVE:
-                raise AgentConflict(
-                    f"agent {agent_id!r} is already registered by the daemon at "
-                    f"{current.daemon_address} (node {current.node!r}), which is alive; "
-                    "agent ids must be unique across daemons"
+            if current is not None and current.daemon_id != daemon_id:
+                raise AgentOwned(
+                    f"agent {agent_id!r} belongs to daemon {current.daemon_id!r} (at "
+                    f"{current.daemon_address}, node {current.node!r}, {current.status.value}); "
+                    f"daemon {daemon_id!r} may not take it over: agent ids are unique across "
+                    f"daemons (an admin can remove a LOST agent: agenthost agents rm {agent_id})"
                 )
-            moved.append(agent_id)
 
         interval = request.heartbeat_interval if request.heartbeat_interval > 0 else 5.0
         previous = self._daemons.pop(daemon_id, None)
         if previous is not None:
             self._sessions.pop(previous.session_id, None)
-        for agent_id in moved:
-            self._detach(agent_id)
         kept = set(ids)
         dropped = tuple(a for a in (previous.agent_ids if previous else ()) if a not in kept)
         for agent_id in dropped:
@@ -153,12 +155,15 @@ class Registry:
             )
             self._agents[record.agent_id] = record
             records.append(record)
-        return Registration(session.session_id, tuple(records), dropped, tuple(moved))
+        return Registration(session.session_id, tuple(records), dropped)
 
-    def heartbeat(self, request: mpb.HeartbeatRequest) -> tuple[DaemonSession, list[AgentRecord]]:
+    def heartbeat(
+        self, request: mpb.HeartbeatRequest, identity: str | None = None
+    ) -> tuple[DaemonSession, list[AgentRecord]]:
         """Note a heartbeat and the agents' reported state; UnknownSession if not registered.
 
-        Returns the session and the agents whose scaling group changed.
+        identity: as for register. Returns the session and the agents whose scaling
+        group changed.
         """
         session = self._sessions.get(request.session_id)
         if session is None or session.address != request.daemon_address:
@@ -166,6 +171,11 @@ class Registry:
                 f"daemon at {request.daemon_address or '(no address given)'} has no session "
                 "with this manager "
                 "(manager restarted, or the daemon was LOST): register again"
+            )
+        if identity is not None and session.daemon_id != identity:
+            raise PermissionDenied(
+                f"daemon {identity!r} may not heartbeat for the session of daemon "
+                f"{session.daemon_id!r}"
             )
         session.last_seen = time.monotonic()
         now = time.time()
@@ -208,6 +218,21 @@ class Registry:
         if self.heartbeat_timeout is not None:
             return self.heartbeat_timeout
         return self.missed_heartbeats * daemon.heartbeat_interval
+
+    def remove(self, agent_id: str) -> AgentRecord:
+        """Forget a LOST agent, so that any daemon identity may register it again."""
+        record = self.get(agent_id)
+        if record.status is Liveness.ALIVE:
+            raise FailedPrecondition(
+                f"agent {agent_id!r} is ALIVE (daemon {record.daemon_id!r} at "
+                f"{record.daemon_address} heartbeats); stop that daemon or remove the agent "
+                "from its config first"
+            )
+        del self._agents[record.agent_id]
+        daemon = self._daemons.get(record.daemon_id)
+        if daemon is not None:
+            daemon.agent_ids = tuple(a for a in daemon.agent_ids if a != record.agent_id)
+        return record
 
     def restore(self, record: AgentRecord, heartbeat_interval: float) -> None:
         """Put back an agent read from the store.
@@ -270,11 +295,14 @@ class Registry:
         """Every daemon address in use by some agent."""
         return {r.daemon_address for r in self._agents.values()}
 
-    def _detach(self, agent_id: AgentId) -> None:
-        """Take agent_id away from the (LOST) daemon that had it."""
-        record = self._agents.get(agent_id)
-        if record is None:
-            return
-        daemon = self._daemons.get(record.daemon_id)
-        if daemon is not None:
-            daemon.agent_ids = tuple(a for a in daemon.agent_ids if a != agent_id)
+
+def _daemon_id(claimed: str, address: str, identity: str | None) -> str:
+    """The daemon id a registration is recorded under: the authenticated name if any."""
+    if identity is None:
+        return claimed or address
+    if claimed and claimed != identity:
+        raise PermissionDenied(
+            f"daemon certificate {identity!r} may not register as daemon {claimed!r}: a "
+            "daemon's identity is the name in its certificate"
+        )
+    return identity

@@ -14,7 +14,9 @@ from typing import Any
 
 import grpc
 
-from common.serving import start_grpc_server, stop_signals
+from common.addresses import is_loopback
+from common.serving import Listener, start_grpc_server, stop_signals
+from manager.authz import manager_policy
 from manager.config import ManagerConfig
 from manager.core import Manager
 from manager.service import ManagerServicer
@@ -26,19 +28,28 @@ SERVICE_NAME = manager_pb2.DESCRIPTOR.services_by_name["ManagerService"].full_na
 
 
 class ManagerServer:
-    """A started manager: its core, gRPC server, health servicer and bound address."""
+    """A started manager: its core, gRPC server, health servicer and bound addresses."""
 
     def __init__(
-        self, manager: Manager, server: grpc.aio.Server, health_servicer: Any, address: str
+        self,
+        manager: Manager,
+        server: grpc.aio.Server,
+        health_servicer: Any,
+        address: str,
+        daemon_address: str,
     ) -> None:
         self.manager = manager
         self.server = server
         self.health = health_servicer
-        self.address = address
+        self.address = address  # users (and, plaintext, daemons)
+        self.daemon_address = daemon_address  # where daemons register (= address if plaintext)
 
     @classmethod
-    async def start(cls, config: ManagerConfig, listen: str | None = None) -> ManagerServer:
-        """Build the core, bind the port, start serving."""
+    async def start(
+        cls, config: ManagerConfig, listen: str | None = None, daemon_listen: str | None = None
+    ) -> ManagerServer:
+        """Build the core, bind the ports, start serving."""
+        listeners = _listeners(config, listen, daemon_listen)
         manager = await Manager.create(config)
         try:
             started = await start_grpc_server(
@@ -46,19 +57,29 @@ class ManagerServer:
                     ManagerServicer(manager), server
                 ),
                 SERVICE_NAME,
-                listen or config.manager.listen,
+                listeners,
+                manager_policy(manager.tokens, insecure=config.tls is None),
             )
         except BaseException:
             await manager.close()
             raise
         bound = started.address
+        daemons = started.addresses[-1]
+        if config.tls is None:
+            log.warning(
+                "manager serving PLAINTEXT on %s (insecure = true): tokens cross unencrypted and "
+                "daemons are not authenticated; use [manager.tls] beyond this host",
+                bound,
+            )
         log.info(
-            "manager listening on %s (policy %s, state %s)",
+            "manager listening on %s (daemons on %s; policy %s, state %s, admin token in %s)",
             bound,
+            daemons,
             config.manager.scheduling_policy,
             config.db_path,
+            config.admin_token_file,
         )
-        return cls(manager, started.server, started.health, bound)
+        return cls(manager, started.server, started.health, bound, daemons)
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful shutdown: NOT_SERVING, drain, close the core."""
@@ -70,11 +91,33 @@ class ManagerServer:
         log.info("manager stopped")
 
 
-async def run_manager(config: ManagerConfig, listen: str | None) -> None:
+async def run_manager(
+    config: ManagerConfig, listen: str | None, daemon_listen: str | None = None
+) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
     async with stop_signals() as stop:
-        manager = await ManagerServer.start(config, listen)
+        manager = await ManagerServer.start(config, listen, daemon_listen)
         try:
             await stop.wait()
         finally:
             await manager.stop()
+
+
+def _listeners(
+    config: ManagerConfig, listen: str | None, daemon_listen: str | None
+) -> list[Listener]:
+    """Users' port (TLS, tokens) and daemons' port (mutual TLS); one plaintext port if insecure."""
+    users = listen or config.manager.listen
+    if config.tls is None:
+        if not is_loopback(users):
+            raise OSError(
+                f"cannot listen on {users}: a plaintext manager (insecure = true) listens on "
+                "a loopback address only"
+            )
+        return [Listener(users)]
+    daemons = daemon_listen or config.daemon_listen_for(users)
+    assert daemons is not None
+    return [
+        Listener(users, config.tls.server_credentials(require_client_cert=False)),
+        Listener(daemons, config.tls.server_credentials(require_client_cert=True)),
+    ]

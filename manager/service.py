@@ -1,8 +1,9 @@
 """The gRPC face of the manager: `ManagerServicer`.
 
-Each handler is a few lines: proto -> the shared core (`manager.core.Manager`) ->
-proto. No try/except here: domain errors (the manager's subclass the daemon's)
-become status codes in the one interceptor, `common.interceptors.ErrorMappingInterceptor`.
+Each handler is a few lines: proto -> the shared core (`manager.core.Manager`),
+with the caller the authorization policy resolved (`caller()`) -> proto. No
+try/except here: domain errors become status codes in the one interceptor,
+`common.interceptors.ErrorMapping`.
 Knows gRPC and the core; nothing of daemons' channels, scheduling or storage.
 """
 
@@ -13,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from common.principal import caller
 from manager.core import Manager
+from manager.tokens import TokenRecord
 from protos import agent_pb2 as pb
 from protos import manager_pb2 as mpb
 from protos import manager_pb2_grpc
@@ -31,11 +34,11 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     async def RegisterAgents(
         self, request: mpb.RegisterAgentsRequest, context: Ctx
     ) -> mpb.RegisterAgentsResponse:
-        session_id = await self.manager.register(request)
+        session_id = await self.manager.register(caller(), request)
         return mpb.RegisterAgentsResponse(session_id=session_id)
 
     async def Heartbeat(self, request: mpb.HeartbeatRequest, context: Ctx) -> mpb.HeartbeatResponse:
-        await self.manager.heartbeat(request)
+        await self.manager.heartbeat(caller(), request)
         return mpb.HeartbeatResponse()
 
     async def ListAgents(
@@ -47,37 +50,84 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         self, request: mpb.CreateKernelRequest, context: Ctx
     ) -> mpb.CreateKernelResponse:
         kernel = await self.manager.create_kernel(
-            request.spec, request.scaling_group, request.agent_id
+            caller(), request.spec, request.scaling_group, request.agent_id
         )
         return mpb.CreateKernelResponse(kernel=kernel)
 
     async def ListKernels(
         self, request: mpb.ManagerListKernelsRequest, context: Ctx
     ) -> mpb.ManagerListKernelsResponse:
-        kernels = self.manager.list_kernels(request.agent_id, request.scaling_group)
+        kernels = self.manager.list_kernels(caller(), request.agent_id, request.scaling_group)
         return mpb.ManagerListKernelsResponse(kernels=kernels)
 
     async def GetKernel(
         self, request: pb.GetKernelRequest, context: Ctx
     ) -> mpb.ManagerKernelResponse:
-        kernel = await self.manager.get_kernel(request.kernel_id, request.agent_id)
+        kernel = await self.manager.get_kernel(caller(), request.kernel_id, request.agent_id)
         return mpb.ManagerKernelResponse(kernel=kernel)
 
     async def DestroyKernel(
         self, request: pb.DestroyKernelRequest, context: Ctx
     ) -> mpb.ManagerKernelResponse:
         kernel = await self.manager.destroy_kernel(
-            request.kernel_id, request.agent_id, request.grace_seconds
+            caller(), request.kernel_id, request.agent_id, request.grace_seconds
         )
         return mpb.ManagerKernelResponse(kernel=kernel)
 
     async def Execute(
         self, request: pb.ExecuteRequest, context: Ctx
     ) -> AsyncIterator[pb.ExecuteResponse]:
-        async for message in self.manager.execute(request):
+        async for message in self.manager.execute(caller(), request):
             yield message
 
     async def GetKernelLogs(
         self, request: pb.GetKernelLogsRequest, context: Ctx
     ) -> pb.GetKernelLogsResponse:
-        return pb.GetKernelLogsResponse(logs=await self.manager.kernel_logs(request))
+        return pb.GetKernelLogsResponse(logs=await self.manager.kernel_logs(caller(), request))
+
+    async def RemoveAgent(
+        self, request: mpb.RemoveAgentRequest, context: Ctx
+    ) -> mpb.RemoveAgentResponse:
+        agent, forgotten = await self.manager.remove_agent(request.agent_id)
+        return mpb.RemoveAgentResponse(agent=agent, kernels_forgotten=forgotten)
+
+    async def CreateToken(
+        self, request: mpb.CreateTokenRequest, context: Ctx
+    ) -> mpb.CreateTokenResponse:
+        token, record = await self.manager.create_token(
+            caller(),
+            request.name,
+            request.admin,
+            request.scaling_groups,
+            request.expires_in,
+            request.viewer,
+        )
+        return mpb.CreateTokenResponse(token=token, info=token_info(record))
+
+    async def ListTokens(
+        self, request: mpb.ListTokensRequest, context: Ctx
+    ) -> mpb.ListTokensResponse:
+        records = self.manager.tokens.list(request.include_revoked)
+        return mpb.ListTokensResponse(tokens=[token_info(r) for r in records])
+
+    async def RevokeToken(
+        self, request: mpb.RevokeTokenRequest, context: Ctx
+    ) -> mpb.RevokeTokenResponse:
+        return mpb.RevokeTokenResponse(
+            info=token_info(await self.manager.revoke_token(request.token))
+        )
+
+
+def token_info(record: TokenRecord) -> mpb.TokenInfo:
+    """What anyone may see of a token: everything but its secret (and its hash)."""
+    return mpb.TokenInfo(
+        token_id=record.token_id,
+        name=record.name,
+        admin=record.admin,
+        scaling_groups=record.scaling_groups,
+        created_at=record.created_at,
+        expires_at=record.expires_at,
+        revoked_at=record.revoked_at,
+        created_by=record.created_by,
+        viewer=record.viewer,
+    )

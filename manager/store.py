@@ -1,11 +1,12 @@
-"""Persistence of the manager: agents and kernels in one SQLite file.
+"""Persistence of the manager: agents, kernels and token hashes in one SQLite file.
 
 Every change is written through before the manager answers, so a restart (even
 after kill -9) loses nothing: the database runs in WAL mode, where a committed
 transaction survives the process dying. The schema carries a version
-(`PRAGMA user_version`); a file this version cannot use is refused with the one
-thing the operator should do. All SQLite work runs on one dedicated thread, so
-the event loop never blocks on the disk.
+(`PRAGMA user_version`): an older file is migrated in place, a file this version
+cannot use is refused with the one thing the operator should do. The file and its
+directory are private to the manager's user (0600, 0700). All SQLite work runs
+on one dedicated thread, so the event loop never blocks on the disk.
 
 Maps the registry's agent records and the kernel table's records to rows and back
 (protocol messages stored as serialised bytes), so the file's layout is decided
@@ -15,6 +16,8 @@ here alone. Knows those records and SQL; nothing of scheduling, routing or gRPC.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,9 +29,10 @@ from common.ids import AgentId
 from manager.errors import StoreError
 from manager.kernels import KernelRecord
 from manager.registry import AgentRecord, Liveness
+from manager.tokens import TokenRecord
 from protos import agent_pb2 as pb
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -52,6 +56,26 @@ CREATE TABLE IF NOT EXISTS kernels (
 );
 CREATE INDEX IF NOT EXISTS kernels_by_agent ON kernels (agent_id);
 """
+
+# Each step takes a file from the version before it to its own (index + 2 = target).
+_MIGRATIONS = (
+    # 2: kernels have an owner; users have tokens (hashes only).
+    """
+    ALTER TABLE kernels ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    CREATE TABLE IF NOT EXISTS tokens (
+        token_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        secret_hash TEXT NOT NULL,
+        admin INTEGER NOT NULL,
+        scaling_groups TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        revoked_at REAL NOT NULL,
+        created_by TEXT NOT NULL,
+        viewer INTEGER NOT NULL DEFAULT 0
+    );
+    """,
+)
 
 
 @dataclass(frozen=True)
@@ -105,8 +129,10 @@ class Store:
                 )
             ]
             kernels = [
-                KernelRecord(pb.Kernel.FromString(r[0]), daemon_address=r[1])
-                for r in conn.execute("SELECT kernel, daemon_address FROM kernels ORDER BY rowid")
+                KernelRecord(pb.Kernel.FromString(r[0]), daemon_address=r[1], owner=r[2])
+                for r in conn.execute(
+                    "SELECT kernel, daemon_address, owner FROM kernels ORDER BY rowid"
+                )
             ]
             return agents, kernels
 
@@ -162,15 +188,16 @@ class Store:
                 r.daemon_address,
                 pb.KernelState.Name(r.kernel.state),
                 r.kernel.SerializeToString(),
+                r.owner,
             )
             for r in latest.values()
         ]
         if values:
             await self._write(
-                "INSERT INTO kernels (kernel_id, agent_id, daemon_address, state, kernel) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (kernel_id) DO UPDATE SET "
+                "INSERT INTO kernels (kernel_id, agent_id, daemon_address, state, kernel, owner) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kernel_id) DO UPDATE SET "
                 "agent_id = excluded.agent_id, daemon_address = excluded.daemon_address, "
-                "state = excluded.state, kernel = excluded.kernel",
+                "state = excluded.state, kernel = excluded.kernel, owner = excluded.owner",
                 values,
             )
 
@@ -179,6 +206,57 @@ class Store:
         values = [(k,) for k in kernel_ids]
         if values:
             await self._write("DELETE FROM kernels WHERE kernel_id = ?", values)
+
+    async def load_tokens(self) -> list[TokenRecord]:
+        """Every token record (revoked ones included)."""
+
+        def read(conn: sqlite3.Connection) -> list[TokenRecord]:
+            return [
+                TokenRecord(
+                    token_id=r[0],
+                    name=r[1],
+                    secret_hash=r[2],
+                    admin=bool(r[3]),
+                    scaling_groups=tuple(json.loads(r[4])),
+                    created_at=r[5],
+                    expires_at=r[6],
+                    revoked_at=r[7],
+                    created_by=r[8],
+                    viewer=bool(r[9]),
+                )
+                for r in conn.execute(
+                    "SELECT token_id, name, secret_hash, admin, scaling_groups, created_at, "
+                    "expires_at, revoked_at, created_by, viewer FROM tokens ORDER BY rowid"
+                )
+            ]
+
+        return await self._run(read)
+
+    async def save_token(self, record: TokenRecord) -> None:
+        """Insert or replace one token record."""
+        await self._write(
+            "INSERT INTO tokens (token_id, name, secret_hash, admin, scaling_groups, "
+            "created_at, expires_at, revoked_at, created_by, viewer) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (token_id) DO UPDATE SET name = excluded.name, "
+            "secret_hash = excluded.secret_hash, admin = excluded.admin, "
+            "scaling_groups = excluded.scaling_groups, expires_at = excluded.expires_at, "
+            "revoked_at = excluded.revoked_at",
+            [
+                (
+                    record.token_id,
+                    record.name,
+                    record.secret_hash,
+                    int(record.admin),
+                    json.dumps(list(record.scaling_groups)),
+                    record.created_at,
+                    record.expires_at,
+                    record.revoked_at,
+                    record.created_by,
+                    int(record.viewer),
+                )
+            ],
+        )
 
     async def close(self) -> None:
         """Close the database and its thread."""
@@ -201,7 +279,9 @@ def _connect(path: Path) -> sqlite3.Connection:
     """Open path, create the schema on a new file, refuse one this version cannot read."""
     aside = f"move it aside (mv {path} {path}.broken) to start with an empty manager"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Created private before SQLite opens it; its -wal and -shm files take its mode.
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
         conn = sqlite3.connect(path, isolation_level="DEFERRED")
     except (OSError, sqlite3.Error) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -227,7 +307,13 @@ def _connect(path: Path) -> sqlite3.Connection:
                 )
             with conn:
                 conn.executescript(_SCHEMA)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("PRAGMA user_version = 1")
+            version = 1
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            # executescript commits first; each step and its version bump are one script.
+            conn.executescript(
+                f"BEGIN; {_MIGRATIONS[target - 2]} PRAGMA user_version = {target}; COMMIT;"
+            )
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise StoreError(f"{path}: not a usable SQLite database ({exc}): {aside}") from None

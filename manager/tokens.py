@@ -38,6 +38,7 @@ class TokenRecord:
     expires_at: float = 0.0  # 0: never
     revoked_at: float = 0.0  # 0: not revoked
     created_by: str = ""
+    viewer: bool = False  # read-only: sees kernels of its scaling groups, env values redacted
 
     def active(self, now: float) -> bool:
         """Neither revoked nor expired at now."""
@@ -52,6 +53,7 @@ class TokenRecord:
             admin=self.admin,
             scaling_groups=self.scaling_groups,
             token_id=self.token_id,
+            viewer=self.viewer,
         )
 
 
@@ -75,6 +77,7 @@ def new_token(
     expires_in: float = 0.0,
     created_by: str = "",
     now: float | None = None,
+    viewer: bool = False,
 ) -> tuple[str, TokenRecord]:
     """A fresh token and its record; InvalidArgument for a bad name or scope."""
     if not is_valid_id(name):
@@ -85,9 +88,12 @@ def new_token(
             raise InvalidArgument(f"scaling group {group[:64]!r} is not valid: {ID_SYNTAX}")
     if admin and groups:
         raise InvalidArgument("an admin token may use every scaling group; give no scaling groups")
-    if not admin and not groups:
+    if admin and viewer:
+        raise InvalidArgument("a token is either admin or viewer (read-only), not both")
+    if not admin and not viewer and not groups:
         raise InvalidArgument(
-            "a token needs a scope: --admin, or one or more --scaling-group it may create in"
+            "a token needs a scope: --admin, --viewer, or one or more --scaling-group it may "
+            "create in"
         )
     if not expires_in >= 0 or expires_in == float("inf"):
         raise InvalidArgument("expires_in must be a finite number of seconds, 0 for never")
@@ -103,6 +109,7 @@ def new_token(
         created_at=now,
         expires_at=now + expires_in if expires_in else 0.0,
         created_by=created_by,
+        viewer=viewer,
     )
     return f"{PREFIX}_{token_id}_{secret}", record
 

@@ -180,7 +180,7 @@ class RemoveAgentResponse(_message.Message):
     def __init__(self, agent: _Optional[_Union[ManagedAgent, _Mapping]] = ..., kernels_forgotten: _Optional[int] = ...) -> None: ...
 
 class TokenInfo(_message.Message):
-    __slots__ = ("token_id", "name", "admin", "scaling_groups", "created_at", "expires_at", "revoked_at", "created_by")
+    __slots__ = ("token_id", "name", "admin", "scaling_groups", "created_at", "expires_at", "revoked_at", "created_by", "viewer")
     TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADMIN_FIELD_NUMBER: _ClassVar[int]
@@ -189,6 +189,7 @@ class TokenInfo(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
     CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    VIEWER_FIELD_NUMBER: _ClassVar[int]
     token_id: str
     name: str
     admin: bool
@@ -197,19 +198,22 @@ class TokenInfo(_message.Message):
     expires_at: float
     revoked_at: float
     created_by: str
-    def __init__(self, token_id: _Optional[str] = ..., name: _Optional[str] = ..., admin: _Optional[bool] = ..., scaling_groups: _Optional[_Iterable[str]] = ..., created_at: _Optional[float] = ..., expires_at: _Optional[float] = ..., revoked_at: _Optional[float] = ..., created_by: _Optional[str] = ...) -> None: ...
+    viewer: bool
+    def __init__(self, token_id: _Optional[str] = ..., name: _Optional[str] = ..., admin: _Optional[bool] = ..., scaling_groups: _Optional[_Iterable[str]] = ..., created_at: _Optional[float] = ..., expires_at: _Optional[float] = ..., revoked_at: _Optional[float] = ..., created_by: _Optional[str] = ..., viewer: _Optional[bool] = ...) -> None: ...
 
 class CreateTokenRequest(_message.Message):
-    __slots__ = ("name", "admin", "scaling_groups", "expires_in")
+    __slots__ = ("name", "admin", "scaling_groups", "expires_in", "viewer")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADMIN_FIELD_NUMBER: _ClassVar[int]
     SCALING_GROUPS_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_IN_FIELD_NUMBER: _ClassVar[int]
+    VIEWER_FIELD_NUMBER: _ClassVar[int]
     name: str
     admin: bool
     scaling_groups: _containers.RepeatedScalarFieldContainer[str]
     expires_in: float
-    def __init__(self, name: _Optional[str] = ..., admin: _Optional[bool] = ..., scaling_groups: _Optional[_Iterable[str]] = ..., expires_in: _Optional[float] = ...) -> None: ...
+    viewer: bool
+    def __init__(self, name: _Optional[str] = ..., admin: _Optional[bool] = ..., scaling_groups: _Optional[_Iterable[str]] = ..., expires_in: _Optional[float] = ..., viewer: _Optional[bool] = ...) -> None: ...
 
 class CreateTokenResponse(_message.Message):
     __slots__ = ("token", "info")

@@ -18,10 +18,12 @@ import textwrap
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import tomlkit
 
+from common.home import token_file
 from manager.config import load_manager_config
 from manager.server import ManagerServer
 from protos import agent_pb2 as pb
@@ -40,7 +42,11 @@ def free_port() -> int:
 
 
 def manager_config(tmp_path: Path, listen: str = "127.0.0.1:0", **settings: object) -> Path:
-    """Write manager.toml with its database under tmp_path; settings override [manager] keys."""
+    """Write manager.toml with its database under tmp_path; settings override [manager] keys.
+
+    Plaintext on loopback unless settings give `tls`; the admin token is the
+    session's ($AGENTHOST_HOME/token, see tests/conftest.py).
+    """
     values: dict[str, object] = {
         "listen": listen,
         "db_path": str(tmp_path / "manager.db"),
@@ -48,6 +54,8 @@ def manager_config(tmp_path: Path, listen: str = "127.0.0.1:0", **settings: obje
         "call_timeout": 5.0,
         **settings,
     }
+    if "tls" not in values:
+        values.setdefault("insecure", True)
     path = tmp_path / "manager.toml"
     path.write_text(tomlkit.dumps({"manager": values}))
     return path
@@ -60,6 +68,8 @@ def linked_daemon_config(
     agents: str,
     heartbeat: float = HEARTBEAT,
     listen: str = "127.0.0.1:0",
+    trust: str = "insecure = true",
+    reconcile_interval: float = 0.5,
 ) -> Path:
     """A daemon TOML in tmp_path/name whose daemon registers with manager_address."""
     directory = tmp_path / name
@@ -74,6 +84,8 @@ def linked_daemon_config(
             node = "{name}"
             """
         ),
+        trust=trust,
+        reconcile_interval=reconcile_interval,
     )
     text = path.read_text().replace('listen = "127.0.0.1:0"', f'listen = "{listen}"')
     path.write_text(text)
@@ -108,11 +120,58 @@ class Manager:
         return self.server.address
 
 
+class _WithToken:
+    def __init__(self, token: str) -> None:
+        self.entry = ("authorization", f"Bearer {token}")
+
+    def _with_token(self, details: Any) -> Any:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()), self.entry)
+        return details._replace(metadata=metadata)
+
+
+class _TokenOnUnary(_WithToken, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._with_token(details), request)
+
+
+class _TokenOnStream(_WithToken, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._with_token(details), request)
+
+
+def bearer_token(token: str) -> list[Any]:
+    """Interceptors adding `authorization: Bearer <token>` to every call of an aio channel
+    (one object per kind: grpc.aio files an interceptor under its first kind only)."""
+    return [_TokenOnUnary(token), _TokenOnStream(token)]
+
+
+def admin_token() -> str:
+    """The session's admin token (every test manager accepts it)."""
+    return token_file().read_text().strip()
+
+
+def user_channel(
+    address: str, token: str | None, credentials: grpc.ChannelCredentials | None = None
+) -> grpc.aio.Channel:
+    """A channel to a manager's user port sending token (plaintext without credentials)."""
+    interceptors = bearer_token(token) if token else []
+    if credentials is None:
+        return grpc.aio.insecure_channel(address, interceptors=interceptors)
+    return grpc.aio.secure_channel(address, credentials, interceptors=interceptors)
+
+
 @contextlib.asynccontextmanager
-async def running_manager(config_path: Path, listen: str | None = None) -> AsyncIterator[Manager]:
-    """Start the real manager in this process; stop it after."""
+async def running_manager(
+    config_path: Path,
+    listen: str | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> AsyncIterator[Manager]:
+    """Start the real manager in this process, with an admin stub; stop it after.
+
+    credentials: the client TLS of the stub, for a manager with [manager.tls].
+    """
     server = await ManagerServer.start(load_manager_config(config_path), listen)
-    channel = grpc.aio.insecure_channel(server.address)
+    channel = user_channel(server.address, admin_token(), credentials)
     try:
         yield Manager(server, manager_pb2_grpc.ManagerServiceStub(channel), channel)
     finally:

@@ -27,6 +27,10 @@ class TlsPaths:
         """As an inline TOML table."""
         return f'{{ ca = "{self.ca}", cert = "{self.cert}", key = "{self.key}" }}'
 
+    def table(self) -> dict[str, str]:
+        """As a TOML table's values."""
+        return {"ca": str(self.ca), "cert": str(self.cert), "key": str(self.key)}
+
     def channel_credentials(self) -> grpc.ChannelCredentials:
         """Client TLS presenting this certificate."""
         return grpc.ssl_channel_credentials(

@@ -47,8 +47,13 @@ def daemon_config(
     name: str = "daemon.toml",
     reconcile_interval: float = 0.5,
     allocation_mode: str = "shared",
+    trust: str = "insecure = true",
 ) -> Path:
-    """Write a daemon TOML with a [daemon] table pointing into tmp_path, plus agents."""
+    """Write a daemon TOML with a [daemon] table pointing into tmp_path, plus agents.
+
+    trust is the daemon's trust setting: plaintext on loopback by default, or e.g.
+    `tls = { ca = ..., cert = ..., key = ... }` (see tests/pki.py).
+    """
     path = tmp_path / name
     path.write_text(
         textwrap.dedent(
@@ -61,6 +66,8 @@ def daemon_config(
             allocation_mode = "{allocation_mode}"
             """
         )
+        + trust
+        + "\n"
         + textwrap.dedent(daemon)
         + "\n"
         + textwrap.dedent(agents)
@@ -96,10 +103,22 @@ class Daemon:
 
 
 @contextlib.asynccontextmanager
-async def running_daemon(config_path: Path, destroy_kernels: bool = True) -> AsyncIterator[Daemon]:
-    """Start the real daemon on port 0 in this process; stop it (destroying kernels) after."""
+async def running_daemon(
+    config_path: Path,
+    destroy_kernels: bool = True,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> AsyncIterator[Daemon]:
+    """Start the real daemon on port 0 in this process; stop it (destroying kernels) after.
+
+    credentials: the stub's client TLS (a manager or admin certificate) for a daemon
+    with [daemon.tls]; plaintext otherwise.
+    """
     server = await DaemonServer.start(load_config(config_path))
-    channel = grpc.aio.insecure_channel(server.address)
+    channel = (
+        grpc.aio.secure_channel(server.address, credentials)
+        if credentials is not None
+        else grpc.aio.insecure_channel(server.address)
+    )
     try:
         yield Daemon(server, agent_pb2_grpc.AgentServiceStub(channel), channel)
     finally:

@@ -220,7 +220,7 @@ class TestConfigCheckCommand:
         sample = subprocess.run([AGENTHOST, "config", "sample"], capture_output=True, text=True)
         assert sample.returncode == 0
         for field in [*DaemonSection.model_fields, *AgentEntry.model_fields]:
-            assert f"{field} = " in sample.stdout, field
+            assert f"{field} = " in sample.stdout or f"[daemon.{field}]" in sample.stdout, field
         path = tmp_path / "sample.toml"
         path.write_text(sample.stdout)
         check = subprocess.run(
@@ -238,10 +238,13 @@ class TestConfigCheckCommand:
             [AGENTHOST, "config", "check", str(bad)], capture_output=True, text=True
         )
         assert result.returncode == 2
-        assert result.stderr.strip() == (
+        assert result.stderr.strip().splitlines() == [
             f"error: {bad}: agents[0] (id \"a0\"): backend: unknown backend 'dockr'; "
-            "valid: local, docker, kubernetes"
-        )
+            "valid: local, docker, kubernetes",
+            f"error: {bad}: daemon: [daemon.tls] is required (ca, cert, key: make them with "
+            "agenthost certs init and agenthost certs issue --role daemon), or set insecure = "
+            "true to serve plaintext on a loopback address",
+        ]
 
     def test_daemon_with_bad_config_starts_nothing(self, tmp_path: Path) -> None:
         bad = tmp_path / "bad.toml"

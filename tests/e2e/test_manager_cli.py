@@ -11,15 +11,19 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
 
 from protos import agent_pb2 as pb
+from protos import manager_pb2 as mpb
+from protos import manager_pb2_grpc
 from tests.managers import free_port, reap
 from tests.servers import AGENTHOST
 
@@ -32,6 +36,7 @@ class Up:
     log_path: Path
     manager: str
     cwd: Path
+    home: Path  # its $AGENTHOST_HOME: the CA, certificates and admin token up made
 
     def log(self) -> str:
         return self.log_path.read_text()
@@ -46,7 +51,12 @@ class Up:
             text=True,
             timeout=60,
             cwd=self.cwd,
-            env={**os.environ, "AGENTHOST_MANAGER": self.manager, **(env or {})},
+            env={
+                **os.environ,
+                "AGENTHOST_HOME": str(self.home),
+                "AGENTHOST_MANAGER": self.manager,
+                **(env or {}),
+            },
         )
 
     def ok(self, *args: str) -> str:
@@ -59,6 +69,7 @@ class Up:
 def up(tmp_path: Path) -> Iterator[Up]:
     manager = f"127.0.0.1:{free_port()}"
     log_path = tmp_path / "up.log"
+    home = tmp_path / "home"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
             [
@@ -70,14 +81,17 @@ def up(tmp_path: Path) -> Iterator[Up]:
                 str(ROOT / "configs" / "manager.toml"),
                 "--manager-listen",
                 manager,
+                "--manager-daemon-listen",
+                "127.0.0.1:0",
                 "--daemon-listen",
                 "127.0.0.1:0",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=tmp_path,
+            env={**os.environ, "AGENTHOST_HOME": str(home)},
         )
-    session = Up(proc, log_path, manager, tmp_path)
+    session = Up(proc, log_path, manager, tmp_path, home)
     try:
         deadline = time.monotonic() + 30
         while "registered agents a0, a1, a2" not in session.log():
@@ -190,6 +204,66 @@ class TestWalkthrough:
         log = up.log()
         assert "SIGINT received: shutting down" in log
         assert "daemon stopped" in log and "manager stopped" in log
+
+
+class TestSecureByDefault:
+    def test_up_serves_tls_the_cli_needs_no_flags_and_plaintext_is_refused(self, up: Up) -> None:
+        created = up.ok("kernel", "create", "--", "sleep", "60")
+        assert len(kernel_ids(created)) == 1
+        pki = up.home / "pki"
+        assert stat.S_IMODE((pki / "ca.key").stat().st_mode) == 0o600
+        assert stat.S_IMODE((up.home / "token").stat().st_mode) == 0o600
+        assert {p.name for p in pki.iterdir()} >= {"ca.crt", "ca.key", "manager-manager.crt"}
+        daemon = re.search(r"daemon on (\S+) \(mutual TLS\)", up.log())
+        assert daemon is not None, up.log()
+        for address in (up.manager, daemon.group(1)):
+            with grpc.insecure_channel(address) as channel:
+                stub = manager_pb2_grpc.ManagerServiceStub(channel)
+                with pytest.raises(grpc.RpcError) as err:
+                    stub.ListAgents(mpb.ManagerListAgentsRequest(), timeout=5)
+                assert err.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+
+    def test_a_client_without_a_token_is_unauthenticated(self, up: Up) -> None:
+        (up.home / "token").rename(up.home / "token.kept")
+        result = up.run("agents")
+        assert result.returncode == 1
+        assert "(UNAUTHENTICATED)" in result.stderr
+        assert "hint: give a token with --token or AGENTHOST_TOKEN" in result.stderr
+        token = (up.home / "token.kept").read_text().strip()
+        assert up.run("agents", env={"AGENTHOST_TOKEN": token}).returncode == 0
+
+
+class TestTokenCommands:
+    def test_an_admin_makes_a_scoped_token_that_works_only_in_its_group_until_revoked(
+        self, up: Up
+    ) -> None:
+        created = up.run("token", "create", "--name", "ci", "--scaling-group", "default")
+        assert created.returncode == 0, created.stderr
+        token = created.stdout.strip()
+        assert token.startswith("aht_") and "not shown again" in created.stderr
+        listed = up.ok("token", "ls")
+        assert re.search(r"^ci\s+\S+\s+default\s+.*active", listed, re.MULTILINE), listed
+        assert token not in listed
+        as_ci = {"AGENTHOST_TOKEN": token}
+        kernel = up.run("kernel", "create", "--", "sleep", "60", env=as_ci)
+        assert kernel.returncode == 0, kernel.stderr
+        batch = up.run(
+            "kernel", "create", "--scaling-group", "batch", "--", "sleep", "1", env=as_ci
+        )
+        assert batch.returncode == 1 and "(PERMISSION_DENIED)" in batch.stderr
+        assert "token:ci may not create kernels in scaling group 'batch'" in batch.stderr
+        refused = up.run("token", "create", "--name", "x", "--admin", env=as_ci)
+        assert refused.returncode == 1 and "(PERMISSION_DENIED)" in refused.stderr
+        assert up.ok("token", "revoke", "ci").strip().startswith("revoked token ci")
+        after = up.run("kernel", "ls", env=as_ci)
+        assert after.returncode == 1 and "token 'ci' was revoked (UNAUTHENTICATED)" in after.stderr
+
+    def test_removing_an_unknown_agent_is_not_found(self, up: Up) -> None:
+        result = up.run("agents", "rm", "zz")
+        assert result.returncode == 1
+        assert "agent 'zz' is not registered with the manager" in result.stderr
+        alive = up.run("agents", "rm", "a0")
+        assert alive.returncode == 1 and "(FAILED_PRECONDITION)" in alive.stderr
 
 
 class TestErrors:

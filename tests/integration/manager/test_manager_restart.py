@@ -16,6 +16,7 @@ from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc, manager_pb2_grpc
 from protos import manager_pb2 as mpb
 from tests.managers import (
+    admin_token,
     agents_by_id,
     agents_toml,
     create,
@@ -26,6 +27,7 @@ from tests.managers import (
     manager_process,
     reap,
     run,
+    user_channel,
 )
 from tests.servers import daemon_process, eventually, sleeper
 
@@ -55,7 +57,7 @@ class TestManagerRestart:
                 daemon_process(d2, "--destroy-kernels-on-exit") as two,
             ):
                 with manager_process(config) as first:
-                    async with grpc.aio.insecure_channel(first.address) as channel:
+                    async with user_channel(first.address, admin_token()) as channel:
                         stub = manager_pb2_grpc.ManagerServiceStub(channel)
 
                         async def all_alive() -> bool:
@@ -87,7 +89,7 @@ class TestManagerRestart:
 
                 with manager_process(config) as second:
                     assert second.address == address
-                    async with grpc.aio.insecure_channel(second.address) as channel:
+                    async with user_channel(second.address, admin_token()) as channel:
                         stub = manager_pb2_grpc.ManagerServiceStub(channel)
                         # Everything is listed at once, from the manager's own store.
                         agents = await agents_by_id(stub)

@@ -253,7 +253,9 @@ class TestBadInput:
         assert code_of(err) == grpc.StatusCode.ALREADY_EXISTS
         assert len(await kernels_by_id(setup.manager.stub)) == 1
 
-    async def test_an_agent_id_taken_by_a_live_daemon_is_refused(self, setup: Setup) -> None:
+    async def test_an_agent_id_of_another_daemon_is_permission_denied_naming_it(
+        self, setup: Setup
+    ) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await setup.manager.stub.RegisterAgents(
                 mpb.RegisterAgentsRequest(
@@ -263,7 +265,8 @@ class TestBadInput:
                     agents=[pb.AgentInfo(agent_id="e0")],
                 )
             )
-        assert code_of(err) == grpc.StatusCode.ALREADY_EXISTS
+        assert code_of(err) == grpc.StatusCode.PERMISSION_DENIED
+        assert "agent 'e0' belongs to daemon" in (err.value.details() or "")
 
     async def test_heartbeat_without_a_session_is_not_found(self, setup: Setup) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as err:

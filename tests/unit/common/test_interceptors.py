@@ -25,7 +25,7 @@ from common.errors import (
     Unavailable,
     Unsupported,
 )
-from common.interceptors import ErrorMappingInterceptor
+from common.interceptors import ErrorMapping, HookedInterceptor
 from daemon.errors import CheckpointError
 
 SERVICE = "test.Errors"
@@ -161,7 +161,7 @@ HANDLER = grpc.method_handlers_generic_handler(
 @contextlib.asynccontextmanager
 async def serving() -> AsyncIterator[grpc.aio.Channel]:
     """A real grpc.aio server on port 0 with the interceptor, a tiny service and health."""
-    server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
+    server = grpc.aio.server(interceptors=[HookedInterceptor(ErrorMapping())])
     server.add_generic_rpc_handlers((HANDLER,))
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

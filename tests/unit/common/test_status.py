@@ -16,7 +16,9 @@ from common.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
     Unsupported,
 )
@@ -40,6 +42,8 @@ TABLE = [
     Code(FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     Code(Unavailable, grpc.StatusCode.UNAVAILABLE),
     Code(Unsupported, grpc.StatusCode.UNIMPLEMENTED),
+    Code(Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    Code(PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
 ]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import textwrap
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from cli.main import main
 from common.errors import ConfigError, NotFound
 from daemon.config import load_config, parse_config, set_scaling_group
 from daemon.resources import HostCapacity
+from tests.pki import Pki
 
 ROOT = Path(__file__).resolve().parents[3]
 GIB = 1 << 30
@@ -54,9 +56,24 @@ SHARED = '[daemon]\nallocation_mode = "shared"\n\n'
 ID_SYNTAX = "1-63 characters of letters, digits, '_', '.', '-', starting with a letter or digit"
 
 
+def with_trust(text: str) -> str:
+    """text with `insecure = true` in its [daemon] table, unless it says how to trust
+    (or is not TOML at all, so that its own error and line numbers stay as they are)."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return text
+    daemon = doc.get("daemon")
+    if not isinstance(daemon, dict):
+        return text if "daemon" in doc else text + "\n[daemon]\ninsecure = true\n"
+    if "insecure" in daemon or "tls" in daemon:
+        return text
+    return text.replace("[daemon]\n", "[daemon]\ninsecure = true\n", 1)
+
+
 def write(tmp_path: Path, text: str, name: str = "daemon.toml") -> Path:
     path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
+    path.write_text(with_trust(textwrap.dedent(text)))
     return path
 
 
@@ -541,7 +558,7 @@ class TestPortRangeProperty:
         self, ranges: list[tuple[int, int]]
     ) -> None:
         raw = {
-            "daemon": {"allocation_mode": "shared"},
+            "daemon": {"allocation_mode": "shared", "insecure": True},
             "agents": [
                 {"id": f"a{i}", "port_range": [start, start + width]}
                 for i, (start, width) in enumerate(ranges)
@@ -687,7 +704,7 @@ class TestAutoSplit:
     ) -> None:
         host = HostCapacity(cores=tuple(range(n_cores)), memory=gib * GIB)
         raw = {
-            "daemon": {"allocation_mode": "auto-split"},
+            "daemon": {"allocation_mode": "auto-split", "insecure": True},
             "agents": [
                 {"id": f"a{i}", "port_range": [30000 + 100 * i, 30099 + 100 * i]}
                 for i in range(n_agents)
@@ -751,6 +768,7 @@ COMMENTED = """\
 # a daemon with comments everywhere
 [daemon]
 listen = "127.0.0.1:6001"   # one port
+insecure = true
 
 [defaults]
 scaling_group = "default"   # inherited
@@ -804,8 +822,8 @@ class TestSetScalingGroup:
 
     def test_edits_the_legacy_agent_table(self, tmp_path: Path) -> None:
         text = (
-            '# one agent\n[agent]\nid = "solo"   # legacy\nport_range = [30000, 30099]\n'
-            'resources = { cpus = [0], memory = "1GiB" }\n'
+            '# one agent\n[daemon]\ninsecure = true\n[agent]\nid = "solo"   # legacy\n'
+            'port_range = [30000, 30099]\nresources = { cpus = [0], memory = "1GiB" }\n'
         )
         path = write(tmp_path, text)
         set_scaling_group(path, "solo", "gpu")
@@ -878,3 +896,53 @@ class TestConfigCheckCommand:
             f'error: {path}: agents[1] (id "a1"): resources.cpus: core 0 is already given to '
             'agent "a0"',
         ]
+
+
+class TestTrust:
+    """Secure by default: mutual TLS, or an explicit plaintext daemon on loopback."""
+
+    def problems(self, tmp_path: Path, daemon: str) -> list[str]:
+        path = tmp_path / "d.toml"
+        path.write_text(f"[daemon]\n{daemon}\n" + agent())
+        with pytest.raises(ConfigError) as info:
+            load_config(path, HOST)
+        return [p.removeprefix(f"{path}: ") for p in info.value.problems]
+
+    @pytest.mark.parametrize(
+        ("daemon", "problem"),
+        [
+            (
+                "",
+                "daemon: [daemon.tls] is required (ca, cert, key: make them with agenthost "
+                "certs init and agenthost certs issue --role daemon), or set insecure = true to "
+                "serve plaintext on a loopback address",
+            ),
+            (
+                'insecure = true\nlisten = "0.0.0.0:6001"',
+                "daemon.insecure: plaintext is allowed only on a loopback address, not on "
+                "0.0.0.0:6001; give [daemon.tls] to listen there",
+            ),
+        ],
+        ids=["neither", "plaintext-beyond-loopback"],
+    )
+    def test_refused(self, tmp_path: Path, daemon: str, problem: str) -> None:
+        assert self.problems(tmp_path, daemon) == [problem]
+
+    def test_a_manager_certificate_cannot_serve_as_a_daemon(self, tmp_path: Path, pki: Pki) -> None:
+        files = pki.files("manager", "m")
+        assert self.problems(tmp_path, f"tls = {files.toml()}") == [
+            f"daemon.tls.cert: {files.cert} holds a manager certificate; this process needs a "
+            "daemon certificate (agenthost certs issue --role daemon --name NAME)"
+        ]
+
+    def test_relative_paths_are_read_beside_the_config_file(self, tmp_path: Path, pki: Pki) -> None:
+        files = pki.files("daemon", "node7")
+        for source in (files.ca, files.cert, files.key):
+            (tmp_path / source.name).write_bytes(source.read_bytes())
+        path = tmp_path / "d.toml"
+        path.write_text(
+            f'[daemon]\ntls = {{ ca = "{files.ca.name}", cert = "{files.cert.name}", '
+            f'key = "{files.key.name}" }}\n' + agent()
+        )
+        config = load_config(path, HOST)
+        assert config.tls is not None and config.tls.identity.name == "node7"

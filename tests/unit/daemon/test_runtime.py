@@ -58,6 +58,7 @@ def write_config(tmp_path: Path, ids: tuple[str, ...], default_agent: str | None
             # the runtime's test daemon
             [daemon]
             allocation_mode = "shared"
+            insecure = true
             state_dir = "{tmp_path / "state"}"
             {daemon}
             """

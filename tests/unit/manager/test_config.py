@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from common.errors import ConfigError
-from manager.config import ManagerSection, load_manager_config
+from manager.config import ManagerConfig, ManagerSection, load_manager_config
+from tests.pki import Pki
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = ROOT / "configs" / "manager.toml"
@@ -17,12 +18,16 @@ EXAMPLE = ROOT / "configs" / "manager.toml"
 class TestExample:
     def test_configs_manager_toml_loads_with_the_defaults(self) -> None:
         config = load_manager_config(EXAMPLE)
-        assert config.manager == ManagerSection()
+        assert config.manager == ManagerSection(insecure=True)
         assert config.db_path.is_absolute()
 
     def test_every_option_appears_in_the_example(self) -> None:
         text = EXAMPLE.read_text()
-        missing = [name for name in ManagerSection.model_fields if f"{name} =" not in text]
+        missing = [
+            name
+            for name in ManagerSection.model_fields
+            if f"{name} =" not in text and f"[manager.{name}]" not in text
+        ]
         assert missing == []
 
     def test_every_option_has_a_description(self) -> None:
@@ -79,3 +84,57 @@ class TestErrors:
         with pytest.raises(ConfigError) as err:
             load_manager_config(tmp_path / "none.toml")
         assert err.value.problems == [f"{tmp_path / 'none.toml'}: no such file"]
+
+
+class TestTrust:
+    """Secure by default: TLS, or an explicit plaintext manager on loopback."""
+
+    def load(self, tmp_path: Path, text: str) -> ManagerConfig:
+        path = tmp_path / "m.toml"
+        path.write_text(text)
+        return load_manager_config(path)
+
+    @pytest.mark.parametrize(
+        ("text", "problem"),
+        [
+            (
+                "[manager]\n",
+                "manager: [manager.tls] is required (ca, cert, key: make them with agenthost "
+                "certs init and agenthost certs issue --role manager), or set insecure = true to "
+                "serve plaintext on a loopback address",
+            ),
+            (
+                "[manager]\ninsecure = true\nlisten = '0.0.0.0:6000'\n",
+                "manager.insecure: plaintext is allowed only on a loopback address, not on "
+                "0.0.0.0:6000; give [manager.tls] to listen there",
+            ),
+            (
+                "[manager]\ninsecure = true\n[manager.tls]\nca = 'a'\ncert = 'b'\nkey = 'c'\n",
+                "manager: give either [manager.tls] or insecure = true, not both",
+            ),
+        ],
+        ids=["neither", "plaintext-beyond-loopback", "both"],
+    )
+    def test_refused(self, tmp_path: Path, text: str, problem: str) -> None:
+        with pytest.raises(ConfigError) as err:
+            self.load(tmp_path, text)
+        assert err.value.problems == [f"{tmp_path / 'm.toml'}: {problem}"]
+
+    def test_a_daemon_certificate_cannot_serve_as_the_manager(
+        self, tmp_path: Path, pki: Pki
+    ) -> None:
+        files = pki.files("daemon", "n1")
+        with pytest.raises(ConfigError) as err:
+            self.load(tmp_path, f"[manager]\ntls = {files.toml()}\n")
+        assert err.value.problems == [
+            f"{tmp_path / 'm.toml'}: manager.tls.cert: {files.cert} holds a daemon certificate; "
+            "this process needs a manager certificate (agenthost certs issue --role manager "
+            "--name NAME)"
+        ]
+
+    def test_tls_loads_with_the_daemons_port_next_to_listen(self, tmp_path: Path, pki: Pki) -> None:
+        config = self.load(tmp_path, f"[manager]\ntls = {pki.files('manager', 'm').toml()}\n")
+        assert config.tls is not None and config.tls.identity.name == "m"
+        assert config.daemon_listen_for(config.manager.listen) == "127.0.0.1:6100"
+        assert config.daemon_listen_for("127.0.0.1:0") == "127.0.0.1:0"
+        assert config.admin_token_file.name == "token"

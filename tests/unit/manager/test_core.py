@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import re
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from common.errors import Unauthenticated
+from common.principal import Principal
 from manager.config import ManagerConfig, ManagerSection
 from manager.core import Manager
-from manager.errors import AgentLost
+from manager.errors import AgentLost, StoreError
+from manager.tokens import new_token
 from protos import agent_pb2 as pb
 from protos import manager_pb2 as mpb
 
@@ -74,6 +78,10 @@ def heartbeat(
     )
 
 
+DAEMON = Principal(kind="insecure", role="daemon", name="loopback")
+ADMIN = Principal(kind="token", role="user", name="admin", admin=True)
+
+
 def config(tmp_path: Path, **settings: object) -> ManagerConfig:
     return ManagerConfig(ManagerSection(db_path=tmp_path / "m.db", **settings))  # type: ignore[arg-type]
 
@@ -93,30 +101,30 @@ class TestRegistrationReconciles:
     async def test_unknown_kernels_are_adopted_and_hold_their_resources(
         self, manager: Manager
     ) -> None:
-        await manager.register(registration(kernel("k1"), kernel("k2", state=TERMINATED)))
+        await manager.register(DAEMON, registration(kernel("k1"), kernel("k2", state=TERMINATED)))
         assert states(manager) == {"k1": RUNNING, "k2": TERMINATED}
         assert manager.scheduler.usage("a0").memory == 1 << 20  # type: ignore[arg-type]
 
     async def test_kernels_the_daemon_no_longer_has_become_terminated(
         self, manager: Manager
     ) -> None:
-        await manager.register(registration(kernel("k1"), kernel("k2")))
-        await manager.register(registration(kernel("k1")))
+        await manager.register(DAEMON, registration(kernel("k1"), kernel("k2")))
+        await manager.register(DAEMON, registration(kernel("k1")))
         assert states(manager) == {"k1": RUNNING, "k2": TERMINATED}
         assert manager.kernels["k2"].kernel.status_message == "gone from its daemon"  # type: ignore[index]
 
     async def test_a_snapshot_older_than_the_kernel_does_not_terminate_it(
         self, manager: Manager
     ) -> None:
-        await manager.register(registration(kernel("k1", created=T0 + 50)))
-        await manager.register(registration(taken_at=T0 + 40))
+        await manager.register(DAEMON, registration(kernel("k1", created=T0 + 50)))
+        await manager.register(DAEMON, registration(taken_at=T0 + 40))
         assert states(manager) == {"k1": RUNNING}
 
 
 class TestHeartbeats:
     async def test_exit_is_applied_and_frees_the_hold(self, manager: Manager) -> None:
-        session = await manager.register(registration(kernel("k1")))
-        await manager.heartbeat(heartbeat(session, ("k1", TERMINATED)))
+        session = await manager.register(DAEMON, registration(kernel("k1")))
+        await manager.heartbeat(DAEMON, heartbeat(session, ("k1", TERMINATED)))
         assert states(manager) == {"k1": TERMINATED}
         assert manager.scheduler.usage("a0").memory == 0  # type: ignore[arg-type]
 
@@ -133,13 +141,13 @@ class TestHeartbeats:
     async def test_a_kernels_state_only_moves_forward(
         self, manager: Manager, known: int, reported: int, after: int
     ) -> None:
-        session = await manager.register(registration(kernel("k1", state=known)))
-        await manager.heartbeat(heartbeat(session, ("k1", reported)))
+        session = await manager.register(DAEMON, registration(kernel("k1", state=known)))
+        await manager.heartbeat(DAEMON, heartbeat(session, ("k1", reported)))
         assert states(manager) == {"k1": after}
 
     async def test_a_kernel_missing_from_a_heartbeat_is_terminated(self, manager: Manager) -> None:
-        session = await manager.register(registration(kernel("k1")))
-        await manager.heartbeat(heartbeat(session))
+        session = await manager.register(DAEMON, registration(kernel("k1")))
+        await manager.heartbeat(DAEMON, heartbeat(session))
         assert states(manager) == {"k1": TERMINATED}
 
 
@@ -149,7 +157,7 @@ class TestLiveness:
     ) -> None:
         m = await Manager.create(config(tmp_path, heartbeat_timeout=0.05))
         try:
-            await m.register(registration(kernel("k1"), kernel("k2", state=TERMINATED)))
+            await m.register(DAEMON, registration(kernel("k1"), kernel("k2", state=TERMINATED)))
 
             async def lost() -> bool:
                 await m.expire()
@@ -161,7 +169,7 @@ class TestLiveness:
                 await asyncio.sleep(0.02)
             assert states(m) == {"k1": UNKNOWN, "k2": TERMINATED}
             # Registering again makes it ALIVE and the daemon's word wins.
-            await m.register(registration(kernel("k1")))
+            await m.register(DAEMON, registration(kernel("k1")))
             assert m.list_agents()[0].status == mpb.AGENT_STATUS_ALIVE
             assert states(m)["k1"] == RUNNING
         finally:
@@ -172,7 +180,7 @@ class TestLiveness:
 async def lost(tmp_path: Path) -> AsyncIterator[Manager]:
     """A manager whose one agent a0 (kernel k1 running, k2 terminated) is LOST."""
     m = await Manager.create(config(tmp_path, heartbeat_timeout=1e-6))
-    await m.register(registration(kernel("k1"), kernel("k2", state=TERMINATED)))
+    await m.register(DAEMON, registration(kernel("k1"), kernel("k2", state=TERMINATED)))
     for _ in range(200):
         await m.expire()
         if m.list_agents()[0].status == mpb.AGENT_STATUS_LOST:
@@ -193,7 +201,7 @@ class TestUserOperationsOnALostAgent:
     """Nothing here reaches a daemon: nothing listens at the agent's address."""
 
     async def test_get_shows_the_last_known_record(self, lost: Manager) -> None:
-        got = await lost.get_kernel("k1")
+        got = await lost.get_kernel(ADMIN, "k1")
         assert (got.kernel.state, got.daemon_address) == (UNKNOWN, "127.0.0.1:7001")
         assert (got.scaling_group, got.node) == ("default", "n1")
 
@@ -201,34 +209,49 @@ class TestUserOperationsOnALostAgent:
         self, lost: Manager
     ) -> None:
         with pytest.raises(AgentLost) as err:
-            await lost.destroy_kernel("k1")
+            await lost.destroy_kernel(ADMIN, "k1")
         assert lost_message("k1").fullmatch(str(err.value))
         assert states(lost) == {"k1": UNKNOWN, "k2": TERMINATED}
 
     async def test_a_terminated_kernel_is_forgotten_without_its_daemon(self, lost: Manager) -> None:
-        gone = await lost.destroy_kernel("k2", "a0")
+        gone = await lost.destroy_kernel(ADMIN, "k2", "a0")
         assert (gone.kernel.kernel_id, gone.kernel.state) == ("k2", TERMINATED)
-        assert [k.kernel.kernel_id for k in lost.list_kernels(scaling_group="default")] == ["k1"]
+        assert [k.kernel.kernel_id for k in lost.list_kernels(ADMIN, scaling_group="default")] == [
+            "k1"
+        ]
 
     async def test_execute_and_logs_are_unavailable(self, lost: Manager) -> None:
         with pytest.raises(AgentLost) as err:
-            await lost.kernel_logs(pb.GetKernelLogsRequest(kernel_id="k1"))
+            await lost.kernel_logs(ADMIN, pb.GetKernelLogsRequest(kernel_id="k1"))
         assert lost_message("k1").fullmatch(str(err.value))
         with pytest.raises(AgentLost):
-            _ = [m async for m in lost.execute(pb.ExecuteRequest(kernel_id="k1", argv=["true"]))]
+            _ = [
+                m
+                async for m in lost.execute(ADMIN, pb.ExecuteRequest(kernel_id="k1", argv=["true"]))
+            ]
 
 
 class TestRestart:
     async def test_everything_comes_back_from_the_store(self, tmp_path: Path) -> None:
         m = await Manager.create(config(tmp_path))
-        await m.register(registration(kernel("k1"), kernel("k2")))
+        await m.register(DAEMON, registration(kernel("k1"), kernel("k2")))
         await m.close()
         again = await Manager.create(config(tmp_path))
         try:
             assert [a.info.agent_id for a in again.list_agents()] == ["a0"]
-            assert [k.kernel.kernel_id for k in again.list_kernels()] == ["k1", "k2"]
+            assert [
+                k.kernel.kernel_id
+                for k in again.list_kernels(
+                    ADMIN,
+                )
+            ] == ["k1", "k2"]
             assert again.scheduler.usage("a0").memory == 2 << 20  # type: ignore[arg-type]
-            assert again.list_kernels()[0].daemon_address == "127.0.0.1:7001"
+            assert (
+                again.list_kernels(
+                    ADMIN,
+                )[0].daemon_address
+                == "127.0.0.1:7001"
+            )
         finally:
             await again.close()
 
@@ -238,11 +261,11 @@ class TestRestartKeepsOccupancy:
         self, tmp_path: Path
     ) -> None:
         first = await Manager.create(config(tmp_path))
-        session = await first.register(registration())
+        session = await first.register(DAEMON, registration())
         beat = heartbeat(session)
         beat.agents[0].occupied.memory_bytes = 3 << 20
         beat.agents[0].kernel_count = 2
-        await first.heartbeat(beat)
+        await first.heartbeat(DAEMON, beat)
         await first.close()
 
         second = await Manager.create(config(tmp_path))
@@ -251,3 +274,47 @@ class TestRestartKeepsOccupancy:
             assert (agent.info.occupied.memory_bytes, agent.info.kernel_count) == (3 << 20, 2)
         finally:
             await second.close()
+
+
+class TestBootstrapAdminToken:
+    """The manager's first start leaves an admin credential where clients look (like k3s)."""
+
+    async def test_first_start_writes_a_private_admin_token_that_later_starts_keep(
+        self, tmp_path: Path
+    ) -> None:
+        file = tmp_path / "home" / "token"
+        m = await Manager.create(config(tmp_path, admin_token_file=file))
+        token = file.read_text().strip()
+        assert stat.S_IMODE(file.stat().st_mode) == 0o600
+        assert stat.S_IMODE(file.parent.stat().st_mode) == 0o700
+        assert m.tokens.authenticate(token).admin
+        await m.close()
+        again = await Manager.create(config(tmp_path, admin_token_file=file))
+        assert file.read_text().strip() == token
+        assert [t.name for t in again.tokens.list()] == ["admin"]
+        assert again.tokens.authenticate(token).admin
+        await again.close()
+
+    async def test_a_token_file_from_elsewhere_is_adopted_as_admin(self, tmp_path: Path) -> None:
+        file = tmp_path / "token"
+        token, _ = new_token("someone", admin=True, scaling_groups=[])
+        file.write_text(token + "\n")
+        m = await Manager.create(config(tmp_path, admin_token_file=file))
+        assert m.tokens.authenticate(token).admin
+        await m.close()
+
+    async def test_a_revoked_bootstrap_token_stays_revoked(self, tmp_path: Path) -> None:
+        file = tmp_path / "token"
+        m = await Manager.create(config(tmp_path, admin_token_file=file))
+        await m.revoke_token("admin")
+        await m.close()
+        again = await Manager.create(config(tmp_path, admin_token_file=file))
+        with pytest.raises(Unauthenticated, match="revoked"):
+            again.tokens.authenticate(file.read_text().strip())
+        await again.close()
+
+    async def test_a_file_that_holds_no_token_is_refused_naming_it(self, tmp_path: Path) -> None:
+        file = tmp_path / "token"
+        file.write_text("not a token\n")
+        with pytest.raises(StoreError, match=rf"admin_token_file {file}: not an agenthost token"):
+            await Manager.create(config(tmp_path, admin_token_file=file))

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from common.errors import InvalidArgument, NotFound
+from common.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from common.ids import AgentId
-from manager.errors import AgentConflict, UnknownSession
+from manager.errors import AgentOwned, UnknownSession
 from manager.registry import AgentRecord, Liveness, Registry
 from protos import agent_pb2 as pb
 from protos import manager_pb2 as mpb
@@ -41,7 +41,7 @@ class TestRegistration:
     def test_agents_are_alive_and_routed_to_their_daemon(self) -> None:
         registry = Registry()
         result = registry.register(registration("a0", "a1"))
-        assert result.session_id and not result.dropped and not result.moved
+        assert result.session_id and not result.dropped
         assert registry.get("a1").daemon_address == "127.0.0.1:7001"
         assert [r.status for r in registry.list()] == [Liveness.ALIVE, Liveness.ALIVE]
 
@@ -53,23 +53,48 @@ class TestRegistration:
         assert [r.agent_id for r in registry.list()] == ["a0"]
         assert registry.get("a0").daemon_address == "127.0.0.1:7002"
 
-    def test_an_alive_agent_of_another_daemon_is_a_conflict(self) -> None:
+    def test_an_agent_of_another_daemon_identity_is_refused_naming_its_owner(self) -> None:
         registry = Registry()
         registry.register(registration("a0"))
-        with pytest.raises(AgentConflict) as err:
+        with pytest.raises(AgentOwned) as err:
             registry.register(registration("a0", address="10.0.0.9:7001", daemon_id="n2/x"))
         assert str(err.value) == (
-            "agent 'a0' is already registered by the daemon at 127.0.0.1:7001 (node 'n1'), "
-            "which is alive; agent ids must be unique across daemons"
+            "agent 'a0' belongs to daemon 'n1/d1' (at 127.0.0.1:7001, node 'n1', alive); "
+            "daemon 'n2/x' may not take it over: agent ids are unique across daemons "
+            "(an admin can remove a LOST agent: agenthost agents rm a0)"
         )
 
-    def test_a_lost_agent_may_move_to_another_daemon(self) -> None:
+    def test_a_lost_agent_stays_its_daemons_until_an_admin_removes_it(self) -> None:
         registry = Registry(heartbeat_timeout=0.01)
         registry.register(registration("a0"))
         registry.expire(time.monotonic() + 1)
-        result = registry.register(registration("a0", address="10.0.0.9:7001", daemon_id="n2/x"))
-        assert result.moved == ("a0",)
+        with pytest.raises(AgentOwned):
+            registry.register(registration("a0", address="10.0.0.9:7001", daemon_id="n2/x"))
+        registry.remove("a0")
+        registry.register(registration("a0", address="10.0.0.9:7001", daemon_id="n2/x"))
         assert registry.get("a0").status is Liveness.ALIVE
+        assert registry.get("a0").daemon_id == "n2/x"
+
+    def test_an_alive_agent_cannot_be_removed(self) -> None:
+        registry = Registry()
+        registry.register(registration("a0"))
+        with pytest.raises(FailedPrecondition, match="is ALIVE"):
+            registry.remove("a0")
+
+    def test_a_certificate_identity_replaces_the_claimed_id_and_must_match_it(self) -> None:
+        registry = Registry()
+        result = registry.register(registration("a0", daemon_id=""), identity="node-1")
+        assert result.agents[0].daemon_id == "node-1"
+        with pytest.raises(PermissionDenied, match="'node-2' may not register as daemon 'node-1'"):
+            registry.register(registration("a1", daemon_id="node-1"), identity="node-2")
+
+    def test_a_heartbeat_under_another_identity_is_refused(self) -> None:
+        registry = Registry()
+        session = registry.register(registration("a0", daemon_id=""), identity="node-1").session_id
+        beat = mpb.HeartbeatRequest(daemon_address="127.0.0.1:7001", session_id=session)
+        with pytest.raises(PermissionDenied, match="'node-2' may not heartbeat"):
+            registry.heartbeat(beat, identity="node-2")
+        registry.heartbeat(beat, identity="node-1")
 
     @pytest.mark.parametrize(
         ("request_", "message"),

@@ -63,7 +63,7 @@ class TestSettings:
     def test_an_agent_hands_its_backend_the_model_that_backend_declares(self, backend: str) -> None:
         raw = {
             "agents": [{"id": "a0", "backend": backend, "port_range": [30000, 30009]}],
-            "daemon": {"allocation_mode": "shared"},
+            "daemon": {"allocation_mode": "shared", "insecure": True},
         }
         [agent] = parse_config(raw, Path("d.toml"), HOST).agents
         module_name, class_name = BACKEND_CLASSES[backend].split(":")

@@ -1,187 +1,28 @@
-"""The manager's commands: `agenthost manager`, `agenthost agents` and
-`agenthost kernel create|ls|get|exec|logs|rm`.
+"""`agenthost kernel create|ls|get|exec|logs|rm`: kernels through the manager.
 
 A thin layer: flags become requests, responses become tables (or `--json`).
-Client commands talk to the manager named by `--manager`, else the
-`AGENTHOST_MANAGER` environment variable, else 127.0.0.1:6000, with a deadline on
-every call. `cli/main.py` attaches `COMMANDS` to the root group.
+How the manager is reached (address, TLS, token) is `connection.py`'s.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import sys
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 import grpc
-from google.protobuf.json_format import MessageToDict
-from google.protobuf.message import Message
 from pydantic import ByteSize, TypeAdapter, ValidationError
 
-from common.console import fail, log_level_option, print_json
-from common.errors import AgentHostError, ConfigError
+from common.console import print_json
 from common.formatting import format_bytes, render_table
-from common.logsetup import setup_logging
+from manager.cli.connection import CALL_TIMEOUT, Connection, connection_options, json_option
+from manager.cli.render import as_dict, kernel_state
 from protos import agent_pb2 as pb
 from protos import manager_pb2 as mpb
 from protos import manager_pb2_grpc
 
-DEFAULT_MANAGER = "127.0.0.1:6000"
-CALL_TIMEOUT = 30.0  # seconds: every unary call
 CREATE_TIMEOUT = 180.0  # the manager's own create deadline to a daemon is 120 s
 EXEC_DEADLINE = 24 * 3600.0  # an exec with no --timeout of its own
-F = TypeVar("F", bound=Callable[..., Any])
-
-_STATE_NAMES = {
-    pb.KERNEL_STATE_PENDING: "pending",
-    pb.KERNEL_STATE_RUNNING: "running",
-    pb.KERNEL_STATE_TERMINATED: "terminated",
-    pb.KERNEL_STATE_UNKNOWN: "unknown",
-}
-_AGENT_STATUS = {mpb.AGENT_STATUS_ALIVE: "ALIVE", mpb.AGENT_STATUS_LOST: "LOST"}
-
-
-def manager_option(f: F) -> F:
-    """The `--manager ADDR` option (environment: AGENTHOST_MANAGER)."""
-    return click.option(
-        "--manager",
-        "manager_address",
-        envvar="AGENTHOST_MANAGER",
-        default=DEFAULT_MANAGER,
-        show_default=True,
-        show_envvar=True,
-        help="manager host:port",
-    )(f)
-
-
-def json_option(f: F) -> F:
-    """The `--json` flag."""
-    return click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")(f)
-
-
-@contextlib.contextmanager
-def manager_stub(address: str) -> Iterator[manager_pb2_grpc.ManagerServiceStub]:
-    """A stub on the manager; a failed call prints its code and message and exits 1."""
-    channel = grpc.insecure_channel(address)
-    try:
-        yield manager_pb2_grpc.ManagerServiceStub(channel)
-    except grpc.RpcError as exc:
-        code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
-        details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-        hint = ""
-        if code is grpc.StatusCode.UNAVAILABLE and "connect" in (details or ""):
-            hint = (
-                f"\nhint: is a manager running at {address}? "
-                "(agenthost up, or --manager / AGENTHOST_MANAGER)"
-            )
-        fail([f"{details} ({code.name}){hint}"], 1)
-    finally:
-        channel.close()
-
-
-def _as_dict(message: Message) -> dict[str, Any]:
-    return MessageToDict(message, preserving_proto_field_name=True)
-
-
-# ------------------------------------------------------------------- servers
-
-
-@click.command("manager")
-@click.option(
-    "--config",
-    "config_path",
-    envvar="AGENTHOST_MANAGER_CONFIG",
-    show_envvar=True,
-    required=True,
-    type=click.Path(path_type=Path),
-    help="manager TOML file (e.g. configs/manager.toml)",
-)
-@click.option("--listen", default=None, help="override [manager] listen (host:port; port 0 = any)")
-@log_level_option
-def manager_command(config_path: Path, listen: str | None, log_level: str) -> None:
-    """Run the manager: the agent registry, scheduler and user API.
-
-    Daemons whose `[daemon] manager` names it register their agents and heartbeat.
-    SIGTERM or Ctrl-C shuts down gracefully; its state is in the SQLite file.
-    """
-    from manager.config import load_manager_config
-    from manager.server import run_manager
-
-    setup_logging(log_level)
-    try:
-        config = load_manager_config(config_path)
-    except ConfigError as exc:
-        fail(exc.problems, 2)
-    try:
-        asyncio.run(run_manager(config, listen))
-    except (AgentHostError, OSError) as exc:
-        fail([str(exc)], 1)
-
-
-# ------------------------------------------------------------------- clients
-
-
-def _fraction(used: int, total: int, bytes_: bool = False) -> str:
-    if bytes_:
-        return f"{format_bytes(used) if used else '0'}/{format_bytes(total)}"
-    return f"{used}/{total}"
-
-
-@click.command("agents")
-@click.option("--scaling-group", default="", help="only agents of this scaling group")
-@manager_option
-@json_option
-def agents_command(scaling_group: str, manager_address: str, as_json: bool) -> None:
-    """List every agent the manager knows: status, daemon, scaling group, usage."""
-    with manager_stub(manager_address) as stub:
-        response = stub.ListAgents(
-            mpb.ManagerListAgentsRequest(scaling_group=scaling_group), timeout=CALL_TIMEOUT
-        )
-    if as_json:
-        print_json([_as_dict(a) for a in response.agents])
-        return
-    rows = []
-    for a in response.agents:
-        info = a.info
-        status = _AGENT_STATUS.get(a.status, "?")
-        if a.status == mpb.AGENT_STATUS_ALIVE and not info.healthy:
-            status += " (unhealthy)"
-        rows.append(
-            [
-                info.agent_id,
-                status,
-                a.daemon_address,
-                a.node,
-                info.scaling_group,
-                info.backend,
-                _fraction(len(info.occupied.cores), len(info.capacity.cores)),
-                _fraction(info.occupied.memory_bytes, info.capacity.memory_bytes, bytes_=True),
-                _fraction(info.occupied.ports, info.capacity.ports),
-                str(info.kernel_count),
-            ]
-        )
-    click.echo(
-        render_table(
-            [
-                "AGENT_ID",
-                "STATUS",
-                "DAEMON",
-                "NODE",
-                "SCALING_GROUP",
-                "BACKEND",
-                "CORES",
-                "MEMORY",
-                "PORTS",
-                "KERNELS",
-            ],
-            rows,
-        )
-    )
 
 
 @click.group("kernel")
@@ -222,15 +63,6 @@ def _ports(values: tuple[str, ...]) -> list[pb.ServicePort]:
     return ports
 
 
-def _state(kernel: pb.Kernel) -> str:
-    state = _STATE_NAMES.get(kernel.state, "?")
-    if kernel.state == pb.KERNEL_STATE_TERMINATED:
-        code = f"exit {kernel.exit_code}" if kernel.HasField("exit_code") else ""
-        why = ", ".join(p for p in (code, kernel.status_message) if p)
-        return f"{state} ({why})" if why else state
-    return state
-
-
 def _kernel_row(k: mpb.ManagedKernel) -> list[str]:
     kernel = k.kernel
     command = " ".join(kernel.spec.command)
@@ -238,7 +70,7 @@ def _kernel_row(k: mpb.ManagedKernel) -> list[str]:
         kernel.kernel_id,
         kernel.agent_id,
         k.daemon_address,
-        _state(kernel),
+        kernel_state(kernel),
         str(len(kernel.allocated.cores)),
         format_bytes(kernel.allocated.memory_bytes) if kernel.allocated.memory_bytes else "-",
         ",".join(f"{n}={p}" for n, p in sorted(kernel.ports.items())) or "-",
@@ -272,7 +104,7 @@ _KERNEL_HEADERS = [
 @click.option("--label", multiple=True, help="label K=V")
 @click.option("--image", default="", help="image (container backends)")
 @click.argument("command", nargs=-1, required=True)
-@manager_option
+@connection_options
 @json_option
 def kernel_create(
     agent_id: str,
@@ -286,7 +118,7 @@ def kernel_create(
     label: tuple[str, ...],
     image: str,
     command: tuple[str, ...],
-    manager_address: str,
+    conn: Connection,
     as_json: bool,
 ) -> None:
     """Create a kernel running COMMAND (give it after --) on an agent the manager picks."""
@@ -306,13 +138,13 @@ def kernel_create(
         ports=_ports(port),
         resources=pb.ResourceRequest(cpu_count=cpus, memory_bytes=_memory(memory), devices=devices),
     )
-    with manager_stub(manager_address) as stub:
+    with conn.stub() as stub:
         response = stub.CreateKernel(
             mpb.CreateKernelRequest(spec=spec, scaling_group=scaling_group, agent_id=agent_id),
             timeout=CREATE_TIMEOUT,
         )
     if as_json:
-        print_json(_as_dict(response.kernel))
+        print_json(as_dict(response.kernel))
         return
     click.echo(render_table(_KERNEL_HEADERS, [_kernel_row(response.kernel)]))
 
@@ -320,31 +152,31 @@ def kernel_create(
 @kernel_group.command("ls")
 @click.option("--agent", "agent_id", default="", help="only kernels of this agent")
 @click.option("--scaling-group", default="", help="only kernels of this scaling group")
-@manager_option
+@connection_options
 @json_option
-def kernel_ls(agent_id: str, scaling_group: str, manager_address: str, as_json: bool) -> None:
+def kernel_ls(agent_id: str, scaling_group: str, conn: Connection, as_json: bool) -> None:
     """List the kernels the manager knows, with the agent and daemon each is on."""
-    with manager_stub(manager_address) as stub:
+    with conn.stub() as stub:
         response = stub.ListKernels(
             mpb.ManagerListKernelsRequest(agent_id=agent_id, scaling_group=scaling_group),
             timeout=CALL_TIMEOUT,
         )
     if as_json:
-        print_json([_as_dict(k) for k in response.kernels])
+        print_json([as_dict(k) for k in response.kernels])
         return
     click.echo(render_table(_KERNEL_HEADERS, [_kernel_row(k) for k in response.kernels]))
 
 
 @kernel_group.command("get")
 @click.argument("kernel_id")
-@manager_option
+@connection_options
 @json_option
-def kernel_get(kernel_id: str, manager_address: str, as_json: bool) -> None:
+def kernel_get(kernel_id: str, conn: Connection, as_json: bool) -> None:
     """Show one kernel as its daemon sees it now (the last known record while its agent is LOST)."""
-    with manager_stub(manager_address) as stub:
+    with conn.stub() as stub:
         response = stub.GetKernel(pb.GetKernelRequest(kernel_id=kernel_id), timeout=CALL_TIMEOUT)
     if as_json:
-        print_json(_as_dict(response.kernel))
+        print_json(as_dict(response.kernel))
         return
     managed = response.kernel
     k = managed.kernel
@@ -355,7 +187,7 @@ def kernel_get(kernel_id: str, manager_address: str, as_json: bool) -> None:
         ("daemon", managed.daemon_address),
         ("node", managed.node),
         ("scaling_group", managed.scaling_group),
-        ("state", _state(k)),
+        ("state", kernel_state(k)),
         ("backend", f"{k.backend} ({k.backend_ref})" if k.backend_ref else k.backend),
         ("command", " ".join(k.spec.command)),
         ("image", k.spec.image or "-"),
@@ -378,15 +210,15 @@ def kernel_get(kernel_id: str, manager_address: str, as_json: bool) -> None:
 @click.argument("argv", nargs=-1, required=True)
 @click.option("--timeout", type=click.FloatRange(min=0), default=0, help="seconds; 0: none")
 @click.option("--stdin", "send_stdin", is_flag=True, help="send this command's stdin to it")
-@manager_option
+@connection_options
 def kernel_exec(
-    kernel_id: str, argv: tuple[str, ...], timeout: float, send_stdin: bool, manager_address: str
+    kernel_id: str, argv: tuple[str, ...], timeout: float, send_stdin: bool, conn: Connection
 ) -> None:
     """Run ARGV (after --) inside a kernel, stream its output, exit with its exit code."""
     stdin = sys.stdin.buffer.read() if send_stdin else b""
     request = pb.ExecuteRequest(kernel_id=kernel_id, argv=list(argv), stdin=stdin, timeout=timeout)
     exit_code = 1
-    with manager_stub(manager_address) as stub:
+    with conn.stub() as stub:
         call = stub.Execute(request, timeout=timeout + CALL_TIMEOUT if timeout else EXEC_DEADLINE)
         try:
             for message in call:
@@ -411,10 +243,10 @@ def kernel_exec(
 @kernel_group.command("logs")
 @click.argument("kernel_id")
 @click.option("--tail", type=click.IntRange(min=0), default=0, help="last N lines; 0: all")
-@manager_option
-def kernel_logs(kernel_id: str, tail: int, manager_address: str) -> None:
+@connection_options
+def kernel_logs(kernel_id: str, tail: int, conn: Connection) -> None:
     """Print what a kernel has written so far."""
-    with manager_stub(manager_address) as stub:
+    with conn.stub() as stub:
         response = stub.GetKernelLogs(
             pb.GetKernelLogsRequest(kernel_id=kernel_id, tail_lines=tail), timeout=CALL_TIMEOUT
         )
@@ -427,15 +259,13 @@ def kernel_logs(kernel_id: str, tail: int, manager_address: str) -> None:
 @click.option(
     "--grace", type=click.FloatRange(min=0), default=0, help="seconds to SIGKILL; 0: the agent's"
 )
-@manager_option
+@connection_options
 @json_option
-def kernel_rm(
-    kernel_ids: tuple[str, ...], grace: float, manager_address: str, as_json: bool
-) -> None:
+def kernel_rm(kernel_ids: tuple[str, ...], grace: float, conn: Connection, as_json: bool) -> None:
     """Destroy kernels (on their agents) and forget them."""
     removed = []
     failed = False
-    channel = grpc.insecure_channel(manager_address)
+    channel = conn.channel()
     stub = manager_pb2_grpc.ManagerServiceStub(channel)
     try:
         for kernel_id in kernel_ids:
@@ -457,9 +287,6 @@ def kernel_rm(
     finally:
         channel.close()
     if as_json:
-        print_json([_as_dict(k) for k in removed])
+        print_json([as_dict(k) for k in removed])
     if failed:
         raise SystemExit(1)
-
-
-COMMANDS = (manager_command, agents_command, kernel_group)

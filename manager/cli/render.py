@@ -1,0 +1,42 @@
+"""How client commands show the manager's messages: JSON dicts, states, fractions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+
+from common.formatting import format_bytes
+from protos import agent_pb2 as pb
+from protos import manager_pb2 as mpb
+
+STATE_NAMES = {
+    pb.KERNEL_STATE_PENDING: "pending",
+    pb.KERNEL_STATE_RUNNING: "running",
+    pb.KERNEL_STATE_TERMINATED: "terminated",
+    pb.KERNEL_STATE_UNKNOWN: "unknown",
+}
+AGENT_STATUS = {mpb.AGENT_STATUS_ALIVE: "ALIVE", mpb.AGENT_STATUS_LOST: "LOST"}
+
+
+def as_dict(message: Message) -> dict[str, Any]:
+    """A message as JSON-ready data, with the proto's own field names."""
+    return MessageToDict(message, preserving_proto_field_name=True)
+
+
+def kernel_state(kernel: pb.Kernel) -> str:
+    """'running', or 'terminated (exit 3, exited)'."""
+    state = STATE_NAMES.get(kernel.state, "?")
+    if kernel.state == pb.KERNEL_STATE_TERMINATED:
+        code = f"exit {kernel.exit_code}" if kernel.HasField("exit_code") else ""
+        why = ", ".join(p for p in (code, kernel.status_message) if p)
+        return f"{state} ({why})" if why else state
+    return state
+
+
+def fraction(used: int, total: int, bytes_: bool = False) -> str:
+    """'2/4', or '512MiB/2GiB'."""
+    if bytes_:
+        return f"{format_bytes(used) if used else '0'}/{format_bytes(total)}"
+    return f"{used}/{total}"
