@@ -28,12 +28,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import random
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +44,7 @@ if str(ROOT) not in sys.path:
 import grpc
 import psutil
 
+from benchmarks.measure import compare
 from common.ids import AgentId, KernelId
 from manager.errors import AllAgentsBusy
 from manager.scheduler import Demand, Scheduler
@@ -52,9 +53,11 @@ from protos import agent_pb2_grpc, manager_pb2_grpc
 from protos import manager_pb2 as mpb
 from tests.managers import (
     ManagerProcess,
+    admin_token,
     agents_toml,
     linked_daemon_config,
     manager_config,
+    user_channel,
 )
 from tests.servers import DaemonProcess
 
@@ -82,30 +85,6 @@ class Settings:
 # -------------------------------------------------------------- 1. routing
 
 
-async def _latency(call: Callable[[], Awaitable[object]], n: int) -> float:
-    start = time.perf_counter()
-    for _ in range(n):
-        await call()
-    return (time.perf_counter() - start) / n
-
-
-async def _throughput(
-    call: Callable[[], Awaitable[object]], seconds: float, concurrency: int
-) -> float:
-    done = 0
-    deadline = time.perf_counter() + seconds
-
-    async def worker() -> None:
-        nonlocal done
-        while time.perf_counter() < deadline:
-            await call()
-            done += 1
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return done / (time.perf_counter() - start)
-
-
 async def bench_routing(settings: Settings, work: Path) -> dict[str, float]:
     config = manager_config(work, missed_heartbeats=10)
     manager = ManagerProcess(config)
@@ -120,7 +99,7 @@ async def bench_routing(settings: Settings, work: Path) -> dict[str, float]:
         )
         daemon = DaemonProcess(daemon_cfg, "--destroy-kernels-on-exit")
         async with (
-            grpc.aio.insecure_channel(manager.address) as m_channel,
+            user_channel(manager.address, admin_token()) as m_channel,
             grpc.aio.insecure_channel(daemon.address) as d_channel,
         ):
             m_stub = manager_pb2_grpc.ManagerServiceStub(m_channel)
@@ -147,32 +126,22 @@ async def bench_routing(settings: Settings, work: Path) -> dict[str, float]:
             async def routed() -> object:
                 return await m_stub.GetKernel(routed_req, timeout=TIMEOUT)
 
-            for call in (direct, routed):  # warm up channels and code paths
-                await _latency(call, 100)
-            lat: dict[str, list[float]] = {"direct": [], "routed": []}
-            thr: dict[str, list[float]] = {"direct": [], "routed": []}
-            for rep in range(settings.reps):
-                order = [("direct", direct), ("routed", routed)]
-                if rep % 2:
-                    order.reverse()
-                for name, call in order:
-                    lat[name].append(await _latency(call, settings.calls))
-                for name, call in order:
-                    thr[name].append(
-                        await _throughput(call, settings.throughput_seconds, settings.concurrency)
-                    )
+            result = await compare(
+                ("direct", direct),
+                ("routed", routed),
+                settings.reps,
+                settings.calls,
+                settings.throughput_seconds,
+                settings.concurrency,
+            )
             await m_stub.DestroyKernel(pb.DestroyKernelRequest(kernel_id="k-bench"))
         return {
-            "direct_us": statistics.median(lat["direct"]) * 1e6,
-            "routed_us": statistics.median(lat["routed"]) * 1e6,
-            "latency_ratio": statistics.median(
-                r / d for r, d in zip(lat["routed"], lat["direct"], strict=True)
-            ),
-            "direct_rps": statistics.median(thr["direct"]),
-            "routed_rps": statistics.median(thr["routed"]),
-            "throughput_ratio": statistics.median(
-                d / r for r, d in zip(thr["routed"], thr["direct"], strict=True)
-            ),
+            "direct_us": result.latency_us["direct"],
+            "routed_us": result.latency_us["routed"],
+            "latency_ratio": result.latency_ratio,
+            "direct_rps": result.rps["direct"],
+            "routed_rps": result.rps["routed"],
+            "throughput_ratio": result.throughput_ratio,
         }
     finally:
         if daemon is not None:
@@ -253,7 +222,7 @@ async def bench_memory(work: Path, daemons: int = 100, per_daemon: int = 100) ->
     manager = ManagerProcess(config)
     try:
         process = psutil.Process(manager.proc.pid)
-        async with grpc.aio.insecure_channel(manager.address) as channel:
+        async with user_channel(manager.address, admin_token()) as channel:
             stub = manager_pb2_grpc.ManagerServiceStub(channel)
             await stub.ListAgents(mpb.ManagerListAgentsRequest(), timeout=TIMEOUT)
             before = process.memory_info().rss
@@ -307,6 +276,8 @@ async def main() -> None:
     settings = Settings.of(parser.parse_args().quick)
     with tempfile.TemporaryDirectory(prefix="bench-manager-") as tmp:
         work = Path(tmp)
+        # The managers' bootstrap admin token lives here, not in the user's ~/.agenthost.
+        os.environ["AGENTHOST_HOME"] = str(work / "home")
         (work / "routing").mkdir()
         (work / "memory").mkdir()
         print("1. routing: GetKernel direct to the daemon vs through the manager")
