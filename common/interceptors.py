@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 class CallHook:
     """What one concern does around every call: enter, fail, leave."""
 
-    def enter(self, method: str, context: Ctx) -> Any:
+    def enter(self, method: str, request: Any, context: Ctx) -> Any:
         """Called before the handler; may raise a domain error to refuse the call."""
         return None
 
@@ -85,7 +85,7 @@ def _wrap(hook: CallHook, method: str, handler: Handler) -> Handler:
         async def unary_call(request: Any, context: Ctx) -> Any:
             state = None
             try:
-                state = enter(method, context)
+                state = enter(method, request, context)
                 return await unary(request, context)  # type: ignore[arg-type]
             except Exception as exc:
                 await fail(method, context, exc)
@@ -105,7 +105,7 @@ def _wrap(hook: CallHook, method: str, handler: Handler) -> Handler:
             async def stream_call(request: Any, context: Ctx) -> AsyncIterator[Any]:
                 state = None
                 try:
-                    state = enter(method, context)
+                    state = enter(method, request, context)
                     async for response in stream(request, context):  # type: ignore[arg-type]
                         yield response
                 except Exception as exc:
@@ -119,7 +119,7 @@ def _wrap(hook: CallHook, method: str, handler: Handler) -> Handler:
             async def stream_call(request: Any, context: Ctx) -> None:
                 state = None
                 try:
-                    state = enter(method, context)
+                    state = enter(method, request, context)
                     await stream(request, context)  # type: ignore[arg-type, misc]
                 except Exception as exc:
                     await fail(method, context, exc)
@@ -158,7 +158,7 @@ class Authorization(CallHook):
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
 
-    def enter(self, method: str, context: Ctx) -> Any:
+    def enter(self, method: str, request: Any, context: Ctx) -> Any:
         """Resolve the caller and bind it to the call (handlers, log lines)."""
         return CALLER.set(self.policy(method, context))
 

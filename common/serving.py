@@ -25,6 +25,8 @@ from grpc_reflection.v1alpha import reflection
 
 from common.addresses import check_host_port
 from common.interceptors import Authorization, ErrorMapping, HookedInterceptor, Policy
+from common.limits import Limits
+from common.validation import Validation
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +66,15 @@ async def start_grpc_server(
     service_name: str,
     listeners: Sequence[Listener],
     policy: Policy,
+    limits: Limits | None = None,
 ) -> GrpcServer:
     """Build, bind every listener (port 0: any free port) and start; health says SERVING.
 
-    Every call passes the error mapping and the authorization policy first.
+    Every call passes the error mapping, the authorization policy and the request
+    validation (with limits) before its handler.
     """
-    server = grpc.aio.server(
-        interceptors=[HookedInterceptor(ErrorMapping(), Authorization(policy))],
-        options=SERVER_OPTIONS,
-    )
+    hooks = (ErrorMapping(), Authorization(policy), Validation(limits or Limits()))
+    server = grpc.aio.server(interceptors=[HookedInterceptor(*hooks)], options=SERVER_OPTIONS)
     add_servicers(server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

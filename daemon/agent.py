@@ -22,11 +22,10 @@ from pathlib import Path
 from common.errors import (
     AgentHostError,
     FailedPrecondition,
-    InvalidArgument,
     Unavailable,
     Unsupported,
 )
-from common.ids import ID_SYNTAX, AgentId, KernelId, is_valid_id, new_kernel_id
+from common.ids import AgentId, KernelId, new_kernel_id
 from daemon.backends import create_backend
 from daemon.backends.base import (
     LABEL_AGENT_ID,
@@ -39,7 +38,7 @@ from daemon.backends.base import (
 )
 from daemon.checkpoint import Checkpoint
 from daemon.config import AgentConfig
-from daemon.kernels import Kernel, KernelRegistry, KernelSpec, KernelState, validate_spec
+from daemon.kernels import Kernel, KernelRegistry, KernelSpec, KernelState
 from daemon.ports import PortPool
 from daemon.resources import Allocation, ResourceAllocator, ResourceSlice
 from daemon.state import AgentState, CheckpointedState, MemoryState
@@ -111,17 +110,14 @@ class Agent:
     # ------------------------------------------------------------- lifecycle
 
     async def create_kernels(self, specs: Sequence[KernelSpec]) -> list[Kernel]:
-        """Create every kernel of specs or none; a failure returns all it took."""
-        if not specs:
-            raise InvalidArgument("kernels: give at least one kernel spec")
+        """Create every kernel of specs or none; a failure returns all it took.
+
+        specs were validated at the edge (`common/validation.py`).
+        """
         specs = [
             s if s.kernel_id else s.model_copy(update={"kernel_id": new_kernel_id()}) for s in specs
         ]
         ids = [s.kernel_id for s in specs]
-        for spec in specs:
-            validate_spec(spec)
-        if len(set(ids)) != len(ids):
-            raise InvalidArgument(f"kernel ids repeat within the batch: {ids}")
         await self._require_healthy()
 
         # Ids, resources and ports for the whole batch in one claim: all or none.
@@ -157,8 +153,6 @@ class Agent:
 
     async def destroy_kernel(self, kernel_id: KernelId, grace: float = 0) -> Kernel:
         """End the kernel, return everything it held and forget it."""
-        if grace < 0:
-            raise InvalidArgument(f"grace_seconds must not be negative, got {grace}")
         kernel = self.state.get(kernel_id)
         self._busy.add(kernel_id)
         try:
@@ -223,10 +217,6 @@ class Agent:
             raise FailedPrecondition(
                 f"kernel {kernel_id!r} is {kernel.state.value}; only a running kernel can execute"
             )
-        if timeout < 0:
-            raise InvalidArgument(f"timeout must not be negative, got {timeout}")
-        if not argv:
-            raise InvalidArgument("argv: give the command to execute")
         async for event in self.backend.execute(
             kernel.handle, self._launch_spec(kernel), argv, stdin, timeout
         ):
@@ -234,10 +224,7 @@ class Agent:
 
     async def create_network(self, name: str) -> str:
         """Create an agent-scoped network (backends that have them)."""
-        backend = self._networks()
-        if not is_valid_id(name):
-            raise InvalidArgument(f"network name {name!r} is not valid: {ID_SYNTAX}")
-        return await backend.create_network(self.id, name)
+        return await self._networks().create_network(self.id, name)
 
     async def destroy_network(self, name: str) -> None:
         """Remove an agent-scoped network."""

@@ -37,6 +37,7 @@ from common.config import StrictModel, describe_errors, read_toml
 from common.credentials import LoadedTls, TlsFiles, resolve_tls
 from common.errors import ConfigError, InvalidArgument, NotFound
 from common.ids import ID_PATTERN, ID_SYNTAX, AgentId, is_valid_id
+from common.limits import MAX_BATCH
 from daemon.backends.docker.settings import DockerSettings
 from daemon.backends.kubernetes.settings import KubernetesSettings
 from daemon.backends.local.settings import LocalSettings
@@ -89,6 +90,12 @@ class DaemonSection(StrictModel):
     )
     shutdown_grace: float = Field(
         10.0, ge=0, description="seconds in-flight calls get to finish on shutdown"
+    )
+    max_batch: int = Field(
+        MAX_BATCH,
+        ge=1,
+        le=4096,
+        description="most kernel specs one CreateKernels call may carry",
     )
     insecure: bool = Field(
         False,

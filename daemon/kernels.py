@@ -10,7 +10,6 @@ unique across the whole daemon. Knows nothing of files, backends or gRPC.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Container, Iterator
 from enum import StrEnum
@@ -18,8 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from common.errors import AlreadyExists, InvalidArgument, NotFound
-from common.ids import ID_SYNTAX, AgentId, KernelId, is_valid_id
+from common.errors import AlreadyExists, NotFound
+from common.ids import AgentId, KernelId
 from daemon.resources import Allocation, ResourceRequest
 
 
@@ -51,42 +50,6 @@ class KernelSpec(BaseModel):
     ports: tuple[ServicePort, ...] = ()
     labels: dict[str, str] = Field(default_factory=dict)
     networks: tuple[str, ...] = ()
-
-
-PORT_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-PORT_NAME_SYNTAX = "letters, digits and '_', not starting with a digit (it becomes PORT_<NAME>)"
-
-
-def validate_spec(spec: KernelSpec) -> None:
-    """Reject a spec whose names or strings cannot reach a process intact."""
-    where = f"kernel {spec.kernel_id!r}"
-    if not is_valid_id(spec.kernel_id):
-        raise InvalidArgument(f"kernel_id {spec.kernel_id!r} is not valid: {ID_SYNTAX}")
-    if any("\0" in arg for arg in spec.command):
-        raise InvalidArgument(f"{where}: command contains a NUL byte")
-    for key, value in spec.env.items():
-        if not key or "=" in key or "\0" in key or "\0" in value:
-            raise InvalidArgument(
-                f"{where}: env key {key!r} is not a valid environment variable name "
-                "(non-empty, no '=' and no NUL byte)"
-            )
-    exported: dict[str, str] = {}
-    for port in spec.ports:
-        if not PORT_NAME_RE.fullmatch(port.name):
-            raise InvalidArgument(
-                f"{where}: port name {port.name!r} is not valid: {PORT_NAME_SYNTAX}"
-            )
-        other = exported.setdefault(port.name.upper(), port.name)
-        if other != port.name or sum(p.name == port.name for p in spec.ports) > 1:
-            raise InvalidArgument(
-                f"{where}: port names {other!r} and {port.name!r} both become "
-                f"PORT_{port.name.upper()}"
-            )
-        if not 0 <= port.container_port <= 65535:
-            raise InvalidArgument(
-                f"{where}: port {port.name!r}: container_port {port.container_port} "
-                "is outside 0-65535"
-            )
 
 
 class Kernel(BaseModel):

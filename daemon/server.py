@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 
 from common.addresses import is_loopback
+from common.limits import Limits
 from common.serving import NOT_SERVING, SERVING, Listener, start_grpc_server, stop_signals
 from daemon.authz import daemon_policy
 from daemon.config import DaemonConfig
@@ -78,6 +79,7 @@ class DaemonServer:
                 SERVICE_NAME,
                 [Listener(address, credentials)],
                 daemon_policy(insecure=config.tls is None),
+                Limits(max_batch=config.daemon.max_batch),
             )
         except BaseException:
             await runtime.close()

@@ -244,32 +244,71 @@ class GetKernelResponse(_message.Message):
     def __init__(self, kernel: _Optional[_Union[Kernel, _Mapping]] = ...) -> None: ...
 
 class GetKernelLogsRequest(_message.Message):
-    __slots__ = ("agent_id", "kernel_id", "tail_lines")
+    __slots__ = ("agent_id", "kernel_id", "tail_lines", "max_bytes")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     KERNEL_ID_FIELD_NUMBER: _ClassVar[int]
     TAIL_LINES_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     kernel_id: str
     tail_lines: int
-    def __init__(self, agent_id: _Optional[str] = ..., kernel_id: _Optional[str] = ..., tail_lines: _Optional[int] = ...) -> None: ...
+    max_bytes: int
+    def __init__(self, agent_id: _Optional[str] = ..., kernel_id: _Optional[str] = ..., tail_lines: _Optional[int] = ..., max_bytes: _Optional[int] = ...) -> None: ...
 
 class GetKernelLogsResponse(_message.Message):
-    __slots__ = ("logs",)
+    __slots__ = ("logs", "truncated")
     LOGS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     logs: bytes
-    def __init__(self, logs: _Optional[bytes] = ...) -> None: ...
+    truncated: bool
+    def __init__(self, logs: _Optional[bytes] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
+class StreamKernelLogsRequest(_message.Message):
+    __slots__ = ("agent_id", "kernel_id", "follow", "tail_lines")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_ID_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    TAIL_LINES_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    kernel_id: str
+    follow: bool
+    tail_lines: int
+    def __init__(self, agent_id: _Optional[str] = ..., kernel_id: _Optional[str] = ..., follow: _Optional[bool] = ..., tail_lines: _Optional[int] = ...) -> None: ...
+
+class KernelLogChunk(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class ListKernelsRequest(_message.Message):
-    __slots__ = ("agent_id",)
+    __slots__ = ("agent_id", "page_size", "page_token", "states", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
-    def __init__(self, agent_id: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    states: _containers.RepeatedScalarFieldContainer[KernelState]
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, agent_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., states: _Optional[_Iterable[_Union[KernelState, str]]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ListKernelsResponse(_message.Message):
-    __slots__ = ("kernels",)
+    __slots__ = ("kernels", "next_page_token")
     KERNELS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     kernels: _containers.RepeatedCompositeFieldContainer[Kernel]
-    def __init__(self, kernels: _Optional[_Iterable[_Union[Kernel, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, kernels: _Optional[_Iterable[_Union[Kernel, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ExecuteRequest(_message.Message):
     __slots__ = ("agent_id", "kernel_id", "argv", "stdin", "timeout")

@@ -64,6 +64,11 @@ class AgentServiceStub:
                 request_serializer=protos_dot_agent__pb2.GetKernelLogsRequest.SerializeToString,
                 response_deserializer=protos_dot_agent__pb2.GetKernelLogsResponse.FromString,
                 _registered_method=True)
+        self.StreamKernelLogs = channel.unary_stream(
+                '/agenthost.v1.AgentService/StreamKernelLogs',
+                request_serializer=protos_dot_agent__pb2.StreamKernelLogsRequest.SerializeToString,
+                response_deserializer=protos_dot_agent__pb2.KernelLogChunk.FromString,
+                _registered_method=True)
         self.ListKernels = channel.unary_unary(
                 '/agenthost.v1.AgentService/ListKernels',
                 request_serializer=protos_dot_agent__pb2.ListKernelsRequest.SerializeToString,
@@ -127,13 +132,22 @@ class AgentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetKernelLogs(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The tail of a kernel's output (at most max_bytes).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamKernelLogs(self, request, context):
+        """A kernel's output in chunks, from the start (or its last tail_lines lines); with
+        follow, then what it writes until it ends or the caller cancels.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListKernels(self, request, context):
-        """An empty agent_id lists the kernels of every agent (aggregate registry).
+        """Pages of kernels (page_size, page_token), filtered by state and labels. An empty agent_id lists the kernels of every agent (aggregate registry).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -198,6 +212,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.GetKernelLogs,
                     request_deserializer=protos_dot_agent__pb2.GetKernelLogsRequest.FromString,
                     response_serializer=protos_dot_agent__pb2.GetKernelLogsResponse.SerializeToString,
+            ),
+            'StreamKernelLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamKernelLogs,
+                    request_deserializer=protos_dot_agent__pb2.StreamKernelLogsRequest.FromString,
+                    response_serializer=protos_dot_agent__pb2.KernelLogChunk.SerializeToString,
             ),
             'ListKernels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListKernels,
@@ -387,6 +406,33 @@ class AgentService:
             '/agenthost.v1.AgentService/GetKernelLogs',
             protos_dot_agent__pb2.GetKernelLogsRequest.SerializeToString,
             protos_dot_agent__pb2.GetKernelLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamKernelLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agenthost.v1.AgentService/StreamKernelLogs',
+            protos_dot_agent__pb2.StreamKernelLogsRequest.SerializeToString,
+            protos_dot_agent__pb2.KernelLogChunk.FromString,
             options,
             channel_credentials,
             insecure,

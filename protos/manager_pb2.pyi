@@ -18,7 +18,7 @@ AGENT_STATUS_ALIVE: AgentStatus
 AGENT_STATUS_LOST: AgentStatus
 
 class RegisterAgentsRequest(_message.Message):
-    __slots__ = ("daemon_address", "node", "agents", "kernels", "taken_at", "heartbeat_interval", "daemon_id")
+    __slots__ = ("daemon_address", "node", "agents", "kernels", "taken_at", "heartbeat_interval", "daemon_id", "more_kernels")
     DAEMON_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     AGENTS_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +26,7 @@ class RegisterAgentsRequest(_message.Message):
     TAKEN_AT_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     DAEMON_ID_FIELD_NUMBER: _ClassVar[int]
+    MORE_KERNELS_FIELD_NUMBER: _ClassVar[int]
     daemon_address: str
     node: str
     agents: _containers.RepeatedCompositeFieldContainer[_agent_pb2.AgentInfo]
@@ -33,7 +34,22 @@ class RegisterAgentsRequest(_message.Message):
     taken_at: float
     heartbeat_interval: float
     daemon_id: str
-    def __init__(self, daemon_address: _Optional[str] = ..., node: _Optional[str] = ..., agents: _Optional[_Iterable[_Union[_agent_pb2.AgentInfo, _Mapping]]] = ..., kernels: _Optional[_Iterable[_Union[_agent_pb2.Kernel, _Mapping]]] = ..., taken_at: _Optional[float] = ..., heartbeat_interval: _Optional[float] = ..., daemon_id: _Optional[str] = ...) -> None: ...
+    more_kernels: bool
+    def __init__(self, daemon_address: _Optional[str] = ..., node: _Optional[str] = ..., agents: _Optional[_Iterable[_Union[_agent_pb2.AgentInfo, _Mapping]]] = ..., kernels: _Optional[_Iterable[_Union[_agent_pb2.Kernel, _Mapping]]] = ..., taken_at: _Optional[float] = ..., heartbeat_interval: _Optional[float] = ..., daemon_id: _Optional[str] = ..., more_kernels: _Optional[bool] = ...) -> None: ...
+
+class RegisterKernelsRequest(_message.Message):
+    __slots__ = ("session_id", "kernels", "last")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    KERNELS_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    kernels: _containers.RepeatedCompositeFieldContainer[_agent_pb2.Kernel]
+    last: bool
+    def __init__(self, session_id: _Optional[str] = ..., kernels: _Optional[_Iterable[_Union[_agent_pb2.Kernel, _Mapping]]] = ..., last: _Optional[bool] = ...) -> None: ...
+
+class RegisterKernelsResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class RegisterAgentsResponse(_message.Message):
     __slots__ = ("session_id",)
@@ -56,7 +72,7 @@ class KernelStatus(_message.Message):
     def __init__(self, kernel_id: _Optional[str] = ..., state: _Optional[_Union[_agent_pb2.KernelState, str]] = ..., exit_code: _Optional[int] = ..., status_message: _Optional[str] = ..., finished_at: _Optional[float] = ...) -> None: ...
 
 class AgentHeartbeat(_message.Message):
-    __slots__ = ("agent_id", "scaling_group", "occupied", "kernel_count", "healthy", "status_message", "kernels")
+    __slots__ = ("agent_id", "scaling_group", "occupied", "kernel_count", "healthy", "status_message", "kernels", "removed_kernel_ids")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     SCALING_GROUP_FIELD_NUMBER: _ClassVar[int]
     OCCUPIED_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +80,7 @@ class AgentHeartbeat(_message.Message):
     HEALTHY_FIELD_NUMBER: _ClassVar[int]
     STATUS_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     KERNELS_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_KERNEL_IDS_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     scaling_group: str
     occupied: _agent_pb2.Resources
@@ -71,19 +88,22 @@ class AgentHeartbeat(_message.Message):
     healthy: bool
     status_message: str
     kernels: _containers.RepeatedCompositeFieldContainer[KernelStatus]
-    def __init__(self, agent_id: _Optional[str] = ..., scaling_group: _Optional[str] = ..., occupied: _Optional[_Union[_agent_pb2.Resources, _Mapping]] = ..., kernel_count: _Optional[int] = ..., healthy: _Optional[bool] = ..., status_message: _Optional[str] = ..., kernels: _Optional[_Iterable[_Union[KernelStatus, _Mapping]]] = ...) -> None: ...
+    removed_kernel_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, agent_id: _Optional[str] = ..., scaling_group: _Optional[str] = ..., occupied: _Optional[_Union[_agent_pb2.Resources, _Mapping]] = ..., kernel_count: _Optional[int] = ..., healthy: _Optional[bool] = ..., status_message: _Optional[str] = ..., kernels: _Optional[_Iterable[_Union[KernelStatus, _Mapping]]] = ..., removed_kernel_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("daemon_address", "session_id", "taken_at", "agents")
+    __slots__ = ("daemon_address", "session_id", "taken_at", "agents", "delta")
     DAEMON_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     TAKEN_AT_FIELD_NUMBER: _ClassVar[int]
     AGENTS_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
     daemon_address: str
     session_id: str
     taken_at: float
     agents: _containers.RepeatedCompositeFieldContainer[AgentHeartbeat]
-    def __init__(self, daemon_address: _Optional[str] = ..., session_id: _Optional[str] = ..., taken_at: _Optional[float] = ..., agents: _Optional[_Iterable[_Union[AgentHeartbeat, _Mapping]]] = ...) -> None: ...
+    delta: bool
+    def __init__(self, daemon_address: _Optional[str] = ..., session_id: _Optional[str] = ..., taken_at: _Optional[float] = ..., agents: _Optional[_Iterable[_Union[AgentHeartbeat, _Mapping]]] = ..., delta: _Optional[bool] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ()
@@ -146,18 +166,47 @@ class CreateKernelResponse(_message.Message):
     def __init__(self, kernel: _Optional[_Union[ManagedKernel, _Mapping]] = ...) -> None: ...
 
 class ManagerListKernelsRequest(_message.Message):
-    __slots__ = ("agent_id", "scaling_group")
+    __slots__ = ("agent_id", "scaling_group", "page_size", "page_token", "states", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     SCALING_GROUP_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     scaling_group: str
-    def __init__(self, agent_id: _Optional[str] = ..., scaling_group: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    states: _containers.RepeatedScalarFieldContainer[_agent_pb2.KernelState]
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, agent_id: _Optional[str] = ..., scaling_group: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., states: _Optional[_Iterable[_Union[_agent_pb2.KernelState, str]]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ManagerListKernelsResponse(_message.Message):
-    __slots__ = ("kernels",)
+    __slots__ = ("kernels", "next_page_token")
     KERNELS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     kernels: _containers.RepeatedCompositeFieldContainer[ManagedKernel]
-    def __init__(self, kernels: _Optional[_Iterable[_Union[ManagedKernel, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, kernels: _Optional[_Iterable[_Union[ManagedKernel, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class PruneKernelsRequest(_message.Message):
+    __slots__ = ("older_than",)
+    OLDER_THAN_FIELD_NUMBER: _ClassVar[int]
+    older_than: float
+    def __init__(self, older_than: _Optional[float] = ...) -> None: ...
+
+class PruneKernelsResponse(_message.Message):
+    __slots__ = ("kernel_ids",)
+    KERNEL_IDS_FIELD_NUMBER: _ClassVar[int]
+    kernel_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, kernel_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ManagerKernelResponse(_message.Message):
     __slots__ = ("kernel",)

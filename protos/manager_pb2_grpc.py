@@ -40,6 +40,11 @@ class ManagerServiceStub:
                 request_serializer=protos_dot_manager__pb2.RegisterAgentsRequest.SerializeToString,
                 response_deserializer=protos_dot_manager__pb2.RegisterAgentsResponse.FromString,
                 _registered_method=True)
+        self.RegisterKernels = channel.unary_unary(
+                '/agenthost.v1.ManagerService/RegisterKernels',
+                request_serializer=protos_dot_manager__pb2.RegisterKernelsRequest.SerializeToString,
+                response_deserializer=protos_dot_manager__pb2.RegisterKernelsResponse.FromString,
+                _registered_method=True)
         self.Heartbeat = channel.unary_unary(
                 '/agenthost.v1.ManagerService/Heartbeat',
                 request_serializer=protos_dot_manager__pb2.HeartbeatRequest.SerializeToString,
@@ -80,6 +85,16 @@ class ManagerServiceStub:
                 request_serializer=protos_dot_agent__pb2.GetKernelLogsRequest.SerializeToString,
                 response_deserializer=protos_dot_agent__pb2.GetKernelLogsResponse.FromString,
                 _registered_method=True)
+        self.StreamKernelLogs = channel.unary_stream(
+                '/agenthost.v1.ManagerService/StreamKernelLogs',
+                request_serializer=protos_dot_agent__pb2.StreamKernelLogsRequest.SerializeToString,
+                response_deserializer=protos_dot_agent__pb2.KernelLogChunk.FromString,
+                _registered_method=True)
+        self.PruneKernels = channel.unary_unary(
+                '/agenthost.v1.ManagerService/PruneKernels',
+                request_serializer=protos_dot_manager__pb2.PruneKernelsRequest.SerializeToString,
+                response_deserializer=protos_dot_manager__pb2.PruneKernelsResponse.FromString,
+                _registered_method=True)
         self.RemoveAgent = channel.unary_unary(
                 '/agenthost.v1.ManagerService/RemoveAgent',
                 request_serializer=protos_dot_manager__pb2.RemoveAgentRequest.SerializeToString,
@@ -107,8 +122,16 @@ class ManagerServiceServicer:
 
     def RegisterAgents(self, request, context):
         """Daemon-facing: all agents of one daemon with its kernels; answers a session id
-        that the daemon's heartbeats carry.
+        that the daemon's heartbeats carry. With more_kernels, the rest of the kernels
+        follow in RegisterKernels calls, the last one saying so; the manager reconciles
+        once it has them all.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegisterKernels(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -166,6 +189,20 @@ class ManagerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamKernelLogs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PruneKernels(self, request, context):
+        """Forget terminated kernels now (the manager also does so kernel_retention after
+        they end).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RemoveAgent(self, request, context):
         """Admin: forget an agent that is LOST, so another daemon identity may register it.
         """
@@ -200,6 +237,11 @@ def add_ManagerServiceServicer_to_server(servicer, server):
                     servicer.RegisterAgents,
                     request_deserializer=protos_dot_manager__pb2.RegisterAgentsRequest.FromString,
                     response_serializer=protos_dot_manager__pb2.RegisterAgentsResponse.SerializeToString,
+            ),
+            'RegisterKernels': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterKernels,
+                    request_deserializer=protos_dot_manager__pb2.RegisterKernelsRequest.FromString,
+                    response_serializer=protos_dot_manager__pb2.RegisterKernelsResponse.SerializeToString,
             ),
             'Heartbeat': grpc.unary_unary_rpc_method_handler(
                     servicer.Heartbeat,
@@ -240,6 +282,16 @@ def add_ManagerServiceServicer_to_server(servicer, server):
                     servicer.GetKernelLogs,
                     request_deserializer=protos_dot_agent__pb2.GetKernelLogsRequest.FromString,
                     response_serializer=protos_dot_agent__pb2.GetKernelLogsResponse.SerializeToString,
+            ),
+            'StreamKernelLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamKernelLogs,
+                    request_deserializer=protos_dot_agent__pb2.StreamKernelLogsRequest.FromString,
+                    response_serializer=protos_dot_agent__pb2.KernelLogChunk.SerializeToString,
+            ),
+            'PruneKernels': grpc.unary_unary_rpc_method_handler(
+                    servicer.PruneKernels,
+                    request_deserializer=protos_dot_manager__pb2.PruneKernelsRequest.FromString,
+                    response_serializer=protos_dot_manager__pb2.PruneKernelsResponse.SerializeToString,
             ),
             'RemoveAgent': grpc.unary_unary_rpc_method_handler(
                     servicer.RemoveAgent,
@@ -289,6 +341,33 @@ class ManagerService:
             '/agenthost.v1.ManagerService/RegisterAgents',
             protos_dot_manager__pb2.RegisterAgentsRequest.SerializeToString,
             protos_dot_manager__pb2.RegisterAgentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterKernels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agenthost.v1.ManagerService/RegisterKernels',
+            protos_dot_manager__pb2.RegisterKernelsRequest.SerializeToString,
+            protos_dot_manager__pb2.RegisterKernelsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -505,6 +584,60 @@ class ManagerService:
             '/agenthost.v1.ManagerService/GetKernelLogs',
             protos_dot_agent__pb2.GetKernelLogsRequest.SerializeToString,
             protos_dot_agent__pb2.GetKernelLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamKernelLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agenthost.v1.ManagerService/StreamKernelLogs',
+            protos_dot_agent__pb2.StreamKernelLogsRequest.SerializeToString,
+            protos_dot_agent__pb2.KernelLogChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PruneKernels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agenthost.v1.ManagerService/PruneKernels',
+            protos_dot_manager__pb2.PruneKernelsRequest.SerializeToString,
+            protos_dot_manager__pb2.PruneKernelsResponse.FromString,
             options,
             channel_credentials,
             insecure,

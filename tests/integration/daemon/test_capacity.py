@@ -172,7 +172,7 @@ BAD_SPECS = [
     BadSpec(
         "nul-in-command",
         pb.KernelSpec(kernel_id="k", command=["echo", "a\0b"]),
-        "kernel 'k': command contains a NUL byte",
+        "kernel 'k': command contains a NUL byte (in 'a\\x00b')",
     ),
     BadSpec(
         "bad-kernel-id",
@@ -213,7 +213,9 @@ class TestSpecValidation:
                     pb.DestroyKernelRequest(agent_id="a0", kernel_id="k", grace_seconds=-1)
                 )
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            assert err.value.details() == "grace_seconds must not be negative, got -1.0"
+            assert err.value.details() == (
+                "grace_seconds must be a finite number of seconds from 0 to 3600, not -1.0"
+            )
 
 
 class TestPorts:

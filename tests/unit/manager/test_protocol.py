@@ -11,6 +11,7 @@ class TestManagerService:
         assert service.full_name == "agenthost.v1.ManagerService"
         assert [m.name for m in service.methods] == [
             "RegisterAgents",
+            "RegisterKernels",
             "Heartbeat",
             "ListAgents",
             "CreateKernel",
@@ -19,6 +20,8 @@ class TestManagerService:
             "DestroyKernel",
             "Execute",
             "GetKernelLogs",
+            "StreamKernelLogs",
+            "PruneKernels",
             "RemoveAgent",
             "CreateToken",
             "ListTokens",
