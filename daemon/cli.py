@@ -87,7 +87,7 @@ def config_check(file: Path) -> None:
     click.echo(
         f"{file}: ok, {plural(len(cfg.agents), 'agent')}, "
         f"allocation_mode {cfg.daemon.allocation_mode}, "
-        f"listen {cfg.daemon.listen}"
+        f"listen {cfg.daemon.listen}, state_dir {cfg.state_dir}"
     )
     click.echo(
         render_table(

@@ -69,7 +69,10 @@ class DaemonSection(StrictModel):
     )
     state_dir: Path = Field(
         Path("./var/agenthost"),
-        description="where agents keep checkpoints and kernel working directories",
+        description=(
+            "where agents keep checkpoints and kernel working directories (relative: to "
+            "this file's directory); one daemon per state_dir"
+        ),
     )
     allocation_mode: AllocationMode = Field(
         "manual",
@@ -237,8 +240,8 @@ class DaemonConfig:
 
     @property
     def state_dir(self) -> Path:
-        """The absolute state directory."""
-        return self.daemon.state_dir.resolve()
+        """The absolute state directory (a relative one is read beside the config file)."""
+        return (self.path.parent / self.daemon.state_dir.expanduser()).resolve()
 
 
 # --------------------------------------------------------------------- loading

@@ -17,7 +17,7 @@ from common.ids import ID_SYNTAX, AgentId, is_valid_id
 from daemon.agent import Agent, AgentStatus
 from daemon.config import DaemonConfig, set_scaling_group
 from daemon.kernels import AggregateKernelRegistry, Kernel
-from daemon.state_dir import daemon_identity
+from daemon.state_dir import daemon_identity, prepare
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +53,7 @@ class AgentRuntime:
         kernels keep running) and the error propagates: nothing half-started.
         """
         state_dir = config.state_dir
-        # Checkpoints and kernels' working directories: the daemon's user only.
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        state_dir.chmod(0o700)
+        prepare(state_dir)  # checkpoints and kernels' working directories: ours only
         identity = daemon_identity(state_dir)
         kernels = AggregateKernelRegistry()
         agents: dict[AgentId, Agent] = {}

@@ -25,6 +25,7 @@ from daemon.config import DaemonConfig
 from daemon.manager_link import ManagerLink
 from daemon.runtime import AgentRuntime
 from daemon.service import AgentServicer
+from daemon.state_dir import StateDirLock
 from protos import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,10 @@ class DaemonServer:
         server: grpc.aio.Server,
         health_servicer: Any,
         address: str,
+        lock: StateDirLock,
     ) -> None:
         self.runtime = runtime
+        self.lock = lock  # held while this daemon runs: one daemon per state_dir
         self.server = server
         self.health = health_servicer
         self.address = address
@@ -70,7 +73,12 @@ class DaemonServer:
         credentials = (
             config.tls.server_credentials(require_client_cert=True) if config.tls else None
         )
-        runtime = await AgentRuntime.create(config)
+        lock = await asyncio.to_thread(StateDirLock.acquire, config.state_dir)
+        try:
+            runtime = await AgentRuntime.create(config)
+        except BaseException:
+            lock.release()
+            raise
         try:
             started = await start_grpc_server(
                 lambda server: agent_pb2_grpc.add_AgentServiceServicer_to_server(
@@ -83,6 +91,7 @@ class DaemonServer:
             )
         except BaseException:
             await runtime.close()
+            lock.release()
             raise
         bound = started.address
         if config.tls is None:
@@ -91,7 +100,7 @@ class DaemonServer:
                 "kernels and run commands in them; use [daemon.tls] on shared hosts",
                 bound,
             )
-        daemon = cls(runtime, started.server, started.health, bound)
+        daemon = cls(runtime, started.server, started.health, bound, lock)
         await daemon._publish_health()
         for status in runtime.list_agents():
             log.info(
@@ -116,6 +125,7 @@ class DaemonServer:
             self.runtime.config.daemon.shutdown_grace if grace is None else grace
         )
         await self.runtime.close(destroy_kernels=destroy_kernels)
+        self.lock.release()
         log.info("daemon stopped%s", " (kernels destroyed)" if destroy_kernels else "")
 
     async def _publish_health(self) -> None:

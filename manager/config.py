@@ -63,7 +63,10 @@ class ManagerSection(BaseModel):
     )
     db_path: Path = Field(
         Path("./var/agenthost-manager/manager.db"),
-        description="SQLite file of agents and kernels (relative: to the current directory)",
+        description=(
+            "SQLite file of agents, kernels and token hashes (relative: to this file's "
+            "directory)"
+        ),
     )
     scheduling_policy: Policy = Field(
         "spread",
@@ -117,8 +120,9 @@ class ManagerConfig:
 
     @property
     def db_path(self) -> Path:
-        """The absolute path of the SQLite file."""
-        return self.manager.db_path.resolve()
+        """The absolute path of the SQLite file (a relative one is read beside the file)."""
+        base = self.path.parent if self.path is not None else Path.cwd()
+        return (base / self.manager.db_path.expanduser()).resolve()
 
     def daemon_listen_for(self, listen: str) -> str | None:
         """Where daemons connect with their certificates when users are served on listen

@@ -70,15 +70,21 @@ def up(tmp_path: Path) -> Iterator[Up]:
     manager = f"127.0.0.1:{free_port()}"
     log_path = tmp_path / "up.log"
     home = tmp_path / "home"
+    # The repository's own example files, copied so that the paths they give relative
+    # to themselves (state_dir, db_path) land in this test's directory.
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    for name in ("daemon-multi.toml", "manager.toml"):
+        (configs / name).write_text((ROOT / "configs" / name).read_text())
     with log_path.open("w") as log:
         proc = subprocess.Popen(
             [
                 AGENTHOST,
                 "up",
                 "--config",
-                str(ROOT / "configs" / "daemon-multi.toml"),
+                str(configs / "daemon-multi.toml"),
                 "--manager-config",
-                str(ROOT / "configs" / "manager.toml"),
+                str(configs / "manager.toml"),
                 "--manager-listen",
                 manager,
                 "--manager-daemon-listen",

@@ -874,7 +874,8 @@ class TestConfigCheckCommand:
         assert result.exit_code == 0, result.output
         assert result.stderr == ""
         assert result.stdout.splitlines() == [
-            f"{path}: ok, 3 agents, allocation_mode auto-split, listen 127.0.0.1:6001",
+            f"{path}: ok, 3 agents, allocation_mode auto-split, listen 127.0.0.1:6001, "
+            f"state_dir {tmp_path / 'var' / 'agenthost'}",
             "AGENT_ID  BACKEND  SCALING_GROUP  CORES  MEMORY   DEVICES  PORT_RANGE",
             "a0        local    default        0      2730MiB  -        30000-30099",
             "a1        local    default        1      2730MiB  -        30100-30199",

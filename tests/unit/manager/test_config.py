@@ -18,7 +18,10 @@ EXAMPLE = ROOT / "configs" / "manager.toml"
 class TestExample:
     def test_configs_manager_toml_loads_with_the_defaults(self) -> None:
         config = load_manager_config(EXAMPLE)
-        assert config.manager == ManagerSection(insecure=True)
+        assert config.manager == ManagerSection(
+            insecure=True, db_path=Path("../var/agenthost-manager/manager.db")
+        )
+        assert config.db_path == ROOT / "var" / "agenthost-manager" / "manager.db"
         assert config.db_path.is_absolute()
 
     def test_every_option_appears_in_the_example(self) -> None:
