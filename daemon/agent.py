@@ -18,6 +18,7 @@ import shutil
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from common.errors import (
     AgentHostError,
@@ -26,6 +27,7 @@ from common.errors import (
     Unsupported,
 )
 from common.ids import AgentId, KernelId, new_kernel_id
+from common.locks import KeyedLocks
 from daemon.backends import create_backend
 from daemon.backends.base import (
     LABEL_AGENT_ID,
@@ -34,8 +36,10 @@ from daemon.backends.base import (
     Backend,
     ExecEvent,
     LaunchSpec,
+    LogTrimming,
     NetworkCapable,
 )
+from daemon.backends.logfiles import LogTail
 from daemon.checkpoint import Checkpoint
 from daemon.config import AgentConfig
 from daemon.kernels import Kernel, KernelRegistry, KernelSpec, KernelState
@@ -95,6 +99,10 @@ class Agent:
         self.status_message = ""
         self._watchers: dict[KernelId, asyncio.Task[None]] = {}
         self._busy: set[KernelId] = set()  # being destroyed or restarted: watchers stand back
+        # One lifecycle step of a kernel at a time (restart, destroy, starting an exec);
+        # the calls that run execs, to end with their kernel.
+        self._lifecycle = KeyedLocks[KernelId]()
+        self._execs: dict[KernelId, set[asyncio.Task[Any]]] = {}
         self._passes = 0  # reconcile passes so far
 
     @classmethod
@@ -140,7 +148,7 @@ class Agent:
                 return_exceptions=True,
             )
             for k in kernels:
-                shutil.rmtree(self._workdir(k.kernel_id), ignore_errors=True)
+                await asyncio.to_thread(shutil.rmtree, self._workdir(k.kernel_id), True)
             await self._forget(kernels)
             raise failures[0]
         # Every kernel turns running before the first await: one write holds them all.
@@ -152,48 +160,59 @@ class Agent:
         return kernels
 
     async def destroy_kernel(self, kernel_id: KernelId, grace: float = 0) -> Kernel:
-        """End the kernel, return everything it held and forget it."""
-        kernel = self.state.get(kernel_id)
-        self._busy.add(kernel_id)
-        try:
-            if kernel.handle and kernel.alive:
-                await self.backend.stop(kernel.handle, grace or self.config.kill_grace)
-            if self.state.get(kernel_id).alive:
-                self._stop_watching(kernel_id)
-                self.state.terminate(kernel_id, None, "destroyed")  # written with the removal
-            removed = self.state.remove(kernel_id)
-            shutil.rmtree(self._workdir(kernel_id), ignore_errors=True)
-        finally:
-            self._busy.discard(kernel_id)
-        kernel = await removed
+        """End the kernel (and its execs), return everything it held and forget it.
+
+        Serialised with restarts and exec starts of the same kernel: a destroy that
+        races a restart ends with the kernel destroyed and no process left.
+        """
+        async with self._lifecycle.hold(kernel_id):
+            kernel = self.state.get(kernel_id)
+            self._busy.add(kernel_id)
+            try:
+                await self._end_execs(kernel_id)
+                if kernel.handle and kernel.alive:
+                    await self.backend.stop(kernel.handle, grace or self.config.kill_grace)
+                if self.state.get(kernel_id).alive:
+                    self._stop_watching(kernel_id)
+                    self.state.terminate(kernel_id, None, "destroyed")  # written with the removal
+                removed = self.state.remove(kernel_id)
+                await asyncio.to_thread(shutil.rmtree, self._workdir(kernel_id), True)
+            finally:
+                self._busy.discard(kernel_id)
+            kernel = await removed
         log.info("agent %s: destroyed kernel %s", self.id, kernel_id)
         return kernel
 
     async def restart_kernel(self, kernel_id: KernelId) -> Kernel:
-        """Stop and start the kernel again with the same slots and ports."""
-        kernel = self.state.get(kernel_id)
-        if not kernel.alive:
-            raise FailedPrecondition(
-                f"kernel {kernel_id!r} is terminated and holds no resources; create it anew"
-            )
-        await self._require_healthy()
-        self._busy.add(kernel_id)
-        try:
-            self._stop_watching(kernel_id)
-            await self.backend.stop(kernel.handle, self.config.kill_grace)
-            kernel = await self.state.update(kernel_id, state=KernelState.PENDING)
+        """Stop and start the kernel again with the same slots and ports (one at a time)."""
+        async with self._lifecycle.hold(kernel_id):
+            kernel = self.state.get(kernel_id)
+            if not kernel.alive:
+                raise FailedPrecondition(
+                    f"kernel {kernel_id!r} is terminated and holds no resources; create it anew"
+                )
+            await self._require_healthy()
+            self._busy.add(kernel_id)
             try:
-                await self._start(kernel)
-            except AgentHostError as exc:
-                await self.state.terminate(kernel_id, None, f"restart failed: {exc}")
-                raise
-            kernel = await self.state.update(
-                kernel_id, state=KernelState.RUNNING, exit_code=None, status_message="restarted"
-            )
-            self._watch(kernel)
-        finally:
-            self._busy.discard(kernel_id)
-        return kernel
+                self._stop_watching(kernel_id)
+                await self._end_execs(kernel_id)
+                await self.backend.stop(kernel.handle, self.config.kill_grace)
+                kernel = await self.state.update(kernel_id, state=KernelState.PENDING)
+                try:
+                    await self._start(kernel)
+                except AgentHostError as exc:
+                    await self.state.terminate(kernel_id, None, f"restart failed: {exc}")
+                    raise
+                kernel = await self.state.update(
+                    kernel_id,
+                    state=KernelState.RUNNING,
+                    exit_code=None,
+                    status_message="restarted",
+                )
+                self._watch(kernel)
+            finally:
+                self._busy.discard(kernel_id)
+            return kernel
 
     def get_kernel(self, kernel_id: KernelId) -> Kernel:
         """The kernel, if this agent owns it."""
@@ -203,24 +222,56 @@ class Agent:
         """This agent's kernels, oldest first."""
         return self.state.ordered()
 
-    async def kernel_logs(self, kernel_id: KernelId, tail_lines: int) -> bytes:
-        """What the kernel has written so far."""
+    async def kernel_logs(self, kernel_id: KernelId, tail_lines: int, max_bytes: int) -> LogTail:
+        """The end of what the kernel has written (at most max_bytes)."""
         kernel = self.state.get(kernel_id)
-        return await self.backend.logs(kernel.handle, self._launch_spec(kernel), tail_lines)
+        return await self.backend.logs(
+            kernel.handle, self._launch_spec(kernel), tail_lines, max_bytes
+        )
+
+    async def stream_logs(
+        self, kernel_id: KernelId, tail_lines: int, follow: bool
+    ) -> AsyncIterator[bytes]:
+        """What the kernel has written in chunks; with follow, on until it ends."""
+        kernel = self.state.get(kernel_id)
+
+        def alive() -> bool:
+            current = self.state.find(kernel_id)
+            return current is not None and current.state is KernelState.RUNNING
+
+        async for chunk in self.backend.stream_logs(
+            kernel.handle, self._launch_spec(kernel), tail_lines, follow, alive
+        ):
+            yield chunk
 
     async def execute(
         self, kernel_id: KernelId, argv: list[str], stdin: bytes, timeout: float
     ) -> AsyncIterator[ExecEvent]:
-        """Run argv inside the kernel, yielding output as produced, then the exit."""
-        kernel = self.state.get(kernel_id)
-        if kernel.state is not KernelState.RUNNING:
-            raise FailedPrecondition(
-                f"kernel {kernel_id!r} is {kernel.state.value}; only a running kernel can execute"
-            )
-        async for event in self.backend.execute(
-            kernel.handle, self._launch_spec(kernel), argv, stdin, timeout
-        ):
-            yield event
+        """Run argv inside the kernel, yielding output as produced, then the exit.
+
+        The exec starts only between lifecycle steps of its kernel, and a destroy or
+        restart of the kernel ends it (its call is cancelled, its processes killed).
+        """
+        async with self._lifecycle.hold(kernel_id):
+            kernel = self.state.get(kernel_id)
+            if kernel.state is not KernelState.RUNNING:
+                raise FailedPrecondition(
+                    f"kernel {kernel_id!r} is {kernel.state.value}; only a running kernel can "
+                    "execute"
+                )
+            task = asyncio.current_task()
+            assert task is not None
+            calls = self._execs.setdefault(kernel_id, set())
+            calls.add(task)
+        try:
+            async for event in self.backend.execute(
+                kernel.handle, self._launch_spec(kernel), argv, stdin, timeout
+            ):
+                yield event
+        finally:
+            calls.discard(task)
+            if not calls and self._execs.get(kernel_id) is calls:
+                del self._execs[kernel_id]
 
     async def create_network(self, name: str) -> str:
         """Create an agent-scoped network (backends that have them)."""
@@ -263,6 +314,12 @@ class Agent:
         self._passes += 1
         if self._passes % REAP_DANGLING_EVERY == 0:
             await self._reap_dangling()
+        if isinstance(self.backend, LogTrimming) and self.config.log_max_bytes:
+            for kernel in self.state.kernels():
+                if kernel.state is KernelState.RUNNING:
+                    await self.backend.trim_logs(
+                        self._launch_spec(kernel), self.config.log_max_bytes
+                    )
         dead: list[Kernel] = []
         for kernel in self.state.kernels():
             if kernel.state is not KernelState.RUNNING or kernel.kernel_id in self._busy:
@@ -302,6 +359,14 @@ class Agent:
             self._stop_watching(kernel_id)
         await self.state.flush()
         await self.backend.close()
+
+    async def _end_execs(self, kernel_id: KernelId) -> None:
+        """Cancel the calls running execs in kernel_id, and let them clean up."""
+        calls = [t for t in self._execs.pop(kernel_id, ()) if t is not asyncio.current_task()]
+        for task in calls:
+            task.cancel()
+        if calls:
+            await asyncio.wait(calls, timeout=10)
 
     async def _recover(self) -> None:
         """Rebuild from the checkpoint and what really runs; reap what nobody owns."""
@@ -403,6 +468,7 @@ class Agent:
             ports=kernel.ports,
             container_ports={p.name: p.container_port for p in spec.ports},
             networks=spec.networks,
+            log_max_bytes=self.config.log_max_bytes,
         )
 
     def _workdir(self, kernel_id: KernelId) -> Path:

@@ -37,7 +37,7 @@ from common.config import StrictModel, describe_errors, read_toml
 from common.credentials import LoadedTls, TlsFiles, resolve_tls
 from common.errors import ConfigError, InvalidArgument, NotFound
 from common.ids import ID_PATTERN, ID_SYNTAX, AgentId, is_valid_id
-from common.limits import MAX_BATCH
+from common.limits import MAX_BATCH, MAX_DURATION
 from daemon.backends.docker.settings import DockerSettings
 from daemon.backends.kubernetes.settings import KubernetesSettings
 from daemon.backends.local.settings import LocalSettings
@@ -92,7 +92,16 @@ class DaemonSection(StrictModel):
         5.0, gt=0, description="seconds between heartbeats to the manager"
     )
     shutdown_grace: float = Field(
-        10.0, ge=0, description="seconds in-flight calls get to finish on shutdown"
+        10.0, ge=0, le=3600, description="seconds in-flight calls get to finish on shutdown"
+    )
+    kernel_retention: float = Field(
+        3600.0,
+        ge=0,
+        le=MAX_DURATION,
+        description=(
+            "seconds a kernel that ended by itself is kept (record, output) before it is "
+            "forgotten; 0: until destroyed"
+        ),
     )
     max_batch: int = Field(
         MAX_BATCH,
@@ -175,7 +184,17 @@ class AgentEntry(StrictModel):
     )
     resources: ResourcesConfig | None = Field(None, description="the agent's slice")
     kill_grace: float = Field(
-        5.0, ge=0, description="seconds between SIGTERM and SIGKILL when destroying a kernel"
+        5.0,
+        ge=0,
+        le=3600,
+        description="seconds between SIGTERM and SIGKILL when destroying a kernel",
+    )
+    log_max_bytes: ByteSize = Field(
+        ByteSize(64 << 20),
+        description=(
+            'output kept per kernel, e.g. "64MiB": past it the log is rotated (the older '
+            "half kept as kernel.log.1); 0: no cap"
+        ),
     )
     docker: DockerSettings = Field(default_factory=DockerSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
@@ -215,6 +234,7 @@ class AgentConfig:
     docker: DockerSettings
     kubernetes: KubernetesSettings
     local: LocalSettings
+    log_max_bytes: int = 64 << 20
 
     @property
     def backend_settings(self) -> LocalSettings | DockerSettings | KubernetesSettings:
@@ -339,6 +359,7 @@ def parse_config(raw: Mapping[str, Any], path: Path, host: HostCapacity) -> Daem
             port_range=e.port_range,
             slice=s,
             kill_grace=e.kill_grace,
+            log_max_bytes=int(e.log_max_bytes),
             docker=e.docker,
             kubernetes=e.kubernetes,
             local=LocalSettings(),  # no `local` table yet (see daemon/backends/local/settings.py)

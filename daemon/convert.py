@@ -11,7 +11,7 @@ ListKernels call (see benchmarks/bench_daemon.py).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from common.ids import KernelId
 from daemon.agent import AgentStatus
@@ -25,6 +25,16 @@ KERNEL_STATES = {
     KernelState.RUNNING: pb.KERNEL_STATE_RUNNING,
     KernelState.TERMINATED: pb.KERNEL_STATE_TERMINATED,
 }
+
+
+_STATES_OF: dict[int, KernelState] = {value: state for state, value in KERNEL_STATES.items()}
+
+
+def states_from_proto(values: Iterable[int]) -> set[KernelState] | None:
+    """The kernel states a listing is filtered to; None: no filter. (UNKNOWN, a state
+    only the manager gives, matches no kernel of a daemon.)"""
+    wanted = list(values)
+    return {_STATES_OF[v] for v in wanted if v in _STATES_OF} if wanted else None
 
 
 def resources_to_proto(

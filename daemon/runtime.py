@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from common.errors import AgentHostError, InvalidArgument, NotFound
 from common.ids import ID_SYNTAX, AgentId, is_valid_id
+from common.paging import page
 from daemon.agent import Agent, AgentStatus
 from daemon.config import DaemonConfig, set_scaling_group
-from daemon.kernels import AggregateKernelRegistry, Kernel
+from daemon.kernels import AggregateKernelRegistry, Kernel, KernelState
 from daemon.state_dir import daemon_identity, prepare
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,30 @@ class AgentRuntime:
         if not agent_id:
             return self.kernels.list()
         return self.get_agent(agent_id).list_kernels()
+
+    def list_kernels_page(
+        self,
+        agent_id: str,
+        states: Collection[KernelState] | None,
+        labels: Mapping[str, str],
+        page_size: int,
+        page_token: str,
+    ) -> tuple[list[Kernel], str]:
+        """A page of list_kernels, in the states (None: any) and with the labels asked
+        for, ordered by agent then age; and the next page's token."""
+        position = {agent_id: i for i, agent_id in enumerate(self.agents)}
+        chosen = (
+            k
+            for k in self.list_kernels(agent_id)
+            if (states is None or k.state in states)
+            and all(k.spec.labels.get(key) == value for key, value in labels.items())
+        )
+        return page(
+            chosen,
+            lambda k: (position.get(k.agent_id, -1), k.created_at, k.kernel_id),
+            page_size,
+            page_token,
+        )
 
     async def update_scaling_group(self, agent_id: str, scaling_group: str) -> AgentStatus:
         """Persist the new scaling group into the config file, then apply it live."""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from common.ids import KernelId
+from common.limits import DEFAULT_LOG_BYTES
 from daemon import convert
 from daemon.runtime import AgentRuntime
 from protos import agent_pb2 as pb
@@ -65,14 +66,32 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self, request: pb.GetKernelLogsRequest, context: Ctx
     ) -> pb.GetKernelLogsResponse:
         agent = self.runtime.get_agent(request.agent_id)
-        logs = await agent.kernel_logs(KernelId(request.kernel_id), request.tail_lines)
-        return pb.GetKernelLogsResponse(logs=logs)
+        tail = await agent.kernel_logs(
+            KernelId(request.kernel_id), request.tail_lines, request.max_bytes or DEFAULT_LOG_BYTES
+        )
+        return pb.GetKernelLogsResponse(logs=tail.data, truncated=tail.truncated)
+
+    async def StreamKernelLogs(
+        self, request: pb.StreamKernelLogsRequest, context: Ctx
+    ) -> AsyncIterator[pb.KernelLogChunk]:
+        agent = self.runtime.get_agent(request.agent_id)
+        chunks = agent.stream_logs(KernelId(request.kernel_id), request.tail_lines, request.follow)
+        async for data in chunks:
+            yield pb.KernelLogChunk(data=data)
 
     async def ListKernels(
         self, request: pb.ListKernelsRequest, context: Ctx
     ) -> pb.ListKernelsResponse:
-        kernels = self.runtime.list_kernels(request.agent_id)
-        return pb.ListKernelsResponse(kernels=[convert.kernel_to_proto(k) for k in kernels])
+        kernels, next_token = self.runtime.list_kernels_page(
+            request.agent_id,
+            convert.states_from_proto(request.states),
+            request.labels,
+            request.page_size,
+            request.page_token,
+        )
+        return pb.ListKernelsResponse(
+            kernels=[convert.kernel_to_proto(k) for k in kernels], next_page_token=next_token
+        )
 
     async def Execute(
         self, request: pb.ExecuteRequest, context: Ctx

@@ -15,13 +15,13 @@ A backend class also declares `settings_model` and is built by
 
 from __future__ import annotations
 
-import collections
-from collections.abc import AsyncIterator, Container, Mapping
+from collections.abc import AsyncIterator, Callable, Container, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from common.ids import AgentId, KernelId
+from daemon.backends.logfiles import LogTail
 
 Handle = dict[str, Any]
 
@@ -34,17 +34,6 @@ LABEL_DAEMON = "agenthost.daemon"
 # A kernel's output file in its working directory (local kernels write it as they
 # run; docker keeps the output of an ended container there).
 KERNEL_LOG = "kernel.log"
-
-
-def read_log_tail(path: Path, lines: int) -> bytes:
-    """The file's content, or its last `lines` lines when lines is non-zero; b"" if absent."""
-    try:
-        with path.open("rb") as f:
-            if not lines:
-                return f.read()
-            return b"".join(collections.deque(f, maxlen=lines))
-    except FileNotFoundError:
-        return b""
 
 
 @dataclass(frozen=True)
@@ -65,6 +54,7 @@ class LaunchSpec:
     ports: Mapping[str, int] = field(default_factory=dict)  # name -> host port
     container_ports: Mapping[str, int] = field(default_factory=dict)  # name -> kernel port
     networks: tuple[str, ...] = ()
+    log_max_bytes: int = 0  # cap of the kernel's kept output; 0: none
 
 
 @dataclass(frozen=True)
@@ -130,8 +120,23 @@ class Backend(Protocol):
         """Run argv in the kernel's context, yielding output as produced, then ExecExit."""
         ...
 
-    async def logs(self, handle: Handle, launch: LaunchSpec, tail_lines: int) -> bytes:
-        """The kernel's output so far (the last tail_lines lines when non-zero)."""
+    async def logs(
+        self, handle: Handle, launch: LaunchSpec, tail_lines: int, max_bytes: int
+    ) -> LogTail:
+        """The end of the kernel's output: its last tail_lines lines (0: all kept), at
+        most max_bytes of them; reads no more than it returns."""
+        ...
+
+    def stream_logs(
+        self,
+        handle: Handle,
+        launch: LaunchSpec,
+        tail_lines: int,
+        follow: bool,
+        alive: Callable[[], bool],
+    ) -> AsyncIterator[bytes]:
+        """The kernel's output in chunks, from the start (or its last tail_lines lines);
+        with follow, then what it writes while alive() holds."""
         ...
 
     async def reap_dangling(self, agent_id: AgentId, known: Container[KernelId]) -> list[KernelId]:
@@ -144,6 +149,16 @@ class Backend(Protocol):
 
     async def close(self) -> None:
         """Release the backend's own connections (kernels keep running)."""
+        ...
+
+
+@runtime_checkable
+class LogTrimming(Protocol):
+    """Backends whose kernels' output the daemon must cap itself (files it does not
+    rotate on its own: the local backend's); the agent calls this every reconcile."""
+
+    async def trim_logs(self, launch: LaunchSpec, max_bytes: int) -> None:
+        """Rotate the kernel's output once it is past max_bytes."""
         ...
 
 

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Container
+from collections.abc import AsyncIterator, Callable, Container
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,7 +29,8 @@ from common.errors import (
     ResourceExhausted,
 )
 from common.ids import AgentId, KernelId
-from daemon.backends.base import ExecEvent, Exit, Handle, LaunchSpec, Started, read_log_tail
+from daemon.backends import logfiles
+from daemon.backends.base import ExecEvent, Exit, Handle, LaunchSpec, Started
 from daemon.backends.docker import execute, reconcile
 from daemon.backends.docker.engine import Engine, is_not_found, resolve_url
 from daemon.backends.docker.events import ExitWatcher
@@ -38,6 +39,7 @@ from daemon.backends.docker.images import ImagePuller, is_missing_image, missing
 from daemon.backends.docker.networks import AgentNetworks
 from daemon.backends.docker.settings import DockerSettings
 from daemon.backends.docker.spec import container_config, container_name
+from daemon.backends.logfiles import LogTail
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +153,11 @@ class DockerBackend:
         ):
             yield event
 
-    async def logs(self, handle: Handle, launch: LaunchSpec, tail_lines: int) -> bytes:
-        """The container's stdout and stderr; the kept output once it is removed."""
+    async def logs(
+        self, handle: Handle, launch: LaunchSpec, tail_lines: int, max_bytes: int
+    ) -> LogTail:
+        """The container's stdout and stderr (the engine keeps at most log_max_bytes); the
+        kept output once the container is removed."""
         h = self._require(handle, launch)
         params: dict[str, Any] = {
             "stdout": True,
@@ -168,8 +173,43 @@ class DockerBackend:
                     f"docker engine at {self.engine.url}: cannot read logs of kernel "
                     f"{launch.kernel_id!r}: {exc.message}"
                 ) from None
-            return await asyncio.to_thread(read_log_tail, h.log_path, tail_lines)
-        return execute.demultiplex(raw)
+            return await asyncio.to_thread(logfiles.read_tail, h.log_path, tail_lines, max_bytes)
+        data = execute.demultiplex(raw)
+        if len(data) > max_bytes:
+            return LogTail(data[-max_bytes:], True)
+        return LogTail(data, False)
+
+    async def stream_logs(
+        self,
+        handle: Handle,
+        launch: LaunchSpec,
+        tail_lines: int,
+        follow: bool,
+        alive: Callable[[], bool],
+    ) -> AsyncIterator[bytes]:
+        """The container's output as the engine streams it (follow: until it ends)."""
+        h = self._require(handle, launch)
+        params: dict[str, Any] = {
+            "stdout": True,
+            "stderr": True,
+            "follow": follow,
+            "tail": str(tail_lines) if tail_lines > 0 else "all",
+        }
+        try:
+            with self.engine.call("logs"):
+                async with self.engine.stream(f"containers/{h.container_id}/logs", params) as resp:
+                    frames = execute.Demultiplexer()
+                    async for raw in resp.content.iter_chunked(logfiles.BLOCK):
+                        if data := frames.feed(raw):
+                            yield data
+        except DockerError as exc:
+            if not is_not_found(exc):
+                raise AgentHostError(
+                    f"docker engine at {self.engine.url}: cannot read logs of kernel "
+                    f"{launch.kernel_id!r}: {exc.message}"
+                ) from None
+            async for chunk in logfiles.stream(h.log_path, tail_lines, False, alive):
+                yield chunk
 
     async def reap_dangling(self, agent_id: AgentId, known: Container[KernelId]) -> list[KernelId]:
         """Remove containers labelled as this daemon's and agent_id's that no kernel owns."""

@@ -44,6 +44,29 @@ def demultiplex(raw: bytes) -> bytes:
     return bytes(out)
 
 
+class Demultiplexer:
+    """The engine's framed stream decoded piece by piece, as chunks arrive."""
+
+    def __init__(self) -> None:
+        self._pending = bytearray()
+
+    def feed(self, raw: bytes) -> bytes:
+        """The payload of every frame completed by raw (partial frames wait)."""
+        self._pending += raw
+        out = bytearray()
+        offset = 0
+        view = memoryview(self._pending)
+        while offset + HEADER.size <= len(view):
+            _, size = HEADER.unpack_from(view, offset)
+            if offset + HEADER.size + size > len(view):
+                break
+            out += view[offset + HEADER.size : offset + HEADER.size + size]
+            offset += HEADER.size + size
+        view.release()
+        del self._pending[:offset]
+        return bytes(out)
+
+
 async def run(
     engine: Engine,
     container_id: str,

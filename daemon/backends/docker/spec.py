@@ -49,6 +49,17 @@ def container_config(
         "PortBindings": port_bindings(published, host_ip),
         "Init": init,
         "RestartPolicy": {"Name": "no"},
+        # The engine caps the kernel's output itself (two files of log_max_bytes).
+        **(
+            {
+                "LogConfig": {
+                    "Type": "json-file",
+                    "Config": {"max-size": str(launch.log_max_bytes), "max-file": "2"},
+                }
+            }
+            if launch.log_max_bytes
+            else {}
+        ),
     }
     config: dict[str, Any] = {
         "Image": image,

@@ -16,13 +16,14 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Container
+from collections.abc import AsyncIterator, Callable, Container
 from typing import ClassVar
 
 import psutil
 
 from common.errors import InvalidArgument, NotFound
 from common.ids import AgentId, KernelId
+from daemon.backends import logfiles
 from daemon.backends.base import (
     KERNEL_LOG,
     ExecEvent,
@@ -30,13 +31,13 @@ from daemon.backends.base import (
     Handle,
     LaunchSpec,
     Started,
-    read_log_tail,
 )
 from daemon.backends.local import cgroups, execute, process, reconcile
 from daemon.backends.local.cgroups import MemoryCgroups
 from daemon.backends.local.handle import ProcessHandle
 from daemon.backends.local.process import ExitWatch
 from daemon.backends.local.settings import LocalSettings
+from daemon.backends.logfiles import LogTail
 
 
 class LocalBackend:
@@ -136,9 +137,29 @@ class LocalBackend:
         async for event in execute.run(h, launch, argv, stdin, timeout):
             yield event
 
-    async def logs(self, handle: Handle, launch: LaunchSpec, tail_lines: int) -> bytes:
-        """The kernel's combined stdout/stderr from its log file."""
-        return await asyncio.to_thread(read_log_tail, launch.workdir / KERNEL_LOG, tail_lines)
+    async def logs(
+        self, handle: Handle, launch: LaunchSpec, tail_lines: int, max_bytes: int
+    ) -> LogTail:
+        """The end of the kernel's combined stdout/stderr, from its log file."""
+        return await asyncio.to_thread(
+            logfiles.read_tail, launch.workdir / KERNEL_LOG, tail_lines, max_bytes
+        )
+
+    def stream_logs(
+        self,
+        handle: Handle,
+        launch: LaunchSpec,
+        tail_lines: int,
+        follow: bool,
+        alive: Callable[[], bool],
+    ) -> AsyncIterator[bytes]:
+        """The kernel's log file in chunks (following it while the kernel lives)."""
+        return logfiles.stream(launch.workdir / KERNEL_LOG, tail_lines, follow, alive)
+
+    async def trim_logs(self, launch: LaunchSpec, max_bytes: int) -> None:
+        """Rotate the kernel's log file once it is past max_bytes (the process writes it
+        directly, so nobody else would)."""
+        await asyncio.to_thread(logfiles.rotate, launch.workdir / KERNEL_LOG, max_bytes)
 
     async def reap_dangling(self, agent_id: AgentId, known: Container[KernelId]) -> list[KernelId]:
         """Kill processes and cgroups this daemon made for agent_id that no record owns."""
