@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,9 +43,10 @@ from daemon.backends.base import (
 from daemon.backends.logfiles import LogTail
 from daemon.checkpoint import Checkpoint
 from daemon.config import AgentConfig
+from daemon.errors import CheckpointError
 from daemon.kernels import Kernel, KernelRegistry, KernelSpec, KernelState
 from daemon.ports import PortPool
-from daemon.resources import Allocation, ResourceAllocator, ResourceSlice
+from daemon.resources import Allocation, NodeCores, ResourceAllocator, ResourceSlice
 from daemon.state import AgentState, CheckpointedState, MemoryState
 
 log = logging.getLogger(__name__)
@@ -84,15 +86,22 @@ class Agent:
         registry: KernelRegistry,
         state_dir: Path,
         identity: str,
+        node_cores: NodeCores | None = None,
+        retention: float = 0.0,
     ) -> None:
         self.config = config
+        self.retention = retention  # seconds an ended kernel is kept; 0: until destroyed
         self.id: AgentId = config.id
         self.scaling_group = config.scaling_group
         self.backend = backend
         self.identity = identity
         self.dir = state_dir / "agents" / config.id
         self.state: AgentState = CheckpointedState(
-            MemoryState(registry, ResourceAllocator(config.slice), PortPool(*config.port_range)),
+            MemoryState(
+                registry,
+                ResourceAllocator(config.slice, node_cores),
+                PortPool(*config.port_range),
+            ),
             Checkpoint(self.dir / "state.json", config.id),
         )
         self.healthy = True
@@ -104,14 +113,27 @@ class Agent:
         self._lifecycle = KeyedLocks[KernelId]()
         self._execs: dict[KernelId, set[asyncio.Task[Any]]] = {}
         self._passes = 0  # reconcile passes so far
+        # Its checkpoint cannot be used: the agent serves nothing (and ends nothing) until
+        # the operator acts on the message; the other agents are not affected.
+        self.broken: CheckpointError | None = None
 
     @classmethod
     async def create(
-        cls, config: AgentConfig, registry: KernelRegistry, state_dir: Path, identity: str
+        cls,
+        config: AgentConfig,
+        registry: KernelRegistry,
+        state_dir: Path,
+        identity: str,
+        node_cores: NodeCores | None = None,
+        retention: float = 0.0,
     ) -> Agent:
-        """Build the agent whole: backend connected, checkpoint recovered, dangling reaped."""
+        """Build the agent whole: backend connected, checkpoint recovered, dangling reaped.
+
+        A checkpoint that cannot be used leaves this agent broken (unhealthy, saying
+        what to do) instead of failing the daemon.
+        """
         backend = await create_backend(config.backend, config.id, config.backend_settings, identity)
-        agent = cls(config, backend, registry, state_dir, identity)
+        agent = cls(config, backend, registry, state_dir, identity, node_cores, retention)
         await agent._recover()
         return agent
 
@@ -153,7 +175,20 @@ class Agent:
             raise failures[0]
         # Every kernel turns running before the first await: one write holds them all.
         running = [self.state.update(k.kernel_id, state=KernelState.RUNNING) for k in kernels]
-        kernels = [await written for written in running]
+        try:
+            kernels = [await written for written in running]
+        except OSError as exc:
+            # What a reply reports must survive a crash: not on disk, so not created.
+            kernels = [self.state.find(k.kernel_id) or k for k in kernels]
+            await asyncio.gather(
+                *(self.backend.stop(k.handle, 0) for k in kernels if k.handle),
+                return_exceptions=True,
+            )
+            for k in kernels:
+                await asyncio.to_thread(shutil.rmtree, self._workdir(k.kernel_id), True)
+            with contextlib.suppress(OSError):
+                await self._forget(kernels)
+            raise self._unwritable(exc, "the create was undone") from None
         for k in kernels:
             self._watch(k)
         log.info("agent %s: created kernels %s", self.id, ", ".join(ids))
@@ -179,7 +214,12 @@ class Agent:
                 await asyncio.to_thread(shutil.rmtree, self._workdir(kernel_id), True)
             finally:
                 self._busy.discard(kernel_id)
-            kernel = await removed
+            try:
+                kernel = await removed
+            except OSError as exc:
+                # The kernel is ended and forgotten; the file catches up on a later write.
+                kernel = removed.value
+                log.warning("agent %s: %s", self.id, self._unwritable(exc, "written later"))
         log.info("agent %s: destroyed kernel %s", self.id, kernel_id)
         return kernel
 
@@ -300,7 +340,11 @@ class Agent:
     # ------------------------------------------------------- reconciliation
 
     async def reconcile(self) -> None:
-        """Check the backend and every running kernel; free what has ended."""
+        """Check the backend and every running kernel; free what has ended; forget what
+        ended long ago; write a checkpoint a full disk held back."""
+        if self.broken is not None:
+            await self._recover()  # the operator may have moved the file aside meanwhile
+            return
         try:
             await self.backend.check()
             if not self.healthy:
@@ -314,6 +358,12 @@ class Agent:
         self._passes += 1
         if self._passes % REAP_DANGLING_EVERY == 0:
             await self._reap_dangling()
+            await asyncio.to_thread(self._remove_orphan_dirs)
+        await self._forget_old()
+        try:
+            await self.state.flush()
+        except OSError as exc:
+            log.warning("agent %s: %s", self.id, self._unwritable(exc, "retried"))
         if isinstance(self.backend, LogTrimming) and self.config.log_max_bytes:
             for kernel in self.state.kernels():
                 if kernel.state is KernelState.RUNNING:
@@ -372,7 +422,19 @@ class Agent:
         """Rebuild from the checkpoint and what really runs; reap what nobody owns."""
         restored: list[Kernel] = []
         watched: list[KernelId] = []
-        for kernel in await self.state.load():
+        try:
+            loaded = await self.state.load()
+        except CheckpointError as exc:
+            if self.broken is None:
+                log.error("agent %s: %s", self.id, exc)
+            self.broken = exc
+            self.healthy, self.status_message = False, str(exc)
+            return
+        if self.broken is not None:
+            log.info("agent %s: its checkpoint can be read again; recovering", self.id)
+            self.broken = None
+            self.healthy, self.status_message = True, ""
+        for kernel in loaded:
             if kernel.state is KernelState.PENDING:
                 continue  # never reported created; reap_dangling ends any leftover
             if kernel.state is KernelState.RUNNING:
@@ -403,11 +465,15 @@ class Agent:
                     "agent %s: kernel %s ended while the daemon was down", self.id, kernel.kernel_id
                 )
             restored.append(kernel)
-        await self.state.restore(restored)  # the re-adopted slots and ports, on disk
+        try:
+            await self.state.restore(restored)  # the re-adopted slots and ports, on disk
+        except OSError as exc:  # a full disk must not keep the agent from serving
+            log.warning("agent %s: %s", self.id, self._unwritable(exc, "written later"))
         for kernel_id in watched:
             self._watch(self.state.get(kernel_id))
         if self.healthy:
             await self._reap_dangling()
+            await asyncio.to_thread(self._remove_orphan_dirs)
 
     async def _reap_dangling(self) -> None:
         """End what the backend runs for this agent that no live kernel record owns."""
@@ -427,7 +493,13 @@ class Agent:
 
     async def _start(self, kernel: Kernel) -> None:
         launch = self._launch_spec(kernel)
-        await asyncio.to_thread(launch.workdir.mkdir, parents=True, exist_ok=True)
+        try:
+            await asyncio.to_thread(launch.workdir.mkdir, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise Unavailable(
+                f"agent {self.id!r}: cannot make the working directory {launch.workdir}: "
+                f"{exc.strerror or exc} (errno {exc.errno})"
+            ) from None
         started = await self.backend.start(launch)
         await self.state.update(
             kernel.kernel_id,
@@ -511,7 +583,52 @@ class Agent:
             if self.state.find(k.kernel_id) is not None:
                 await self.state.remove(k.kernel_id)
 
+    async def _forget_old(self) -> None:
+        """Forget kernels that ended by themselves kernel_retention ago (their output too)."""
+        retention = self.retention
+        if not retention:
+            return
+        now = time.time()
+        for kernel in self.state.kernels():
+            if kernel.state is KernelState.TERMINATED and now - kernel.finished_at > retention:
+                if kernel.kernel_id in self._busy:
+                    continue
+                async with self._lifecycle.hold(kernel.kernel_id):
+                    if self.state.find(kernel.kernel_id) is None:
+                        continue
+                    removed = self.state.remove(kernel.kernel_id)
+                    await asyncio.to_thread(shutil.rmtree, self._workdir(kernel.kernel_id), True)
+                    with contextlib.suppress(OSError):
+                        await removed
+                log.info(
+                    "agent %s: forgot kernel %s (ended %.0fs ago)",
+                    self.id,
+                    kernel.kernel_id,
+                    now - kernel.finished_at,
+                )
+
+    def _remove_orphan_dirs(self) -> None:
+        """Remove kernel working directories no record owns (left by a crash)."""
+        kernels = self.dir / "kernels"
+        try:
+            entries = list(kernels.iterdir())
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if entry.is_dir() and self.state.find(KernelId(entry.name)) is None:
+                shutil.rmtree(entry, ignore_errors=True)
+                log.info("agent %s: removed orphaned kernel directory %s", self.id, entry)
+
+    def _unwritable(self, exc: OSError, what: str) -> Unavailable:
+        path = self.dir / "state.json"
+        return Unavailable(
+            f"agent {self.id!r}: cannot write its checkpoint {path}: {exc.strerror or exc} "
+            f"(errno {exc.errno}); {what}"
+        )
+
     async def _require_healthy(self) -> None:
+        if self.broken is not None:
+            raise self.broken
         if not self.healthy:
             await self.reconcile()
         if not self.healthy:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from common.errors import AlreadyExists, NotFound
 from common.ids import AgentId, KernelId
+from daemon.events import KernelJournal
 from daemon.resources import Allocation, ResourceRequest
 
 
@@ -105,10 +106,9 @@ class KernelRegistry:
 
     def add(self, kernel: Kernel) -> None:
         """Insert kernel; its id must be new on the whole daemon."""
-        owner = self._aggregate.owner(kernel.kernel_id)
-        if owner is not None:
-            raise AlreadyExists(f"kernel {kernel.kernel_id!r} already exists on agent {owner!r}")
+        self._aggregate.claim_id(kernel.kernel_id, self.agent_id)
         self._kernels[kernel.kernel_id] = kernel
+        self._aggregate.journal.record("added", kernel, None)
 
     def get(self, kernel_id: KernelId) -> Kernel:
         """The kernel, if this agent owns it."""
@@ -121,12 +121,16 @@ class KernelRegistry:
 
     def replace(self, kernel: Kernel) -> None:
         """Swap in the new form of a record this registry holds, keeping its place."""
-        self.get(kernel.kernel_id)
+        previous = self.get(kernel.kernel_id)
         self._kernels[kernel.kernel_id] = kernel
+        self._aggregate.journal.record("changed", kernel, previous.state)
 
     def remove(self, kernel_id: KernelId) -> None:
         """Forget kernel_id; forgetting twice is harmless."""
-        self._kernels.pop(kernel_id, None)
+        kernel = self._kernels.pop(kernel_id, None)
+        if kernel is not None:
+            self._aggregate.release_id(kernel_id)
+            self._aggregate.journal.record("removed", kernel, kernel.state)
 
     def __contains__(self, kernel_id: object) -> bool:
         return kernel_id in self._kernels
@@ -162,10 +166,25 @@ class AliveKernelIds(Container[KernelId]):
 
 
 class AggregateKernelRegistry:
-    """A read view over every agent's registry; the registries are its only data."""
+    """A read view over every agent's registry; the registries are its only data, but
+    for the index of which agent holds which id (kept by the registries as they change,
+    so an id check is one lookup whatever the number of agents) and the journal of
+    every change."""
 
-    def __init__(self) -> None:
+    def __init__(self, journal: KernelJournal | None = None) -> None:
         self._registries: dict[AgentId, KernelRegistry] = {}
+        self._owners: dict[KernelId, AgentId] = {}
+        self.journal = journal or KernelJournal()
+
+    def claim_id(self, kernel_id: KernelId, agent_id: AgentId) -> None:
+        """Reserve kernel_id for agent_id; AlreadyExists naming the agent that has it."""
+        owner = self._owners.setdefault(kernel_id, agent_id)
+        if owner != agent_id or kernel_id in self._registries[agent_id]:
+            raise AlreadyExists(f"kernel {kernel_id!r} already exists on agent {owner!r}")
+
+    def release_id(self, kernel_id: KernelId) -> None:
+        """Free kernel_id for reuse."""
+        self._owners.pop(kernel_id, None)
 
     def new_registry(self, agent_id: AgentId) -> KernelRegistry:
         """Create and attach the registry of one agent."""
@@ -177,10 +196,7 @@ class AggregateKernelRegistry:
 
     def owner(self, kernel_id: KernelId) -> AgentId | None:
         """The agent that holds kernel_id, if any."""
-        for agent_id, registry in self._registries.items():
-            if kernel_id in registry:
-                return agent_id
-        return None
+        return self._owners.get(kernel_id)
 
     def find(self, kernel_id: KernelId) -> Kernel | None:
         """The kernel with that id on any agent."""

@@ -20,10 +20,14 @@ import contextlib
 import logging
 import socket
 import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 import grpc
 
+from common.ids import KernelId
 from daemon import convert
+from daemon.events import KernelEvent
 from daemon.runtime import AgentRuntime
 from protos import manager_pb2 as mpb
 from protos import manager_pb2_grpc
@@ -31,6 +35,38 @@ from protos import manager_pb2_grpc
 log = logging.getLogger(__name__)
 
 _WILDCARDS = ("0.0.0.0", "::", "[::]", "")
+
+
+CHUNK_BYTES = 2 << 20  # registration and heartbeat messages stay well under gRPC's 4 MiB
+
+T = TypeVar("T")
+
+
+def chunked(
+    items: Sequence[T], limit: int | None = None, size: Callable[[T], int] | None = None
+) -> Iterator[list[T]]:
+    """items in consecutive lists of at most limit (default CHUNK_BYTES) bytes each (at
+    least one list, and at least one item per list)."""
+    limit = limit or CHUNK_BYTES
+    measure = size or (lambda item: item.ByteSize())  # type: ignore[attr-defined]
+    part: list[T] = []
+    total = 0
+    for item in items:
+        n = measure(item)
+        if part and total + n > limit:
+            yield part
+            part, total = [], 0
+        part.append(item)
+        total += n
+    yield part
+
+
+def _without_kernels(beat: mpb.AgentHeartbeat) -> mpb.AgentHeartbeat:
+    out = mpb.AgentHeartbeat()
+    out.CopyFrom(beat)
+    del out.kernels[:]
+    del out.removed_kernel_ids[:]
+    return out
 
 
 def advertised_address(bound: str, manager: str) -> str:
@@ -63,6 +99,7 @@ class ManagerLink:
         self.interval = runtime.config.daemon.heartbeat_interval
         self.timeout = max(2 * self.interval, 2.0)
         self.session_id = ""
+        self._acked_seq = 0  # the kernel journal as far as the manager has heard it
         options = [
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.min_reconnect_backoff_ms", 100),
@@ -118,30 +155,66 @@ class ManagerLink:
             await asyncio.sleep(self.interval)
 
     async def _register(self) -> None:
+        """Register every agent and kernel, the kernels in chunks of bounded size."""
         taken_at = time.time()
+        kernels = self.runtime.list_kernels("")
+        seq = self.runtime.kernels.journal.last_seq  # the snapshot's place in the journal
+        # Records are immutable: converting many of them can leave the loop.
+        parts = await asyncio.to_thread(
+            lambda: list(chunked([convert.kernel_to_proto(k) for k in kernels]))
+        )
         request = mpb.RegisterAgentsRequest(
             daemon_address=self.daemon_address,
             node=self.runtime.config.daemon.node,
             agents=[convert.agent_to_proto(s) for s in self.runtime.list_agents()],
-            kernels=[convert.kernel_to_proto(k) for k in self.runtime.list_kernels("")],
+            kernels=parts[0],
             taken_at=taken_at,
             heartbeat_interval=self.interval,
             daemon_id=self.daemon_id,
+            more_kernels=len(parts) > 1,
         )
         response = await self._stub.RegisterAgents(request, timeout=self.timeout)
+        for i, part in enumerate(parts[1:], start=2):
+            await self._stub.RegisterKernels(
+                mpb.RegisterKernelsRequest(
+                    session_id=response.session_id, kernels=part, last=i == len(parts)
+                ),
+                timeout=self.timeout,
+            )
         self.session_id = response.session_id
+        self._acked_seq = seq
         log.info(
-            "registered agents %s with manager %s",
+            "registered agents %s with manager %s (%d kernels in %d messages)",
             ", ".join(self.runtime.agents),
             self.manager_address,
+            len(kernels),
+            len(parts),
         )
 
     async def _heartbeat(self) -> None:
+        """Send each agent's occupancy and health, and the kernels that changed since the
+        last acknowledged heartbeat (from the kernel journal), in bounded messages."""
         taken_at = time.time()
-        agents = []
+        journal = self.runtime.kernels.journal
+        seq = journal.last_seq
+        events = journal.since(self._acked_seq)
+        if events is None:  # fell behind what the journal keeps: start over
+            log.info(
+                "manager %s: too many changes since the last heartbeat; registering again",
+                self.manager_address,
+            )
+            self.session_id = ""
+            await self._register()
+            return
+        latest: dict[KernelId, KernelEvent] = {}
+        for event in events:
+            latest[event.kernel.kernel_id] = event
+        beats: list[mpb.AgentHeartbeat] = []
+        index: dict[str, int] = {}
         for status in self.runtime.list_agents():
             occupied = status.occupied
-            agents.append(
+            index[status.agent_id] = len(beats)
+            beats.append(
                 mpb.AgentHeartbeat(
                     agent_id=status.agent_id,
                     scaling_group=status.scaling_group,
@@ -151,27 +224,42 @@ class ManagerLink:
                     kernel_count=status.kernel_count,
                     healthy=status.healthy,
                     status_message=status.status_message,
-                    kernels=[
-                        mpb.KernelStatus(
-                            kernel_id=k.kernel_id,
-                            state=convert.KERNEL_STATES[k.state],
-                            exit_code=k.exit_code,
-                            status_message=k.status_message,
-                            finished_at=k.finished_at,
-                        )
-                        for k in self.runtime.agents[status.agent_id].list_kernels()
-                    ],
                 )
             )
-        await self._stub.Heartbeat(
-            mpb.HeartbeatRequest(
+        changes: list[tuple[int, mpb.KernelStatus]] = []
+        for kernel_id, event in latest.items():
+            k = event.kernel
+            where = index.get(k.agent_id)
+            if where is None:
+                continue
+            if event.kind == "removed":
+                beats[where].removed_kernel_ids.append(kernel_id)
+                continue
+            changes.append(
+                (
+                    where,
+                    mpb.KernelStatus(
+                        kernel_id=kernel_id,
+                        state=convert.KERNEL_STATES[k.state],
+                        exit_code=k.exit_code,
+                        status_message=k.status_message,
+                        finished_at=k.finished_at,
+                    ),
+                )
+            )
+        for part in chunked(changes, size=lambda item: item[1].ByteSize()):
+            request = mpb.HeartbeatRequest(
                 daemon_address=self.daemon_address,
                 session_id=self.session_id,
                 taken_at=taken_at,
-                agents=agents,
-            ),
-            timeout=self.timeout,
-        )
+                delta=True,
+            )
+            request.agents.extend(beats)
+            for where, change in part:
+                request.agents[where].kernels.append(change)
+            await self._stub.Heartbeat(request, timeout=self.timeout)
+            beats = [_without_kernels(b) for b in beats]  # told once is enough
+        self._acked_seq = seq
 
     def _problem(self, problem: str) -> None:
         if problem != self._last_problem:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import glob
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import psutil
@@ -115,10 +115,15 @@ def validate_request(request: ResourceRequest) -> None:
 
 
 def assign(
-    slice_: ResourceSlice, held: Iterable[Allocation], request: ResourceRequest
+    slice_: ResourceSlice,
+    held: Iterable[Allocation],
+    request: ResourceRequest,
+    cores_elsewhere: Collection[int] = (),
 ) -> Allocation:
     """Pick the resources for request from what slice_ has left after held.
 
+    cores_elsewhere are cores of the slice held exclusively by kernels of other
+    agents (slices overlap in shared and round-robin auto-split modes): never given.
     Raises FailedPrecondition when the request could never fit this slice and
     ResourceExhausted when it fits the slice but not what is free right now.
     Exclusive cores are picked lowest-first so allocations stay compact.
@@ -155,7 +160,7 @@ def assign(
             )
 
     held = list(held)
-    used_cores = {c for a in held for c in a.cores}
+    used_cores = {c for a in held for c in a.cores} | set(cores_elsewhere)
     used_memory = sum(a.memory for a in held)
     used_devices: dict[str, set[str]] = {}
     for a in held:
@@ -217,28 +222,61 @@ def total(allocations: Iterable[Allocation]) -> Allocation:
     )
 
 
-class ResourceAllocator:
-    """The allocations held in one agent's slice; never over-commits it."""
+class NodeCores:
+    """Which kernel holds which core exclusively, across every agent of the node.
 
-    def __init__(self, slice_: ResourceSlice) -> None:
+    Agents' slices share cores in `shared` mode and when auto-split has fewer cores
+    than agents; an exclusive core must still go to one kernel of the node only.
+    """
+
+    def __init__(self) -> None:
+        self._holder: dict[int, KernelId] = {}
+
+    def held_by_others(self, kernel_ids: Container[KernelId]) -> set[int]:
+        """Cores held exclusively by kernels not in kernel_ids."""
+        return {core for core, holder in self._holder.items() if holder not in kernel_ids}
+
+    def take(self, kernel_id: KernelId, cores: Iterable[int]) -> None:
+        """Record that kernel_id holds cores exclusively."""
+        for core in cores:
+            self._holder[core] = kernel_id
+
+    def release(self, kernel_id: KernelId, cores: Iterable[int]) -> None:
+        """Give back kernel_id's cores."""
+        for core in cores:
+            if self._holder.get(core) == kernel_id:
+                del self._holder[core]
+
+
+class ResourceAllocator:
+    """The allocations held in one agent's slice; never over-commits it, nor a core
+    another agent's kernel holds exclusively (through the node's `NodeCores`)."""
+
+    def __init__(self, slice_: ResourceSlice, node: NodeCores | None = None) -> None:
         self.slice = slice_
+        self.node = node or NodeCores()
         self._held: dict[KernelId, Allocation] = {}
 
     def allocate(self, kernel_id: KernelId, request: ResourceRequest) -> Allocation:
         """Carve request out of the free part of the slice and record it for kernel_id."""
         if kernel_id in self._held:
             raise InvalidArgument(f"kernel {kernel_id!r} already holds resources")
-        allocation = assign(self.slice, self._held.values(), request)
+        elsewhere = self.node.held_by_others(self._held)
+        allocation = assign(self.slice, self._held.values(), request, elsewhere)
         self._held[kernel_id] = allocation
+        self.node.take(kernel_id, allocation.cores)
         return allocation
 
     def restore(self, kernel_id: KernelId, allocation: Allocation) -> None:
         """Record an allocation read back from a checkpoint (a re-adopted kernel)."""
         self._held[kernel_id] = allocation
+        self.node.take(kernel_id, allocation.cores)
 
     def release(self, kernel_id: KernelId) -> None:
         """Return everything kernel_id holds; releasing twice is harmless."""
-        self._held.pop(kernel_id, None)
+        allocation = self._held.pop(kernel_id, None)
+        if allocation is not None:
+            self.node.release(kernel_id, allocation.cores)
 
     def occupied(self) -> Allocation:
         """Everything currently held, summed."""

@@ -18,6 +18,7 @@ from common.paging import page
 from daemon.agent import Agent, AgentStatus
 from daemon.config import DaemonConfig, set_scaling_group
 from daemon.kernels import AggregateKernelRegistry, Kernel, KernelState
+from daemon.resources import NodeCores
 from daemon.state_dir import daemon_identity, prepare
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,18 @@ class AgentRuntime:
         prepare(state_dir)  # checkpoints and kernels' working directories: ours only
         identity = daemon_identity(state_dir)
         kernels = AggregateKernelRegistry()
+        node_cores = NodeCores()  # exclusive cores, across agents whose slices overlap
         agents: dict[AgentId, Agent] = {}
         try:
             for agent_config in config.agents:
                 registry = kernels.new_registry(agent_config.id)
                 agents[agent_config.id] = await Agent.create(
-                    agent_config, registry, state_dir, identity
+                    agent_config,
+                    registry,
+                    state_dir,
+                    identity,
+                    node_cores,
+                    config.daemon.kernel_retention,
                 )
         except BaseException:
             for agent in agents.values():

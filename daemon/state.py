@@ -398,10 +398,9 @@ class CheckpointedState:
                 try:
                     # Snapshot on the loop: the records as they are now; changes from
                     # here on wait for the next write.
-                    content = self.checkpoint.encode(
-                        k for k in self.memory.kernels() if checkpointed(k)
-                    )
-                    await asyncio.to_thread(self.checkpoint.write, content)
+                    records = [k for k in self.memory.kernels() if checkpointed(k)]
+                    # Records are immutable: encoding the snapshot can leave the loop.
+                    await asyncio.to_thread(self.checkpoint.save, records)
                 except Exception as exc:
                     self._behind = True
                     log.warning(

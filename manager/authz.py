@@ -27,9 +27,9 @@ if TYPE_CHECKING:
     import grpc
 
 SERVICE = "/agenthost.v1.ManagerService/"
-DAEMON_METHODS = frozenset(SERVICE + m for m in ("RegisterAgents", "Heartbeat"))
+DAEMON_METHODS = frozenset(SERVICE + m for m in ("RegisterAgents", "RegisterKernels", "Heartbeat"))
 ADMIN_METHODS = frozenset(
-    SERVICE + m for m in ("RemoveAgent", "CreateToken", "ListTokens", "RevokeToken")
+    SERVICE + m for m in ("RemoveAgent", "CreateToken", "ListTokens", "RevokeToken", "PruneKernels")
 )
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 TOKEN_HINT = (

@@ -182,15 +182,36 @@ class AgentHandle:
         )
         return list(response.kernels)
 
-    async def kernel_logs(self, kernel_id: str, tail_lines: int = 0) -> bytes:
+    async def kernel_logs(
+        self, kernel_id: str, tail_lines: int = 0, max_bytes: int = 0
+    ) -> pb.GetKernelLogsResponse:
         """GetKernelLogs (retried)."""
         request = pb.GetKernelLogsRequest(
-            agent_id=self.agent_id, kernel_id=kernel_id, tail_lines=tail_lines
+            agent_id=self.agent_id, kernel_id=kernel_id, tail_lines=tail_lines, max_bytes=max_bytes
         )
-        response = await self._call(
+        response: pb.GetKernelLogsResponse = await self._call(
             self.stub.GetKernelLogs, request, self.client.call_timeout, idempotent=True
         )
-        return response.logs  # type: ignore[no-any-return]
+        return response
+
+    async def stream_logs(
+        self, kernel_id: str, tail_lines: int, follow: bool
+    ) -> AsyncIterator[pb.KernelLogChunk]:
+        """StreamKernelLogs, each chunk as the daemon sends it (following: no deadline
+        but the caller's)."""
+        request = pb.StreamKernelLogsRequest(
+            agent_id=self.agent_id, kernel_id=kernel_id, tail_lines=tail_lines, follow=follow
+        )
+        call = self.stub.StreamKernelLogs(
+            request, timeout=None if follow else self.client.execute_timeout
+        )
+        try:
+            async for chunk in call:
+                yield chunk
+        except grpc.aio.AioRpcError as exc:
+            raise domain_error(exc, self.agent_id, self.address) from None
+        finally:
+            call.cancel()
 
     async def execute(
         self, kernel_id: str, argv: list[str], stdin: bytes = b"", timeout: float = 0

@@ -20,6 +20,7 @@ from common.credentials import LoadedTls, TlsFiles, resolve_tls
 from common.errors import ConfigError, InvalidArgument
 from common.home import token_file
 from common.ids import ID_PATTERN
+from common.limits import MAX_DURATION
 
 Policy = Literal["spread", "pack"]
 POLICIES: tuple[str, ...] = get_args(Policy)
@@ -64,8 +65,7 @@ class ManagerSection(BaseModel):
     db_path: Path = Field(
         Path("./var/agenthost-manager/manager.db"),
         description=(
-            "SQLite file of agents, kernels and token hashes (relative: to this file's "
-            "directory)"
+            "SQLite file of agents, kernels and token hashes (relative: to this file's directory)"
         ),
     )
     scheduling_policy: Policy = Field(
@@ -104,6 +104,15 @@ class ManagerSection(BaseModel):
     )
     retries: int = Field(
         2, ge=0, description="extra attempts of an idempotent call when a daemon is UNAVAILABLE"
+    )
+    kernel_retention: float = Field(
+        3600.0,
+        ge=0,
+        le=MAX_DURATION,
+        description=(
+            "seconds a terminated kernel stays listed before the manager forgets it "
+            "(agenthost kernel prune: now); 0: until destroyed"
+        ),
     )
     shutdown_grace: float = Field(
         5.0, ge=0, description="seconds in-flight calls get to finish on shutdown"

@@ -24,8 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterable
-from dataclasses import replace
+from collections.abc import AsyncIterator, Collection, Coroutine, Iterable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +38,14 @@ from common.errors import (
     ResourceExhausted,
 )
 from common.ids import ID_SYNTAX, AgentId, KernelId, is_valid_id, new_kernel_id
+from common.paging import page
 from common.principal import Principal
 from manager.client import AgentHandle, DaemonClient
 from manager.config import ManagerConfig
-from manager.errors import AgentLost, AllAgentsBusy, BadRequest, StoreError
+from manager.errors import AgentLost, AllAgentsBusy, BadRequest, StoreError, UnknownSession
 from manager.kernels import TERMINATED, KernelRecord, KernelTable, account
 from manager.reconcile import GONE, Reconciler
-from manager.registry import AgentRecord, Liveness, Registry
+from manager.registry import AgentRecord, Liveness, Registration, Registry
 from manager.scheduler import Demand, Scheduler
 from manager.store import Store
 from manager.tokens import (
@@ -63,6 +64,15 @@ _STATUS = {Liveness.ALIVE: mpb.AGENT_STATUS_ALIVE, Liveness.LOST: mpb.AGENT_STAT
 # Agents tried for one CreateKernel when daemons answer RESOURCE_EXHAUSTED (their
 # view, e.g. host ports bound by other processes, can be narrower than ours).
 CREATE_ATTEMPTS = 3
+
+
+@dataclass
+class PendingRegistration:
+    """A registration whose kernels arrive in chunks (RegisterKernels)."""
+
+    request: mpb.RegisterAgentsRequest
+    registration: Registration
+    kernels: list[pb.Kernel]
 
 
 class Manager:
@@ -87,8 +97,11 @@ class Manager:
         self.kernels = kernels
         self.reconciler = Reconciler(kernels)
         self._tasks: set[asyncio.Task[None]] = set()
+        # Registrations whose kernels are still arriving in chunks, by session id.
+        self._pending: dict[str, PendingRegistration] = {}
         self._persisted_info: dict[AgentId, bytes] = {}  # AgentInfo as last written
         self._liveness = asyncio.create_task(self._watch_liveness(), name="liveness")
+        self._pruning = asyncio.create_task(self._prune_forever(), name="kernel retention")
 
     @classmethod
     async def create(cls, config: ManagerConfig) -> Manager:
@@ -129,7 +142,7 @@ class Manager:
 
     async def close(self) -> None:
         """Stop the liveness loop and background work; close channels and the store."""
-        tasks = [self._liveness, *self._tasks]
+        tasks = [self._liveness, self._pruning, *self._tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -139,24 +152,54 @@ class Manager:
     # -------------------------------------------------------- daemon-facing
 
     async def register(self, principal: Principal, request: mpb.RegisterAgentsRequest) -> str:
-        """Record a daemon's agents, reconcile its kernels, open its session."""
+        """Record a daemon's agents and open its session; reconcile its kernels once the
+        registration has them all (more_kernels: the rest follow in RegisterKernels)."""
         registration = self.registry.register(request, _daemon_identity(principal))
         for agent_id in registration.dropped:
             self.scheduler.remove_agent(agent_id)
         for record in registration.agents:
             _offer(self.scheduler, record)
+        await self.store.save_agents(registration.agents, self.registry.interval_of)
+        await self.store.delete_agents(registration.dropped)
+        await self.client.close_unused(self.registry.addresses())
+        pending = PendingRegistration(request, registration, list(request.kernels))
+        if request.more_kernels:
+            self._pending[registration.session_id] = pending
+        else:
+            await self._reconcile_registration(pending)
+        return registration.session_id
+
+    async def register_kernels(
+        self, principal: Principal, request: mpb.RegisterKernelsRequest
+    ) -> None:
+        """Take one more chunk of a registration's kernels; reconcile after the last."""
+        pending = self._pending.get(request.session_id)
+        if pending is None:
+            raise UnknownSession(
+                "no registration in progress for this session (the manager restarted or the "
+                "daemon was LOST): register again"
+            )
+        identity = _daemon_identity(principal)
+        if identity is not None and identity != pending.registration.agents[0].daemon_id:
+            raise PermissionDenied(
+                f"daemon {identity!r} may not add to another daemon's registration"
+            )
+        pending.kernels.extend(request.kernels)
+        if request.last:
+            del self._pending[request.session_id]
+            await self._reconcile_registration(pending)
+
+    async def _reconcile_registration(self, pending: PendingRegistration) -> None:
+        request, registration = pending.request, pending.registration
         changed = self.reconciler.registration(
             [r.agent_id for r in registration.agents],
-            request.kernels,
+            pending.kernels,
             request.taken_at,
             request.daemon_address,
         )
         for agent_id in registration.dropped:
             changed += self.kernels.terminate_all(agent_id, "its agent is no longer on its daemon")
-        await self.store.save_agents(registration.agents, self.registry.interval_of)
-        await self.store.delete_agents(registration.dropped)
         await self._save(changed)
-        await self.client.close_unused(self.registry.addresses())
         log.info(
             "daemon at %s (node %s) registered agents %s%s",
             request.daemon_address,
@@ -164,7 +207,6 @@ class Manager:
             ", ".join(r.agent_id for r in registration.agents),
             f"; {len(changed)} kernel records reconciled" if changed else "",
         )
-        return registration.session_id
 
     async def heartbeat(self, principal: Principal, request: mpb.HeartbeatRequest) -> None:
         """Apply a heartbeat: agents' occupancy and health, kernels' states."""
@@ -181,7 +223,9 @@ class Manager:
             if agent is None or agent.daemon_id != session.daemon_id:
                 continue
             self.scheduler.set_schedulable(agent_id, agent.schedulable)
-            applied = self.reconciler.heartbeat(agent_id, beat.kernels, request.taken_at)
+            applied = self.reconciler.heartbeat(
+                agent_id, beat.kernels, request.taken_at, beat.removed_kernel_ids, request.delta
+            )
             changed += applied.changed
             unknown += [(agent_id, kernel_id) for kernel_id in applied.to_adopt]
             # Occupancy and health as last reported survive a manager restart too,
@@ -203,6 +247,7 @@ class Manager:
         lost: list[AgentRecord] = []
         changed: list[KernelRecord] = []
         for daemon in self.registry.expire():
+            self._pending.pop(daemon.session_id, None)
             agents = [
                 r
                 for a in daemon.agent_ids
@@ -230,14 +275,27 @@ class Manager:
         return [_managed_agent(r) for r in self.registry.list(scaling_group)]
 
     def list_kernels(
-        self, principal: Principal, agent_id: str = "", scaling_group: str = ""
-    ) -> list[mpb.ManagedKernel]:
-        """The kernels principal may see (all for admins), on one agent, of one scaling group."""
+        self,
+        principal: Principal,
+        agent_id: str = "",
+        scaling_group: str = "",
+        states: Collection[int] = (),
+        labels: Mapping[str, str] | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tuple[list[mpb.ManagedKernel], str]:
+        """A page of the kernels principal may see (all for admins), on one agent, of one
+        scaling group, in the states and with the labels asked for; and the next token."""
         only = self.registry.get(agent_id) if agent_id else None
         caller = str(principal)
-        out = []
+        wanted = set(states)
+        chosen: list[tuple[KernelRecord, AgentRecord | None]] = []
         for record in self.kernels.values():
             if only is not None and record.agent_id != only.agent_id:
+                continue
+            if wanted and record.kernel.state not in wanted:
+                continue
+            if labels and any(record.kernel.spec.labels.get(k) != v for k, v in labels.items()):
                 continue
             agent = only or self.registry.find(record.agent_id)
             group = agent.scaling_group if agent else ""
@@ -246,8 +304,14 @@ class Manager:
                 continue
             if scaling_group and group != scaling_group:
                 continue
-            out.append(_managed(record, agent, principal))
-        return out
+            chosen.append((record, agent))
+        shown, next_token = page(
+            chosen,
+            lambda pair: (pair[0].kernel.created_at, pair[0].kernel_id),
+            page_size,
+            page_token,
+        )
+        return [_managed(record, agent, principal) for record, agent in shown], next_token
 
     async def create_kernel(
         self,
@@ -374,10 +438,41 @@ class Manager:
         ):
             yield message
 
-    async def kernel_logs(self, principal: Principal, request: pb.GetKernelLogsRequest) -> bytes:
-        """The kernel's output so far, from its daemon."""
+    async def kernel_logs(
+        self, principal: Principal, request: pb.GetKernelLogsRequest
+    ) -> pb.GetKernelLogsResponse:
+        """The end of the kernel's output, from its daemon."""
         record = self._owned(principal, request.kernel_id, request.agent_id)
-        return await self._reachable(record).kernel_logs(request.kernel_id, request.tail_lines)
+        return await self._reachable(record).kernel_logs(
+            request.kernel_id, request.tail_lines, request.max_bytes
+        )
+
+    async def stream_logs(
+        self, principal: Principal, request: pb.StreamKernelLogsRequest
+    ) -> AsyncIterator[pb.KernelLogChunk]:
+        """The kernel's output in chunks, streamed through from its daemon."""
+        record = self._owned(principal, request.kernel_id, request.agent_id)
+        async for chunk in self._reachable(record).stream_logs(
+            request.kernel_id, request.tail_lines, request.follow
+        ):
+            yield chunk
+
+    async def prune(self, older_than: float, now: float | None = None) -> list[KernelId]:
+        """Forget terminated kernels that ended older_than seconds ago (0: all of them)."""
+        now = time.time() if now is None else now
+        gone = [
+            r.kernel_id
+            for r in self.kernels.values()
+            if r.kernel.state == TERMINATED
+            and r.kernel_id not in self.reconciler.destroying
+            and now - (r.kernel.finished_at or now) >= older_than
+        ]
+        for kernel_id in gone:
+            self.kernels.forget(kernel_id)
+        await self.store.delete_kernels(gone)
+        if gone:
+            log.info("pruned %d terminated kernels", len(gone))
+        return gone
 
     # --------------------------------------------------------------- admin
 
@@ -485,6 +580,18 @@ class Manager:
                 await self.expire()
             except Exception:
                 log.exception("liveness check failed")
+
+    async def _prune_forever(self) -> None:
+        """Forget terminated kernels kernel_retention after they ended."""
+        retention = self.config.manager.kernel_retention
+        if not retention:
+            return
+        while True:
+            await asyncio.sleep(min(60.0, retention / 2))
+            try:
+                await self.prune(retention)
+            except Exception:
+                log.exception("pruning terminated kernels failed")
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

@@ -4,7 +4,9 @@ A registration carries every kernel of the daemon: kernels the table has on thos
 agents and the daemon no longer has become TERMINATED, kernels the daemon has and
 the table lacks are adopted. A heartbeat carries only kernel states and is applied
 the same way, except that a kernel it names and the table lacks is returned as one
-to adopt (the core fetches it from its daemon, then calls `adopt`). Both use the
+to adopt (the core fetches it from its daemon, then calls `adopt`). A delta
+heartbeat names only the kernels that changed since the daemon's last acknowledged
+one, and the ones it forgot: there a kernel left out is unchanged, not gone. Both use the
 daemon's own clock (`taken_at` against a kernel's `created_at`), so a snapshot
 taken before a create never terminates the new kernel, and a state only moves
 forward (`moves_forward`). Kernels the manager is creating or destroying right now
@@ -108,13 +110,31 @@ class Reconciler:
         return changed
 
     def heartbeat(
-        self, agent_id: AgentId, statuses: Iterable[mpb.KernelStatus], taken_at: float
+        self,
+        agent_id: AgentId,
+        statuses: Iterable[mpb.KernelStatus],
+        taken_at: float,
+        removed: Iterable[str] = (),
+        delta: bool = False,
     ) -> Applied:
-        """Apply one agent's heartbeat kernel states."""
+        """Apply one agent's heartbeat kernel states.
+
+        A full heartbeat names every kernel of the agent (one it leaves out is gone);
+        a delta one names only the kernels that changed, and `removed` those the
+        daemon forgot.
+        """
         reported = {KernelId(s.kernel_id): s for s in statuses}
         changed = []
-        for record in self.table.on_agent(agent_id):
-            if self.busy(record.kernel_id):
+        if delta:
+            records = [self.table[k] for k in reported if k in self.table]
+            for kernel_id in removed:
+                record = self.table.get(KernelId(kernel_id))
+                if record is not None and record.agent_id == agent_id:
+                    records.append(record)
+        else:
+            records = self.table.on_agent(agent_id)
+        for record in records:
+            if self.busy(record.kernel_id) or record.agent_id != agent_id:
                 continue
             kernel = record.kernel
             status = reported.get(record.kernel_id)

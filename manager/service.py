@@ -37,6 +37,12 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         session_id = await self.manager.register(caller(), request)
         return mpb.RegisterAgentsResponse(session_id=session_id)
 
+    async def RegisterKernels(
+        self, request: mpb.RegisterKernelsRequest, context: Ctx
+    ) -> mpb.RegisterKernelsResponse:
+        await self.manager.register_kernels(caller(), request)
+        return mpb.RegisterKernelsResponse()
+
     async def Heartbeat(self, request: mpb.HeartbeatRequest, context: Ctx) -> mpb.HeartbeatResponse:
         await self.manager.heartbeat(caller(), request)
         return mpb.HeartbeatResponse()
@@ -57,8 +63,16 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     async def ListKernels(
         self, request: mpb.ManagerListKernelsRequest, context: Ctx
     ) -> mpb.ManagerListKernelsResponse:
-        kernels = self.manager.list_kernels(caller(), request.agent_id, request.scaling_group)
-        return mpb.ManagerListKernelsResponse(kernels=kernels)
+        kernels, next_token = self.manager.list_kernels(
+            caller(),
+            request.agent_id,
+            request.scaling_group,
+            request.states,
+            request.labels,
+            request.page_size,
+            request.page_token,
+        )
+        return mpb.ManagerListKernelsResponse(kernels=kernels, next_page_token=next_token)
 
     async def GetKernel(
         self, request: pb.GetKernelRequest, context: Ctx
@@ -83,7 +97,18 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     async def GetKernelLogs(
         self, request: pb.GetKernelLogsRequest, context: Ctx
     ) -> pb.GetKernelLogsResponse:
-        return pb.GetKernelLogsResponse(logs=await self.manager.kernel_logs(caller(), request))
+        return await self.manager.kernel_logs(caller(), request)
+
+    async def StreamKernelLogs(
+        self, request: pb.StreamKernelLogsRequest, context: Ctx
+    ) -> AsyncIterator[pb.KernelLogChunk]:
+        async for chunk in self.manager.stream_logs(caller(), request):
+            yield chunk
+
+    async def PruneKernels(
+        self, request: mpb.PruneKernelsRequest, context: Ctx
+    ) -> mpb.PruneKernelsResponse:
+        return mpb.PruneKernelsResponse(kernel_ids=await self.manager.prune(request.older_than))
 
     async def RemoveAgent(
         self, request: mpb.RemoveAgentRequest, context: Ctx

@@ -13,10 +13,13 @@ import click
 import grpc
 from pydantic import ByteSize, TypeAdapter, ValidationError
 
-from common.console import print_json
+from common.console import fail, print_json
+from common.durations import DURATION_SYNTAX, parse_duration
+from common.errors import InvalidArgument
 from common.formatting import format_bytes, render_table
+from common.limits import MAX_PAGE_SIZE, MAX_STDIN
 from manager.cli.connection import CALL_TIMEOUT, Connection, connection_options, json_option
-from manager.cli.render import as_dict, kernel_state
+from manager.cli.render import STATES_BY_NAME, as_dict, kernel_state
 from protos import agent_pb2 as pb
 from protos import manager_pb2 as mpb
 from protos import manager_pb2_grpc
@@ -152,19 +155,72 @@ def kernel_create(
 @kernel_group.command("ls")
 @click.option("--agent", "agent_id", default="", help="only kernels of this agent")
 @click.option("--scaling-group", default="", help="only kernels of this scaling group")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(list(STATES_BY_NAME)),
+    help="only kernels in this state (repeatable)",
+)
+@click.option("--label", multiple=True, help="only kernels with this label K=V (repeatable)")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=0,
+    help="list at most this many (the manager pages through the rest otherwise); 0: all",
+)
 @connection_options
 @json_option
-def kernel_ls(agent_id: str, scaling_group: str, conn: Connection, as_json: bool) -> None:
+def kernel_ls(
+    agent_id: str,
+    scaling_group: str,
+    states: tuple[str, ...],
+    label: tuple[str, ...],
+    limit: int,
+    conn: Connection,
+    as_json: bool,
+) -> None:
     """List the kernels the manager knows, with the agent and daemon each is on."""
+    request = mpb.ManagerListKernelsRequest(
+        agent_id=agent_id,
+        scaling_group=scaling_group,
+        states=[STATES_BY_NAME[s] for s in states],
+        labels=_pairs(label, "--label"),
+    )
+    kernels: list[mpb.ManagedKernel] = []
     with conn.stub() as stub:
-        response = stub.ListKernels(
-            mpb.ManagerListKernelsRequest(agent_id=agent_id, scaling_group=scaling_group),
-            timeout=CALL_TIMEOUT,
-        )
+        while True:
+            request.page_size = min(limit - len(kernels), MAX_PAGE_SIZE) if limit else 0
+            response = stub.ListKernels(request, timeout=CALL_TIMEOUT)
+            kernels += response.kernels
+            if not response.next_page_token or (limit and len(kernels) >= limit):
+                break
+            request.page_token = response.next_page_token
     if as_json:
-        print_json([as_dict(k) for k in response.kernels])
+        print_json([as_dict(k) for k in kernels])
         return
-    click.echo(render_table(_KERNEL_HEADERS, [_kernel_row(k) for k in response.kernels]))
+    click.echo(render_table(_KERNEL_HEADERS, [_kernel_row(k) for k in kernels]))
+
+
+@kernel_group.command("prune")
+@click.option(
+    "--older-than",
+    default="0s",
+    help=f"only kernels that ended at least this long ago ({DURATION_SYNTAX}); default: all",
+)
+@connection_options
+def kernel_prune(older_than: str, conn: Connection) -> None:
+    """Forget terminated kernels now (admin); the manager does so itself kernel_retention
+    after they end."""
+    try:
+        seconds = parse_duration(older_than)
+    except InvalidArgument as exc:
+        fail([f"--older-than: {exc}"], 2)
+    with conn.stub() as stub:
+        response = stub.PruneKernels(
+            mpb.PruneKernelsRequest(older_than=seconds), timeout=CALL_TIMEOUT
+        )
+    click.echo(f"pruned {len(response.kernel_ids)} terminated kernels")
 
 
 @kernel_group.command("get")
@@ -215,7 +271,15 @@ def kernel_exec(
     kernel_id: str, argv: tuple[str, ...], timeout: float, send_stdin: bool, conn: Connection
 ) -> None:
     """Run ARGV (after --) inside a kernel, stream its output, exit with its exit code."""
-    stdin = sys.stdin.buffer.read() if send_stdin else b""
+    stdin = sys.stdin.buffer.read(MAX_STDIN + 1) if send_stdin else b""
+    if len(stdin) > MAX_STDIN:
+        fail(
+            [
+                f"--stdin: more than {format_bytes(MAX_STDIN)} given; an exec takes at most "
+                f"{format_bytes(MAX_STDIN)} of stdin (pass larger input as a file in the kernel)"
+            ],
+            2,
+        )
     request = pb.ExecuteRequest(kernel_id=kernel_id, argv=list(argv), stdin=stdin, timeout=timeout)
     exit_code = 1
     with conn.stub() as stub:
@@ -243,15 +307,22 @@ def kernel_exec(
 @kernel_group.command("logs")
 @click.argument("kernel_id")
 @click.option("--tail", type=click.IntRange(min=0), default=0, help="last N lines; 0: all")
+@click.option(
+    "-f", "--follow", is_flag=True, help="keep printing what it writes until it ends (Ctrl-C stops)"
+)
 @connection_options
-def kernel_logs(kernel_id: str, tail: int, conn: Connection) -> None:
-    """Print what a kernel has written so far."""
+def kernel_logs(kernel_id: str, tail: int, follow: bool, conn: Connection) -> None:
+    """Print what a kernel has written (streamed in chunks, however large)."""
+    request = pb.StreamKernelLogsRequest(kernel_id=kernel_id, tail_lines=tail, follow=follow)
     with conn.stub() as stub:
-        response = stub.GetKernelLogs(
-            pb.GetKernelLogsRequest(kernel_id=kernel_id, tail_lines=tail), timeout=CALL_TIMEOUT
-        )
-    sys.stdout.buffer.write(response.logs)
-    sys.stdout.buffer.flush()
+        call = stub.StreamKernelLogs(request, timeout=None if follow else EXEC_DEADLINE)
+        try:
+            for chunk in call:
+                sys.stdout.buffer.write(chunk.data)
+                sys.stdout.buffer.flush()
+        except KeyboardInterrupt:
+            call.cancel()
+            raise SystemExit(130) from None
 
 
 @kernel_group.command("rm")

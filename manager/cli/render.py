@@ -17,6 +17,7 @@ STATE_NAMES = {
     pb.KERNEL_STATE_TERMINATED: "terminated",
     pb.KERNEL_STATE_UNKNOWN: "unknown",
 }
+STATES_BY_NAME = {name: state for state, name in STATE_NAMES.items()}
 AGENT_STATUS = {mpb.AGENT_STATUS_ALIVE: "ALIVE", mpb.AGENT_STATUS_LOST: "LOST"}
 
 

@@ -45,10 +45,31 @@ def module_names() -> dict[str, Path]:
     return names
 
 
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node of tree but those under `if TYPE_CHECKING:` (imports for type hints
+    only, which never run)."""
+    out: list[ast.AST] = []
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        out.append(node)
+        for child in ast.iter_child_nodes(node):
+            if (
+                isinstance(child, ast.If)
+                and isinstance(child.test, ast.Name)
+                and child.test.id == "TYPE_CHECKING"
+            ):
+                stack.extend(child.orelse)
+                continue
+            stack.append(child)
+    return out
+
+
 def imports_of(path: Path, modules: dict[str, Path]) -> set[str]:
-    """The project modules path imports anywhere in it (functions included)."""
+    """The project modules path imports when it runs (functions included; imports for
+    type checking only left out)."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in _runtime_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             candidates = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:

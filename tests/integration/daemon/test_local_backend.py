@@ -258,19 +258,39 @@ class TestAllocationModes:
         all_cores = sorted({c for a in listed for c in a.capacity.cores})
         assert all_cores == sorted(HOST.cores)[: max(len(all_cores), 1)]
 
-    async def test_shared_lets_two_agents_each_use_every_core(self, tmp_path: Path) -> None:
+    async def test_shared_agents_see_every_core_but_an_exclusive_core_has_one_kernel(
+        self, tmp_path: Path
+    ) -> None:
         path = daemon_config(tmp_path, agents().replace(f"cpus = [{HOST.cores[0]}], ", ""))
         every = len(HOST.cores)
         async with running_daemon(path) as d:
-            for agent_id in ("a0", "a1"):
-                reply = await d.stub.CreateKernels(
+            reply = await d.stub.CreateKernels(
+                pb.CreateKernelsRequest(
+                    agent_id="a0",
+                    kernels=[sleeper("all-a0", resources=pb.ResourceRequest(cpu_count=every))],
+                )
+            )
+            assert sorted(reply.kernels[0].allocated.cores) == sorted(HOST.cores)
+            # a1's slice has the same cores, but they are a0's kernel's now.
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await d.stub.CreateKernels(
                     pb.CreateKernelsRequest(
-                        agent_id=agent_id,
-                        kernels=[
-                            sleeper(
-                                f"all-{agent_id}", resources=pb.ResourceRequest(cpu_count=every)
-                            )
-                        ],
+                        agent_id="a1",
+                        kernels=[sleeper("all-a1", resources=pb.ResourceRequest(cpu_count=1))],
                     )
                 )
-                assert sorted(reply.kernels[0].allocated.cores) == sorted(HOST.cores)
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            # A kernel asking for no exclusive core still runs there, on every core.
+            shared = await d.stub.CreateKernels(
+                pb.CreateKernelsRequest(agent_id="a1", kernels=[sleeper("any-a1")])
+            )
+            pid = int(shared.kernels[0].backend_ref.split()[1])
+            assert os.sched_getaffinity(pid) == set(HOST.cores)
+            await d.stub.DestroyKernel(pb.DestroyKernelRequest(agent_id="a0", kernel_id="all-a0"))
+            again = await d.stub.CreateKernels(
+                pb.CreateKernelsRequest(
+                    agent_id="a1",
+                    kernels=[sleeper("all-a1", resources=pb.ResourceRequest(cpu_count=every))],
+                )
+            )
+            assert sorted(again.kernels[0].allocated.cores) == sorted(HOST.cores)

@@ -39,6 +39,7 @@ class ScriptedManager(manager_pb2_grpc.ManagerServiceServicer):
     def __init__(self, name: str = "m") -> None:
         self.name = name  # prefix of the session ids it hands out
         self.registrations: list[mpb.RegisterAgentsRequest] = []
+        self.kernel_chunks: list[mpb.RegisterKernelsRequest] = []
         self.heartbeats: list[mpb.HeartbeatRequest] = []
         self.refused: list[str] = []  # session ids of heartbeats refused with NOT_FOUND
         self.sessions: set[str] = set()
@@ -59,6 +60,13 @@ class ScriptedManager(manager_pb2_grpc.ManagerServiceServicer):
         session_id = f"{self.name}-{len(self.registrations)}"
         self.sessions.add(session_id)
         return mpb.RegisterAgentsResponse(session_id=session_id)
+
+    async def RegisterKernels(
+        self, request: mpb.RegisterKernelsRequest, context: Any
+    ) -> mpb.RegisterKernelsResponse:
+        await self._maybe_fail(context)
+        self.kernel_chunks.append(request)
+        return mpb.RegisterKernelsResponse()
 
     async def Heartbeat(self, request: mpb.HeartbeatRequest, context: Any) -> mpb.HeartbeatResponse:
         await self._maybe_fail(context)
@@ -194,13 +202,10 @@ class TestHeartbeats:
         assert {h.daemon_address for h in setup.fake.heartbeats} == {setup.daemon.server.address}
         assert setup.fake.refused == []
 
-    async def test_per_agent_occupancy_and_kernel_states_match_the_daemon(
-        self, setup: Setup
-    ) -> None:
-        # k2 exited before the link started, so every heartbeat sees the same daemon.
+    async def test_per_agent_occupancy_and_health_match_the_daemon(self, setup: Setup) -> None:
         await eventually(lambda: len(setup.fake.heartbeats) >= 2)
         beat = setup.fake.heartbeats[-1]
-        agents, kernels = await daemon_view(setup.daemon)
+        agents, _ = await daemon_view(setup.daemon)
         assert [b.agent_id for b in beat.agents] == ["a0", "a1"]
         for info, reported in zip(agents, beat.agents, strict=True):
             assert reported.occupied == info.occupied
@@ -208,27 +213,87 @@ class TestHeartbeats:
             assert (reported.scaling_group, reported.healthy) == (info.scaling_group, True)
         assert beat.agents[0].occupied.memory_bytes == 64 * MIB
         assert beat.agents[0].occupied.ports == 1
-        states = {k.kernel_id: (a.agent_id, k.state) for a in beat.agents for k in a.kernels}
-        assert states == {k.kernel_id: (k.agent_id, k.state) for k in kernels}
-        [k2] = beat.agents[1].kernels
-        assert (k2.state, k2.exit_code, k2.finished_at > 0) == (
-            pb.KERNEL_STATE_TERMINATED,
-            3,
-            True,
+
+    async def test_heartbeats_carry_only_kernels_that_changed_since_the_last_heard(
+        self, setup: Setup
+    ) -> None:
+        # The registration told k1 and k2; nothing changed since: deltas are empty.
+        await eventually(lambda: len(setup.fake.heartbeats) >= 2)
+        assert all(h.delta for h in setup.fake.heartbeats)
+        assert [k for h in setup.fake.heartbeats for a in h.agents for k in a.kernels] == []
+        await setup.daemon.stub.CreateKernels(
+            pb.CreateKernelsRequest(
+                agent_id="a1",
+                kernels=[pb.KernelSpec(kernel_id="k3", command=["sh", "-c", "exit 4"])],
+            )
         )
 
-    async def test_a_kernel_destroyed_on_the_daemon_leaves_the_next_heartbeats(
+        def told() -> list[tuple[str, int, int]]:
+            return [
+                (k.kernel_id, k.state, k.exit_code)
+                for h in setup.fake.heartbeats
+                for a in h.agents
+                for k in a.kernels
+                if k.kernel_id == "k3"
+            ]
+
+        await eventually(lambda: ("k3", pb.KERNEL_STATE_TERMINATED, 4) in told())
+        seen = len(setup.fake.heartbeats)
+        await eventually(lambda: len(setup.fake.heartbeats_after(seen)) >= 2)
+        # Once the manager has heard a state, it is not told it again.
+        assert told().count(("k3", pb.KERNEL_STATE_TERMINATED, 4)) == 1
+
+    async def test_a_kernel_destroyed_on_the_daemon_is_reported_removed_once(
         self, setup: Setup
     ) -> None:
         await setup.daemon.stub.DestroyKernel(
             pb.DestroyKernelRequest(agent_id="a0", kernel_id="k1")
         )
+
+        def removals() -> list[str]:
+            return [
+                k for h in setup.fake.heartbeats for a in h.agents for k in a.removed_kernel_ids
+            ]
+
+        await eventually(lambda: "k1" in removals())
         seen = len(setup.fake.heartbeats)
-        # The first heartbeat after the destroy may have been built before it.
         await eventually(lambda: len(setup.fake.heartbeats_after(seen)) >= 2)
+        assert removals() == ["k1"]
         beat = setup.fake.heartbeats[-1]
-        assert [k.kernel_id for k in beat.agents[0].kernels] == []
         assert (beat.agents[0].kernel_count, beat.agents[0].occupied.memory_bytes) == (0, 0)
+
+    async def test_changes_a_manager_did_not_acknowledge_are_sent_again(self, setup: Setup) -> None:
+        setup.fake.unavailable = 1
+        await setup.daemon.stub.DestroyKernel(
+            pb.DestroyKernelRequest(agent_id="a0", kernel_id="k1")
+        )
+        await eventually(lambda: setup.fake.failed >= 1)
+        await eventually(
+            lambda: any(
+                "k1" in a.removed_kernel_ids for h in setup.fake.heartbeats for a in h.agents
+            )
+        )
+
+
+class TestChunks:
+    async def test_a_registration_past_one_message_comes_in_chunks(
+        self, daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        await daemon.stub.CreateKernels(
+            pb.CreateKernelsRequest(agent_id="a0", kernels=[sleeper(f"m{i}") for i in range(12)])
+        )
+        monkeypatch.setattr("daemon.manager_link.CHUNK_BYTES", 150)  # two or so kernels each
+        fake, address = ScriptedManager(), free_address()
+        async with serving(fake, address), linked(daemon, address):
+            await eventually(lambda: fake.heartbeats)
+        [registration] = fake.registrations
+        assert registration.more_kernels and fake.kernel_chunks[-1].last
+        assert [c.last for c in fake.kernel_chunks[:-1]] == [False] * (len(fake.kernel_chunks) - 1)
+        sent = [k.kernel_id for k in registration.kernels]
+        sent += [k.kernel_id for c in fake.kernel_chunks for k in c.kernels]
+        _, kernels = await daemon_view(daemon)
+        assert sorted(sent) == sorted(k.kernel_id for k in kernels)
+        assert len(fake.kernel_chunks) >= 2
 
 
 class TestRegisteringAgain:
