@@ -16,6 +16,9 @@ import grpc
 
 from common.principal import caller
 from manager.core import Manager
+from manager.groups.controller import GroupController
+from manager.groups.document import load_template, parse_documents
+from manager.templates import TemplateRecord
 from manager.tokens import TokenRecord
 from protos import agent_pb2 as pb
 from protos import manager_pb2 as mpb
@@ -28,8 +31,9 @@ if TYPE_CHECKING:
 class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     """ManagerService: registration and heartbeats from daemons; the user API."""
 
-    def __init__(self, manager: Manager) -> None:
+    def __init__(self, manager: Manager, groups: GroupController) -> None:
         self.manager = manager
+        self.groups = groups
 
     async def RegisterAgents(
         self, request: mpb.RegisterAgentsRequest, context: Ctx
@@ -50,7 +54,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         self, request: mpb.CreateKernelRequest, context: Ctx
     ) -> mpb.CreateKernelResponse:
         kernel = await self.manager.create_kernel(
-            caller(), request.spec, request.scaling_group, request.agent_id
+            caller(), request.spec, request.scaling_group, request.agent_id, request.template
         )
         return mpb.CreateKernelResponse(kernel=kernel)
 
@@ -79,11 +83,14 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     ) -> AsyncIterator[pb.ExecuteResponse]:
         async for message in self.manager.execute(caller(), request):
             yield message
+        self.groups.touch(request.kernel_id)
 
     async def GetKernelLogs(
         self, request: pb.GetKernelLogsRequest, context: Ctx
     ) -> pb.GetKernelLogsResponse:
-        return pb.GetKernelLogsResponse(logs=await self.manager.kernel_logs(caller(), request))
+        logs = await self.manager.kernel_logs(caller(), request)
+        self.groups.touch(request.kernel_id)
+        return pb.GetKernelLogsResponse(logs=logs)
 
     async def RemoveAgent(
         self, request: mpb.RemoveAgentRequest, context: Ctx
@@ -116,6 +123,56 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         return mpb.RevokeTokenResponse(
             info=token_info(await self.manager.revoke_token(request.token))
         )
+
+    async def ApplyTemplate(
+        self, request: mpb.ApplyTemplateRequest, context: Ctx
+    ) -> mpb.ApplyTemplateResponse:
+        documents = [load_template(d) for d in parse_documents(request.document, request.format)]
+        records = await self.manager.apply_templates(caller(), documents)
+        return mpb.ApplyTemplateResponse(templates=[r.to_proto() for r in records])
+
+    async def GetTemplate(
+        self, request: mpb.GetTemplateRequest, context: Ctx
+    ) -> mpb.TemplateResponse:
+        return mpb.TemplateResponse(template=self.manager.templates.get(request.name).to_proto())
+
+    async def ListTemplates(
+        self, request: mpb.ListTemplatesRequest, context: Ctx
+    ) -> mpb.ListTemplatesResponse:
+        records: list[TemplateRecord] = self.manager.templates.list()
+        return mpb.ListTemplatesResponse(templates=[r.to_proto() for r in records])
+
+    async def DeleteTemplate(
+        self, request: mpb.DeleteTemplateRequest, context: Ctx
+    ) -> mpb.TemplateResponse:
+        record = await self.manager.delete_template(caller(), request.name)
+        return mpb.TemplateResponse(template=record.to_proto())
+
+    async def CreateGroup(self, request: mpb.CreateGroupRequest, context: Ctx) -> mpb.GroupResponse:
+        group = await self.groups.create_group(caller(), request.document, request.format)
+        return mpb.GroupResponse(group=group)
+
+    async def GetGroup(self, request: mpb.GetGroupRequest, context: Ctx) -> mpb.GroupResponse:
+        return mpb.GroupResponse(group=self.groups.get_group(caller(), request.name))
+
+    async def ListGroups(
+        self, request: mpb.ListGroupsRequest, context: Ctx
+    ) -> mpb.ListGroupsResponse:
+        return mpb.ListGroupsResponse(groups=self.groups.list_groups(caller()))
+
+    async def DeleteGroup(self, request: mpb.DeleteGroupRequest, context: Ctx) -> mpb.GroupResponse:
+        return mpb.GroupResponse(group=await self.groups.delete_group(caller(), request.name))
+
+    async def GetGroupTopology(
+        self, request: mpb.GetGroupTopologyRequest, context: Ctx
+    ) -> mpb.GroupTopology:
+        return self.groups.topology(caller(), request.name)
+
+    async def WatchGroup(
+        self, request: mpb.WatchGroupRequest, context: Ctx
+    ) -> AsyncIterator[mpb.Group]:
+        async for group in self.groups.watch_group(caller(), request.name):
+            yield group
 
 
 def token_info(record: TokenRecord) -> mpb.TokenInfo:

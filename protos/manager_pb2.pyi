@@ -333,7 +333,7 @@ class ListTemplatesResponse(_message.Message):
     def __init__(self, templates: _Optional[_Iterable[_Union[KernelTemplate, _Mapping]]] = ...) -> None: ...
 
 class GroupMember(_message.Message):
-    __slots__ = ("role", "index", "kernel_id", "agent_id", "daemon_address", "node", "ports", "state", "ready", "restarts", "wave", "created_at", "ready_at", "message", "host")
+    __slots__ = ("role", "index", "kernel_id", "agent_id", "daemon_address", "node", "ports", "state", "ready", "restarts", "wave", "created_at", "ready_at", "message", "host", "exit_code")
     class PortsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -356,6 +356,7 @@ class GroupMember(_message.Message):
     READY_AT_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     role: str
     index: int
     kernel_id: str
@@ -371,7 +372,8 @@ class GroupMember(_message.Message):
     ready_at: float
     message: str
     host: str
-    def __init__(self, role: _Optional[str] = ..., index: _Optional[int] = ..., kernel_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., daemon_address: _Optional[str] = ..., node: _Optional[str] = ..., ports: _Optional[_Mapping[str, int]] = ..., state: _Optional[_Union[_agent_pb2.KernelState, str]] = ..., ready: _Optional[bool] = ..., restarts: _Optional[int] = ..., wave: _Optional[int] = ..., created_at: _Optional[float] = ..., ready_at: _Optional[float] = ..., message: _Optional[str] = ..., host: _Optional[str] = ...) -> None: ...
+    exit_code: int
+    def __init__(self, role: _Optional[str] = ..., index: _Optional[int] = ..., kernel_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., daemon_address: _Optional[str] = ..., node: _Optional[str] = ..., ports: _Optional[_Mapping[str, int]] = ..., state: _Optional[_Union[_agent_pb2.KernelState, str]] = ..., ready: _Optional[bool] = ..., restarts: _Optional[int] = ..., wave: _Optional[int] = ..., created_at: _Optional[float] = ..., ready_at: _Optional[float] = ..., message: _Optional[str] = ..., host: _Optional[str] = ..., exit_code: _Optional[int] = ...) -> None: ...
 
 class DegradedRole(_message.Message):
     __slots__ = ("role", "reason")
