@@ -35,14 +35,15 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from common.durations import format_duration
 from common.errors import AgentHostError
 from common.ids import AgentId, KernelId
+from manager.core import Manager
 from manager.groups import discovery
 from manager.groups.discovery import Endpoint, host_of, peers_env
-from manager.groups.placement import Request, pick_host_ports, ports_held
+from manager.groups.placement import Placer, Request, pick_host_ports, ports_held
 from manager.groups.plan import GroupPlan, RolePlan
 from manager.groups.readiness import probe
 from manager.groups.record import (
@@ -58,14 +59,12 @@ from manager.groups.record import (
 )
 from manager.kernels import TERMINATED as KERNEL_TERMINATED
 from manager.kernels import UNKNOWN as KERNEL_UNKNOWN
-from manager.kernels import KernelRecord
+from manager.kernels import KernelRecord, KernelTable
 from manager.registry import Liveness
+from manager.store import Store
 from manager.templates import kernel_spec
 from protos import agent_pb2 as pb
 from protos import manager_pb2 as mpb
-
-if TYPE_CHECKING:
-    from manager.groups.controller import GroupController
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +77,28 @@ HEAL_BACKOFF = (0.0, 1.0, 2.0, 5.0, 10.0, 30.0)  # before the n-th recreation of
 SETTLE_POLL = 0.2
 
 
+class Controller(Protocol):
+    """What a runner uses of the controller that owns it (`controller.GroupController`)."""
+
+    manager: Manager
+    kernels: KernelTable
+    store: Store
+    placer: Placer
+
+    def index(self, kernel_id: str, runner: GroupRunner) -> None:
+        """kernel_id is (about to be) a member of runner's group."""
+
+    def unindex(self, kernel_id: str) -> None:
+        """kernel_id is no member any more."""
+
+    async def forget(self, runner: GroupRunner) -> None:
+        """Drop an ended group for good."""
+
+
 class GroupRunner:
     """The reconcile loop of one group."""
 
-    def __init__(self, controller: GroupController, record: GroupRecord) -> None:
+    def __init__(self, controller: Controller, record: GroupRecord) -> None:
         self.controller = controller
         self.record = record
         self.plan: GroupPlan = record.plan()
