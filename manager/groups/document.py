@@ -93,10 +93,15 @@ def _bytes(value: object) -> int:
         ) from None
 
 
+def _duration_text(seconds: float) -> str:
+    """'15m' for 900, '0.5s' for 0.5: written back so that it reads the same."""
+    return format_duration(seconds) if seconds == int(seconds) else f"{seconds:g}s"
+
+
 Duration = Annotated[
     float,
     BeforeValidator(_seconds),
-    PlainSerializer(format_duration, return_type=str),
+    PlainSerializer(_duration_text, return_type=str),
     WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN}),
 ]
 Memory = Annotated[

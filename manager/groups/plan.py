@@ -166,8 +166,9 @@ def build_plan(document: AgentGroupDocument, kernels: Mapping[str, KernelSpecMod
                 problems.append(f"role {role.name!r} depends on itself")
             elif need not in known:
                 problems.append(
-                    f"role {role.name!r} depends on unknown role {need!r}; roles: "
+                    f"role {role.name!r} depends on unknown role {need!r} (roles: "
                     + ", ".join(names)
+                    + ")"
                 )
     members = sum(r.replicas for r in roles)
     if members > MAX_MEMBERS:

@@ -43,7 +43,6 @@ class TestManagerService:
             assert request.file.name == "protos/agent.proto", name
             assert [f.name for f in request.fields[:2]] == ["agent_id", "kernel_id"], name
 
-
     def test_watch_group_streams(self) -> None:
         methods = manager_pb2.DESCRIPTOR.services_by_name["ManagerService"].methods_by_name
         assert methods["WatchGroup"].server_streaming
