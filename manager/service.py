@@ -1,10 +1,13 @@
 """The gRPC face of the manager: `ManagerServicer`.
 
-Each handler is a few lines: proto -> the shared core (`manager.core.Manager`),
-with the caller the authorization policy resolved (`caller()`) -> proto. No
+Each handler is a few lines: proto -> the shared core (`manager.core.Manager`, or
+the group controller `manager.groups.controller.GroupController`), with the caller
+the authorization policy resolved (`caller()`) -> proto. An exec or a logs call
+tells the controller that a group member was used (its group is not idle). No
 try/except here: domain errors become status codes in the one interceptor,
 `common.interceptors.ErrorMapping`.
-Knows gRPC and the core; nothing of daemons' channels, scheduling or storage.
+Knows gRPC, the core and the controller; nothing of daemons' channels, scheduling
+or storage.
 """
 
 from __future__ import annotations
