@@ -190,6 +190,10 @@ def check_spec(spec: Any, index: int | None = None) -> None:
                 f"{where}port {port.name!r}: container_port {port.container_port} is outside "
                 "0-65535"
             )
+        if port.host_port > 65535:
+            raise InvalidArgument(
+                f"{where}port {port.name!r}: host_port {port.host_port} is outside 0-65535"
+            )
     check_resources(where, spec.resources)
 
 

@@ -94,7 +94,10 @@ def spec_from_proto(msg: pb.KernelSpec) -> KernelSpec:
             devices=dict(r.devices),
             cpu_quota=r.cpu_quota,
         ),
-        ports=tuple(ServicePort(name=p.name, container_port=p.container_port) for p in msg.ports),
+        ports=tuple(
+            ServicePort(name=p.name, container_port=p.container_port, host_port=p.host_port)
+            for p in msg.ports
+        ),
         labels=dict(msg.labels),
         networks=tuple(msg.networks),
     )
@@ -118,7 +121,7 @@ def _fill_spec(msg: pb.KernelSpec, spec: KernelSpec) -> None:
         request.devices.update(r.devices)
     request.cpu_quota = r.cpu_quota
     for port in spec.ports:
-        msg.ports.add(name=port.name, container_port=port.container_port)
+        msg.ports.add(name=port.name, container_port=port.container_port, host_port=port.host_port)
     if spec.labels:
         msg.labels.update(spec.labels)
     msg.networks.extend(spec.networks)

@@ -37,6 +37,7 @@ class ServicePort(BaseModel):
     model_config = ConfigDict(frozen=True)
     name: str
     container_port: int = 0
+    host_port: int = 0  # asked for (from the agent's range); 0: any free one
 
 
 class KernelSpec(BaseModel):

@@ -55,22 +55,34 @@ class PortPool:
         """Every port held by a kernel of this agent."""
         return {p for ports in self._held.values() for p in ports.values()}
 
-    def allocate(self, kernel_id: KernelId, names: Iterable[str]) -> dict[str, int]:
-        """Give kernel_id one free port per name, or raise and take nothing."""
+    def allocate(
+        self,
+        kernel_id: KernelId,
+        names: Iterable[str],
+        requested: Mapping[str, int] | None = None,
+    ) -> dict[str, int]:
+        """Give kernel_id one free port per name, or raise and take nothing.
+
+        requested names the host port some names ask for (a caller that must know
+        the address before the kernel exists, e.g. the manager starting peers).
+        """
         names = list(names)
         if len(set(names)) != len(names):
             raise InvalidArgument(f"port names {names} repeat a name")
         if kernel_id in self._held:
             raise InvalidArgument(f"kernel {kernel_id!r} already holds ports")
+        asked = self._check_requested(names, requested or {})
+        if asked:
+            names = [n for n in names if n not in asked]
         if not names:
-            self._held[kernel_id] = {}
-            return {}
+            self._held[kernel_id] = dict(asked)
+            return dict(asked)
         if len(names) > self.size:
             raise FailedPrecondition(
                 f"{len(names)} ports requested but the agent's port range "
                 f"{self.start}-{self.end} has {self.size}"
             )
-        taken = self.in_use()
+        taken = self.in_use() | set(asked.values())
         chosen: list[int] = []
         # Round-robin from the last handed-out port, so a port just released
         # (possibly still in TIME_WAIT for clients) is not reused at once.
@@ -88,9 +100,32 @@ class PortPool:
                 f"{len(chosen)} free ({len(taken)} held by the agent's kernels, "
                 f"{self.size - len(taken) - len(chosen)} bound by other processes)"
             )
-        ports = dict(zip(names, chosen, strict=True))
+        ports = {**asked, **dict(zip(names, chosen, strict=True))}
         self._held[kernel_id] = ports
         return ports
+
+    def _check_requested(self, names: list[str], requested: Mapping[str, int]) -> dict[str, int]:
+        """The requested ports, each in the range, held by no kernel and free on the host."""
+        asked = {name: port for name, port in requested.items() if port}
+        if not asked:
+            return {}
+        taken = self.in_use()
+        if len(set(asked.values())) != len(asked):
+            raise InvalidArgument(f"host ports {sorted(asked.values())} repeat a port")
+        for name, port in asked.items():
+            if name not in names:
+                raise InvalidArgument(f"host port {port} is asked for an unknown port {name!r}")
+            if not self.start <= port <= self.end:
+                raise InvalidArgument(
+                    f"port {name!r}: host port {port} is outside the agent's port range "
+                    f"{self.start}-{self.end}"
+                )
+            if port in taken or not self._is_free(port):
+                raise ResourceExhausted(
+                    f"port {name!r}: host port {port} is taken "
+                    f"({'by a kernel of the agent' if port in taken else 'bound on the host'})"
+                )
+        return asked
 
     def restore(self, kernel_id: KernelId, ports: Mapping[str, int]) -> None:
         """Record ports read back from a checkpoint (a re-adopted kernel)."""

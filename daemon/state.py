@@ -199,7 +199,11 @@ class MemoryState:
                 claimed.append(kernel)
                 spec = kernel.spec
                 allocation = self._allocator.allocate(kernel.kernel_id, spec.resources)
-                ports = self._ports.allocate(kernel.kernel_id, (p.name for p in spec.ports))
+                ports = self._ports.allocate(
+                    kernel.kernel_id,
+                    (p.name for p in spec.ports),
+                    {p.name: p.host_port for p in spec.ports if p.host_port},
+                )
                 claimed[-1] = kernel.model_copy(update={"allocation": allocation, "ports": ports})
                 self._registry.replace(claimed[-1])
         except BaseException:

@@ -43,11 +43,13 @@ from common.principal import Principal
 from manager.client import AgentHandle, DaemonClient
 from manager.config import ManagerConfig
 from manager.errors import AgentLost, AllAgentsBusy, BadRequest, StoreError, UnknownSession
+from manager.groups.document import KernelTemplateDocument
 from manager.kernels import TERMINATED, KernelRecord, KernelTable, account
 from manager.reconcile import GONE, Reconciler
 from manager.registry import AgentRecord, Liveness, Registration, Registry
 from manager.scheduler import Demand, Scheduler
 from manager.store import Store
+from manager.templates import TemplateRecord, TemplateTable, merged_spec
 from manager.tokens import (
     ADMIN_TOKEN_NAME,
     TokenRecord,
@@ -87,9 +89,11 @@ class Manager:
         client: DaemonClient,
         kernels: KernelTable,
         tokens: TokenTable,
+        templates: TemplateTable | None = None,
     ) -> None:
         self.config = config
         self.tokens = tokens
+        self.templates = templates if templates is not None else TemplateTable()
         self.store = store
         self.registry = registry
         self.scheduler = scheduler
@@ -121,6 +125,7 @@ class Manager:
         kernels = KernelTable(scheduler, saved_kernels)
         try:
             tokens = TokenTable(await store.load_tokens())
+            templates = TemplateTable(await store.load_templates())
             await _bootstrap_admin_token(config.admin_token_file, tokens, store)
         except BaseException:
             await store.close()
@@ -138,7 +143,7 @@ class Manager:
             len(saved_agents),
             len(kernels),
         )
-        return cls(config, store, registry, scheduler, client, kernels, tokens)
+        return cls(config, store, registry, scheduler, client, kernels, tokens, templates)
 
     async def close(self) -> None:
         """Stop the liveness loop and background work; close channels and the store."""
@@ -319,8 +324,21 @@ class Manager:
         spec: pb.KernelSpec,
         scaling_group: str = "",
         agent_id: str = "",
+        template: str = "",
     ) -> mpb.ManagedKernel:
-        """Schedule (or take the pinned agent), reserve, create on the daemon, record."""
+        """Schedule (or take the pinned agent), reserve, create on the daemon, record.
+
+        With a template, spec's own fields go over the template's; its scaling group
+        is the default, and only agents of its backend (if it names one) are tried.
+        """
+        backend = ""
+        if template:
+            if principal.viewer:
+                raise PermissionDenied(f"{principal} is a viewer token: it may only list and get")
+            chosen = self.templates.get(template).spec
+            spec = merged_spec(chosen, spec)
+            scaling_group = scaling_group or ("" if agent_id else chosen.scaling_group or "")
+            backend = chosen.backend or ""
         spec = _copy(spec)
         if not spec.kernel_id:
             spec.kernel_id = new_kernel_id()
@@ -349,6 +367,13 @@ class Manager:
             )
         demand = Demand.of_spec(spec)
         tried: list[AgentId] = []
+        if backend:
+            if pinned is not None and pinned.info.backend != backend:
+                raise BadRequest(
+                    f"template {template!r} runs on {backend} agents; agent {agent_id!r} is "
+                    f"{pinned.info.backend}"
+                )
+            tried = [a.agent_id for a in self.registry.list(group) if a.info.backend != backend]
         busy: ResourceExhausted | None = None
         for _ in range(CREATE_ATTEMPTS):
             reservation = self.scheduler.reserve(
@@ -378,7 +403,8 @@ class Manager:
             log.info("kernel %s created on agent %s", kernel_id, reservation.agent_id)
             return _managed(record, agent, principal)
         raise AllAgentsBusy(
-            f"agents {', '.join(tried)} of scaling group {group!r} had no room for "
+            f"agents {', '.join(tried[-CREATE_ATTEMPTS:])} of scaling group {group!r} had no "
+            f"room for "
             f"{demand.describe()}: {busy}"
         )
 
@@ -407,9 +433,20 @@ class Manager:
         agent = self.registry.find(record.agent_id)
         if agent is not None and agent.status is Liveness.LOST and record.holds_resources:
             raise _lost(agent, kernel_id)
+        return _managed(await self.remove_kernel(record, grace_seconds), agent, principal)
+
+    async def remove_kernel(self, record: KernelRecord, grace_seconds: float = 0) -> KernelRecord:
+        """Destroy record's kernel on its daemon (if its agent is ALIVE) and forget it.
+
+        No ownership check: callers decide who may. The kernel of a LOST agent is
+        only forgotten here (its hold returns); should its daemon come back with it,
+        it is adopted again. Returns the kernel as it ended.
+        """
+        agent = self.registry.find(record.agent_id)
+        kernel_id = record.kernel_id
         final = _copy(record.kernel)
         if agent is not None and agent.status is Liveness.ALIVE:
-            self.reconciler.destroying.add(record.kernel_id)
+            self.reconciler.destroying.add(kernel_id)
             try:
                 final = await self._on(agent).destroy_kernel(kernel_id, grace_seconds)
             except NotFound:
@@ -417,16 +454,14 @@ class Manager:
                     final.state = TERMINATED
                     final.status_message = GONE
             finally:
-                self.reconciler.destroying.discard(record.kernel_id)
-        managed = _managed(
-            KernelRecord(final, record.daemon_address, record.owner), agent, principal
-        )
+                self.reconciler.destroying.discard(kernel_id)
         if record.holds_resources and agent is not None:
             account(agent.info, record.kernel, -1)
-        self.kernels.forget(record.kernel_id)
-        await self.store.delete_kernels([record.kernel_id])
+        if self.kernels.get(kernel_id) is record:
+            self.kernels.forget(kernel_id)
+            await self.store.delete_kernels([kernel_id])
         log.info("kernel %s destroyed on agent %s", kernel_id, record.agent_id)
-        return managed
+        return KernelRecord(final, record.daemon_address, record.owner)
 
     async def execute(
         self, principal: Principal, request: pb.ExecuteRequest
@@ -492,6 +527,29 @@ class Manager:
             len(forgotten),
         )
         return _managed_agent(record), len(forgotten)
+
+    async def apply_templates(
+        self, principal: Principal, documents: Iterable[KernelTemplateDocument]
+    ) -> list[TemplateRecord]:
+        """Create or replace templates (each: its owner or an admin), all written at once."""
+        if principal.viewer:
+            raise PermissionDenied(f"{principal} is a viewer token: it may only list and get")
+        now = time.time()
+        documents = list(documents)
+        for document in documents:  # every refusal before any change
+            self.templates.check_may_change(principal, document.metadata.name, "replace")
+        applied = [self.templates.apply(principal, d, now) for d in documents]
+        for record in applied:
+            await self.store.save_template(record)
+            log.info("template %s applied", record.name)
+        return applied
+
+    async def delete_template(self, principal: Principal, name: str) -> TemplateRecord:
+        """Forget a template (its owner or an admin); groups made from it keep their copy."""
+        record = self.templates.remove(principal, name)
+        await self.store.delete_template(name)
+        log.info("template %s removed", name)
+        return record
 
     async def create_token(
         self,

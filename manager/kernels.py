@@ -7,6 +7,16 @@ agent is LOST) holds what its daemon allocated it; a TERMINATED or forgotten one
 holds nothing. `account` shows a create or a destroy in an agent's occupancy at
 once, until that daemon's next heartbeat replaces the numbers with its own.
 
+Change notifications: `subscribe(callback)` has the table call callback with a
+`KernelChange` after a record is added, after its state changes (whoever changed
+it: every change of a record goes through one of the table's methods, which
+compares the state with the one last announced), and after it is forgotten.
+Callbacks run synchronously, inside the change, in subscription order: they must
+be quick, must not raise and must not change the table (hand the change to a
+queue or set an event instead). Records restored at construction are not
+announced. The group controller uses this to react to its members; a stream of
+kernel changes can be built on it the same way.
+
 Knows protocol messages, the scheduler's holds and the domain errors of a kernel
 lookup; nothing of agents' liveness, daemons, gRPC or storage, and does no I/O.
 """
@@ -15,8 +25,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping, ValuesView
+from collections.abc import Callable, Iterable, Iterator, Mapping, ValuesView
 from dataclasses import dataclass
+from enum import StrEnum
 
 from common.errors import InvalidArgument, NotFound
 from common.ids import AgentId, KernelId
@@ -54,6 +65,26 @@ class KernelRecord:
         return self.kernel.state != TERMINATED
 
 
+class ChangeKind(StrEnum):
+    """What happened to a record."""
+
+    ADDED = "added"
+    STATE = "state"  # its state changed (RUNNING -> TERMINATED, -> UNKNOWN, ...)
+    FORGOTTEN = "forgotten"
+
+
+@dataclass(frozen=True, slots=True)
+class KernelChange:
+    """One change of the table, as subscribers receive it."""
+
+    kind: ChangeKind
+    record: KernelRecord
+    previous_state: int  # the state announced before (UNSPECIFIED for ADDED)
+
+
+Subscriber = Callable[[KernelChange], None]
+
+
 class KernelTable(Mapping[KernelId, KernelRecord]):
     """Kernel records by id and by agent; the scheduler's holds follow each record."""
 
@@ -61,8 +92,20 @@ class KernelTable(Mapping[KernelId, KernelRecord]):
         self.scheduler = scheduler
         self._records: dict[KernelId, KernelRecord] = {}
         self._by_agent: dict[AgentId, set[KernelId]] = {}
+        self._announced: dict[KernelId, int] = {}  # state last announced per kernel
+        self._subscribers: list[Subscriber] = []
         for record in records:
             self._insert(record)
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call callback after every change (see the module docstring); returns an unsubscribe."""
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
 
     def __getitem__(self, kernel_id: KernelId) -> KernelRecord:
         return self._records[kernel_id]
@@ -102,6 +145,7 @@ class KernelTable(Mapping[KernelId, KernelRecord]):
         """Record a kernel its daemon at address reported, holding what it holds."""
         record = KernelRecord(kernel, address, owner)
         self._insert(record)
+        self._announce(ChangeKind.ADDED, record, pb.KERNEL_STATE_UNSPECIFIED)
         return record
 
     def update(self, record: KernelRecord, kernel: pb.Kernel) -> None:
@@ -114,6 +158,7 @@ class KernelTable(Mapping[KernelId, KernelRecord]):
             )
         else:
             self.scheduler.release(record.kernel_id)
+        self._state_changed(record)
 
     def terminate(self, record: KernelRecord, reason: str) -> None:
         """Mark the kernel TERMINATED for reason and release its hold."""
@@ -124,6 +169,7 @@ class KernelTable(Mapping[KernelId, KernelRecord]):
             kernel.finished_at = time.time()
         self.scheduler.release(record.kernel_id)
         log.info("kernel %s on agent %s: %s", kernel.kernel_id, kernel.agent_id, reason)
+        self._state_changed(record)
 
     def terminate_all(self, agent_id: AgentId, reason: str) -> list[KernelRecord]:
         """Terminate every kernel of agent_id not terminated yet; return those."""
@@ -141,6 +187,7 @@ class KernelTable(Mapping[KernelId, KernelRecord]):
             if record.kernel.state not in (TERMINATED, UNKNOWN):
                 record.kernel.state = UNKNOWN
                 changed.append(record)
+                self._state_changed(record)
         return changed
 
     def forget(self, kernel_id: KernelId) -> None:
@@ -149,11 +196,34 @@ class KernelTable(Mapping[KernelId, KernelRecord]):
         if record is not None:
             self._by_agent.get(record.agent_id, set()).discard(kernel_id)
         self.scheduler.release(kernel_id)
+        if record is not None:
+            previous = self._announced.pop(kernel_id, record.kernel.state)
+            self._announce(ChangeKind.FORGOTTEN, record, previous)
 
     def _insert(self, record: KernelRecord) -> None:
         self._records[record.kernel_id] = record
         self._by_agent.setdefault(record.agent_id, set()).add(record.kernel_id)
+        self._announced[record.kernel_id] = record.kernel.state
         self.update(record, record.kernel)
+
+    def _state_changed(self, record: KernelRecord) -> None:
+        """Announce record's state if it differs from the one announced last."""
+        kernel_id = record.kernel_id
+        previous = self._announced.get(kernel_id)
+        if previous is None or previous == record.kernel.state:
+            return
+        self._announced[kernel_id] = record.kernel.state
+        self._announce(ChangeKind.STATE, record, previous)
+
+    def _announce(self, kind: ChangeKind, record: KernelRecord, previous: int) -> None:
+        if not self._subscribers:
+            return
+        change = KernelChange(kind, record, previous)
+        for callback in list(self._subscribers):
+            try:
+                callback(change)
+            except Exception:  # a subscriber's bug must not break the table
+                log.exception("kernel table subscriber %r failed", callback)
 
 
 def account(info: pb.AgentInfo, kernel: pb.Kernel, sign: int) -> None:

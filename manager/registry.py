@@ -208,6 +208,11 @@ class Registry:
                     record.status = Liveness.LOST
         return expired
 
+    def awaiting_registration(self) -> bool:
+        """Whether a daemon read back from the store has neither registered again nor
+        been found LOST yet (until then, its kernels' records may be out of date)."""
+        return any(not d.session_id for d in self._daemons.values())
+
     def forgive(self, seconds: float) -> None:
         """Move every daemon's last heartbeat forward by seconds the manager was stalled."""
         for daemon in self._daemons.values():

@@ -1,9 +1,11 @@
 """Running the manager: startup -> serve -> shutdown.
 
-Startup builds the core whole (store opened, registry and holds rebuilt), then
+Startup builds the core whole (store opened, registry and holds rebuilt) and the
+group controller (every stored group's runner going on where it was), then
 binds one gRPC port serving ManagerService, grpc.health.v1 and server reflection.
 Shutdown: health says NOT_SERVING, `server.stop(grace)` drains in-flight calls,
-the core closes its channels and the store. Signal handlers only set a flag; a
+the group runners stop (groups go on at the next start), the core closes its
+channels and the store. Signal handlers only set a flag; a
 second signal forces exit.
 """
 
@@ -19,6 +21,7 @@ from common.serving import Listener, start_grpc_server, stop_signals
 from manager.authz import manager_policy
 from manager.config import ManagerConfig
 from manager.core import Manager
+from manager.groups.controller import GroupController
 from manager.service import ManagerServicer
 from protos import manager_pb2, manager_pb2_grpc
 
@@ -33,12 +36,14 @@ class ManagerServer:
     def __init__(
         self,
         manager: Manager,
+        groups: GroupController,
         server: grpc.aio.Server,
         health_servicer: Any,
         address: str,
         daemon_address: str,
     ) -> None:
         self.manager = manager
+        self.groups = groups
         self.server = server
         self.health = health_servicer
         self.address = address  # users (and, plaintext, daemons)
@@ -52,15 +57,21 @@ class ManagerServer:
         listeners = _listeners(config, listen, daemon_listen)
         manager = await Manager.create(config)
         try:
+            groups = await GroupController.create(manager)
+        except BaseException:
+            await manager.close()
+            raise
+        try:
             started = await start_grpc_server(
                 lambda server: manager_pb2_grpc.add_ManagerServiceServicer_to_server(
-                    ManagerServicer(manager), server
+                    ManagerServicer(manager, groups), server
                 ),
                 SERVICE_NAME,
                 listeners,
                 manager_policy(manager.tokens, insecure=config.tls is None),
             )
         except BaseException:
+            await groups.close()
             await manager.close()
             raise
         bound = started.address
@@ -79,7 +90,7 @@ class ManagerServer:
             config.db_path,
             config.admin_token_file,
         )
-        return cls(manager, started.server, started.health, bound, daemons)
+        return cls(manager, groups, started.server, started.health, bound, daemons)
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful shutdown: NOT_SERVING, drain, close the core."""
@@ -87,6 +98,7 @@ class ManagerServer:
         await self.server.stop(
             self.manager.config.manager.shutdown_grace if grace is None else grace
         )
+        await self.groups.close()
         await self.manager.close()
         log.info("manager stopped")
 

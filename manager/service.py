@@ -1,10 +1,13 @@
 """The gRPC face of the manager: `ManagerServicer`.
 
-Each handler is a few lines: proto -> the shared core (`manager.core.Manager`),
-with the caller the authorization policy resolved (`caller()`) -> proto. No
+Each handler is a few lines: proto -> the shared core (`manager.core.Manager`, or
+the group controller `manager.groups.controller.GroupController`), with the caller
+the authorization policy resolved (`caller()`) -> proto. An exec or a logs call
+tells the controller that a group member was used (its group is not idle). No
 try/except here: domain errors become status codes in the one interceptor,
 `common.interceptors.ErrorMapping`.
-Knows gRPC and the core; nothing of daemons' channels, scheduling or storage.
+Knows gRPC, the core and the controller; nothing of daemons' channels, scheduling
+or storage.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ import grpc
 
 from common.principal import caller
 from manager.core import Manager
+from manager.groups.controller import GroupController
+from manager.groups.document import load_template, parse_documents
+from manager.templates import TemplateRecord
 from manager.tokens import TokenRecord
 from protos import agent_pb2 as pb
 from protos import manager_pb2 as mpb
@@ -28,8 +34,9 @@ if TYPE_CHECKING:
 class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     """ManagerService: registration and heartbeats from daemons; the user API."""
 
-    def __init__(self, manager: Manager) -> None:
+    def __init__(self, manager: Manager, groups: GroupController) -> None:
         self.manager = manager
+        self.groups = groups
 
     async def RegisterAgents(
         self, request: mpb.RegisterAgentsRequest, context: Ctx
@@ -56,7 +63,7 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         self, request: mpb.CreateKernelRequest, context: Ctx
     ) -> mpb.CreateKernelResponse:
         kernel = await self.manager.create_kernel(
-            caller(), request.spec, request.scaling_group, request.agent_id
+            caller(), request.spec, request.scaling_group, request.agent_id, request.template
         )
         return mpb.CreateKernelResponse(kernel=kernel)
 
@@ -93,15 +100,19 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
     ) -> AsyncIterator[pb.ExecuteResponse]:
         async for message in self.manager.execute(caller(), request):
             yield message
+        self.groups.touch(request.kernel_id)
 
     async def GetKernelLogs(
         self, request: pb.GetKernelLogsRequest, context: Ctx
     ) -> pb.GetKernelLogsResponse:
-        return await self.manager.kernel_logs(caller(), request)
+        logs = await self.manager.kernel_logs(caller(), request)
+        self.groups.touch(request.kernel_id)
+        return logs
 
     async def StreamKernelLogs(
         self, request: pb.StreamKernelLogsRequest, context: Ctx
     ) -> AsyncIterator[pb.KernelLogChunk]:
+        self.groups.touch(request.kernel_id)
         async for chunk in self.manager.stream_logs(caller(), request):
             yield chunk
 
@@ -141,6 +152,56 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         return mpb.RevokeTokenResponse(
             info=token_info(await self.manager.revoke_token(request.token))
         )
+
+    async def ApplyTemplate(
+        self, request: mpb.ApplyTemplateRequest, context: Ctx
+    ) -> mpb.ApplyTemplateResponse:
+        documents = [load_template(d) for d in parse_documents(request.document, request.format)]
+        records = await self.manager.apply_templates(caller(), documents)
+        return mpb.ApplyTemplateResponse(templates=[r.to_proto() for r in records])
+
+    async def GetTemplate(
+        self, request: mpb.GetTemplateRequest, context: Ctx
+    ) -> mpb.TemplateResponse:
+        return mpb.TemplateResponse(template=self.manager.templates.get(request.name).to_proto())
+
+    async def ListTemplates(
+        self, request: mpb.ListTemplatesRequest, context: Ctx
+    ) -> mpb.ListTemplatesResponse:
+        records: list[TemplateRecord] = self.manager.templates.list()
+        return mpb.ListTemplatesResponse(templates=[r.to_proto() for r in records])
+
+    async def DeleteTemplate(
+        self, request: mpb.DeleteTemplateRequest, context: Ctx
+    ) -> mpb.TemplateResponse:
+        record = await self.manager.delete_template(caller(), request.name)
+        return mpb.TemplateResponse(template=record.to_proto())
+
+    async def CreateGroup(self, request: mpb.CreateGroupRequest, context: Ctx) -> mpb.GroupResponse:
+        group = await self.groups.create_group(caller(), request.document, request.format)
+        return mpb.GroupResponse(group=group)
+
+    async def GetGroup(self, request: mpb.GetGroupRequest, context: Ctx) -> mpb.GroupResponse:
+        return mpb.GroupResponse(group=self.groups.get_group(caller(), request.name))
+
+    async def ListGroups(
+        self, request: mpb.ListGroupsRequest, context: Ctx
+    ) -> mpb.ListGroupsResponse:
+        return mpb.ListGroupsResponse(groups=self.groups.list_groups(caller()))
+
+    async def DeleteGroup(self, request: mpb.DeleteGroupRequest, context: Ctx) -> mpb.GroupResponse:
+        return mpb.GroupResponse(group=await self.groups.delete_group(caller(), request.name))
+
+    async def GetGroupTopology(
+        self, request: mpb.GetGroupTopologyRequest, context: Ctx
+    ) -> mpb.GroupTopology:
+        return self.groups.topology(caller(), request.name)
+
+    async def WatchGroup(
+        self, request: mpb.WatchGroupRequest, context: Ctx
+    ) -> AsyncIterator[mpb.Group]:
+        async for group in self.groups.watch_group(caller(), request.name):
+            yield group
 
 
 def token_info(record: TokenRecord) -> mpb.TokenInfo:

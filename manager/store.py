@@ -1,4 +1,5 @@
-"""Persistence of the manager: agents, kernels and token hashes in one SQLite file.
+"""Persistence of the manager: agents, kernels, token hashes, templates and groups in
+one SQLite file.
 
 Every change is written through before the manager answers, so a restart (even
 after kill -9) loses nothing: the database runs in WAL mode, where a committed
@@ -27,12 +28,15 @@ from typing import TypeVar
 
 from common.ids import AgentId
 from manager.errors import StoreError
+from manager.groups.document import load_template
+from manager.groups.record import GroupRecord
 from manager.kernels import KernelRecord
 from manager.registry import AgentRecord, Liveness
+from manager.templates import TemplateRecord
 from manager.tokens import TokenRecord
 from protos import agent_pb2 as pb
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -73,6 +77,26 @@ _MIGRATIONS = (
         revoked_at REAL NOT NULL,
         created_by TEXT NOT NULL,
         viewer INTEGER NOT NULL DEFAULT 0
+    );
+    """,
+    # 3: templates (named kernel specs) and agent groups.
+    """
+    CREATE TABLE IF NOT EXISTS templates (
+        name TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        document TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS groups (
+        name TEXT PRIMARY KEY,
+        uid TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        document TEXT NOT NULL,
+        kernels TEXT NOT NULL,
+        status BLOB NOT NULL
     );
     """,
 )
@@ -257,6 +281,84 @@ class Store:
                 )
             ],
         )
+
+    async def load_templates(self) -> list[TemplateRecord]:
+        """Every template."""
+
+        def read(conn: sqlite3.Connection) -> list[TemplateRecord]:
+            return [
+                TemplateRecord(load_template(json.loads(r[0])), r[1], r[2], r[3])
+                for r in conn.execute(
+                    "SELECT document, owner, created_at, updated_at FROM templates ORDER BY rowid"
+                )
+            ]
+
+        return await self._run(read)
+
+    async def save_template(self, record: TemplateRecord) -> None:
+        """Insert or replace one template."""
+        await self._write(
+            "INSERT INTO templates (name, owner, document, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, "
+            "document = excluded.document, updated_at = excluded.updated_at",
+            [
+                (
+                    record.name,
+                    record.owner,
+                    record.document_json,
+                    record.created_at,
+                    record.updated_at,
+                )
+            ],
+        )
+
+    async def delete_template(self, name: str) -> None:
+        """Forget a template."""
+        await self._write("DELETE FROM templates WHERE name = ?", [(name,)])
+
+    async def load_groups(self) -> list[GroupRecord]:
+        """Every group, in the order created."""
+
+        def read(conn: sqlite3.Connection) -> list[GroupRecord]:
+            return [
+                GroupRecord.load(*r)
+                for r in conn.execute(
+                    "SELECT name, uid, owner, generation, created_at, document, kernels, status "
+                    "FROM groups ORDER BY rowid"
+                )
+            ]
+
+        return await self._run(read)
+
+    async def save_group(self, record: GroupRecord) -> None:
+        """Insert or replace a group whole."""
+        await self._write(
+            "INSERT INTO groups (name, uid, owner, generation, created_at, document, kernels, "
+            "status) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+            "uid = excluded.uid, owner = excluded.owner, generation = excluded.generation, "
+            "created_at = excluded.created_at, document = excluded.document, "
+            "kernels = excluded.kernels, status = excluded.status",
+            [
+                (
+                    record.name,
+                    record.uid,
+                    record.owner,
+                    record.generation,
+                    record.created_at,
+                    record.document_json,
+                    record.kernels_json,
+                    record.status.SerializeToString(deterministic=True),
+                )
+            ],
+        )
+
+    async def save_group_status(self, name: str, status: bytes) -> None:
+        """Write a group's status (serialised GroupStatus)."""
+        await self._write("UPDATE groups SET status = ? WHERE name = ?", [(status, name)])
+
+    async def delete_group(self, name: str) -> None:
+        """Forget a group."""
+        await self._write("DELETE FROM groups WHERE name = ?", [(name,)])
 
     async def close(self) -> None:
         """Close the database and its thread."""

@@ -107,12 +107,14 @@ class ListAgentsResponse(_message.Message):
     def __init__(self, agents: _Optional[_Iterable[_Union[AgentInfo, _Mapping]]] = ...) -> None: ...
 
 class ServicePort(_message.Message):
-    __slots__ = ("name", "container_port")
+    __slots__ = ("name", "container_port", "host_port")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_PORT_FIELD_NUMBER: _ClassVar[int]
+    HOST_PORT_FIELD_NUMBER: _ClassVar[int]
     name: str
     container_port: int
-    def __init__(self, name: _Optional[str] = ..., container_port: _Optional[int] = ...) -> None: ...
+    host_port: int
+    def __init__(self, name: _Optional[str] = ..., container_port: _Optional[int] = ..., host_port: _Optional[int] = ...) -> None: ...
 
 class KernelSpec(_message.Message):
     __slots__ = ("kernel_id", "image", "command", "env", "resources", "ports", "labels", "networks")

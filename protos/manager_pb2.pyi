@@ -13,9 +13,28 @@ class AgentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AGENT_STATUS_UNSPECIFIED: _ClassVar[AgentStatus]
     AGENT_STATUS_ALIVE: _ClassVar[AgentStatus]
     AGENT_STATUS_LOST: _ClassVar[AgentStatus]
+
+class GroupPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    GROUP_PHASE_UNSPECIFIED: _ClassVar[GroupPhase]
+    GROUP_PHASE_PENDING: _ClassVar[GroupPhase]
+    GROUP_PHASE_STARTING: _ClassVar[GroupPhase]
+    GROUP_PHASE_RUNNING: _ClassVar[GroupPhase]
+    GROUP_PHASE_DEGRADED: _ClassVar[GroupPhase]
+    GROUP_PHASE_FAILED: _ClassVar[GroupPhase]
+    GROUP_PHASE_TERMINATING: _ClassVar[GroupPhase]
+    GROUP_PHASE_TERMINATED: _ClassVar[GroupPhase]
 AGENT_STATUS_UNSPECIFIED: AgentStatus
 AGENT_STATUS_ALIVE: AgentStatus
 AGENT_STATUS_LOST: AgentStatus
+GROUP_PHASE_UNSPECIFIED: GroupPhase
+GROUP_PHASE_PENDING: GroupPhase
+GROUP_PHASE_STARTING: GroupPhase
+GROUP_PHASE_RUNNING: GroupPhase
+GROUP_PHASE_DEGRADED: GroupPhase
+GROUP_PHASE_FAILED: GroupPhase
+GROUP_PHASE_TERMINATING: GroupPhase
+GROUP_PHASE_TERMINATED: GroupPhase
 
 class RegisterAgentsRequest(_message.Message):
     __slots__ = ("daemon_address", "node", "agents", "kernels", "taken_at", "heartbeat_interval", "daemon_id", "more_kernels")
@@ -136,14 +155,16 @@ class ManagerListAgentsResponse(_message.Message):
     def __init__(self, agents: _Optional[_Iterable[_Union[ManagedAgent, _Mapping]]] = ...) -> None: ...
 
 class CreateKernelRequest(_message.Message):
-    __slots__ = ("spec", "scaling_group", "agent_id")
+    __slots__ = ("spec", "scaling_group", "agent_id", "template")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     SCALING_GROUP_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     spec: _agent_pb2.KernelSpec
     scaling_group: str
     agent_id: str
-    def __init__(self, spec: _Optional[_Union[_agent_pb2.KernelSpec, _Mapping]] = ..., scaling_group: _Optional[str] = ..., agent_id: _Optional[str] = ...) -> None: ...
+    template: str
+    def __init__(self, spec: _Optional[_Union[_agent_pb2.KernelSpec, _Mapping]] = ..., scaling_group: _Optional[str] = ..., agent_id: _Optional[str] = ..., template: _Optional[str] = ...) -> None: ...
 
 class ManagedKernel(_message.Message):
     __slots__ = ("kernel", "daemon_address", "scaling_group", "node", "owner")
@@ -295,3 +316,268 @@ class RevokeTokenResponse(_message.Message):
     INFO_FIELD_NUMBER: _ClassVar[int]
     info: TokenInfo
     def __init__(self, info: _Optional[_Union[TokenInfo, _Mapping]] = ...) -> None: ...
+
+class KernelTemplate(_message.Message):
+    __slots__ = ("name", "kernel", "scaling_group", "backend", "readiness_json", "owner", "created_at", "updated_at", "document_json")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    SCALING_GROUP_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    READINESS_JSON_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_JSON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kernel: _agent_pb2.KernelSpec
+    scaling_group: str
+    backend: str
+    readiness_json: str
+    owner: str
+    created_at: float
+    updated_at: float
+    document_json: str
+    def __init__(self, name: _Optional[str] = ..., kernel: _Optional[_Union[_agent_pb2.KernelSpec, _Mapping]] = ..., scaling_group: _Optional[str] = ..., backend: _Optional[str] = ..., readiness_json: _Optional[str] = ..., owner: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., document_json: _Optional[str] = ...) -> None: ...
+
+class ApplyTemplateRequest(_message.Message):
+    __slots__ = ("document", "format")
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    document: str
+    format: str
+    def __init__(self, document: _Optional[str] = ..., format: _Optional[str] = ...) -> None: ...
+
+class ApplyTemplateResponse(_message.Message):
+    __slots__ = ("templates",)
+    TEMPLATES_FIELD_NUMBER: _ClassVar[int]
+    templates: _containers.RepeatedCompositeFieldContainer[KernelTemplate]
+    def __init__(self, templates: _Optional[_Iterable[_Union[KernelTemplate, _Mapping]]] = ...) -> None: ...
+
+class GetTemplateRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteTemplateRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class TemplateResponse(_message.Message):
+    __slots__ = ("template",)
+    TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    template: KernelTemplate
+    def __init__(self, template: _Optional[_Union[KernelTemplate, _Mapping]] = ...) -> None: ...
+
+class ListTemplatesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListTemplatesResponse(_message.Message):
+    __slots__ = ("templates",)
+    TEMPLATES_FIELD_NUMBER: _ClassVar[int]
+    templates: _containers.RepeatedCompositeFieldContainer[KernelTemplate]
+    def __init__(self, templates: _Optional[_Iterable[_Union[KernelTemplate, _Mapping]]] = ...) -> None: ...
+
+class GroupMember(_message.Message):
+    __slots__ = ("role", "index", "kernel_id", "agent_id", "daemon_address", "node", "ports", "state", "ready", "restarts", "wave", "created_at", "ready_at", "message", "host", "exit_code")
+    class PortsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DAEMON_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    WAVE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    READY_AT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    index: int
+    kernel_id: str
+    agent_id: str
+    daemon_address: str
+    node: str
+    ports: _containers.ScalarMap[str, int]
+    state: _agent_pb2.KernelState
+    ready: bool
+    restarts: int
+    wave: int
+    created_at: float
+    ready_at: float
+    message: str
+    host: str
+    exit_code: int
+    def __init__(self, role: _Optional[str] = ..., index: _Optional[int] = ..., kernel_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., daemon_address: _Optional[str] = ..., node: _Optional[str] = ..., ports: _Optional[_Mapping[str, int]] = ..., state: _Optional[_Union[_agent_pb2.KernelState, str]] = ..., ready: _Optional[bool] = ..., restarts: _Optional[int] = ..., wave: _Optional[int] = ..., created_at: _Optional[float] = ..., ready_at: _Optional[float] = ..., message: _Optional[str] = ..., host: _Optional[str] = ..., exit_code: _Optional[int] = ...) -> None: ...
+
+class DegradedRole(_message.Message):
+    __slots__ = ("role", "reason")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    reason: str
+    def __init__(self, role: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class GroupStatus(_message.Message):
+    __slots__ = ("phase", "observed_generation", "members", "degraded_roles", "reason", "message", "wave", "waves", "started_at", "running_at", "finished_at", "transitioned_at")
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_ROLES_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    WAVE_FIELD_NUMBER: _ClassVar[int]
+    WAVES_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    TRANSITIONED_AT_FIELD_NUMBER: _ClassVar[int]
+    phase: GroupPhase
+    observed_generation: int
+    members: _containers.RepeatedCompositeFieldContainer[GroupMember]
+    degraded_roles: _containers.RepeatedCompositeFieldContainer[DegradedRole]
+    reason: str
+    message: str
+    wave: int
+    waves: int
+    started_at: float
+    running_at: float
+    finished_at: float
+    transitioned_at: float
+    def __init__(self, phase: _Optional[_Union[GroupPhase, str]] = ..., observed_generation: _Optional[int] = ..., members: _Optional[_Iterable[_Union[GroupMember, _Mapping]]] = ..., degraded_roles: _Optional[_Iterable[_Union[DegradedRole, _Mapping]]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., wave: _Optional[int] = ..., waves: _Optional[int] = ..., started_at: _Optional[float] = ..., running_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., transitioned_at: _Optional[float] = ...) -> None: ...
+
+class Group(_message.Message):
+    __slots__ = ("name", "uid", "owner", "generation", "created_at", "spec_json", "status", "topology", "startup_policy")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    TOPOLOGY_FIELD_NUMBER: _ClassVar[int]
+    STARTUP_POLICY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    uid: str
+    owner: str
+    generation: int
+    created_at: float
+    spec_json: str
+    status: GroupStatus
+    topology: str
+    startup_policy: str
+    def __init__(self, name: _Optional[str] = ..., uid: _Optional[str] = ..., owner: _Optional[str] = ..., generation: _Optional[int] = ..., created_at: _Optional[float] = ..., spec_json: _Optional[str] = ..., status: _Optional[_Union[GroupStatus, _Mapping]] = ..., topology: _Optional[str] = ..., startup_policy: _Optional[str] = ...) -> None: ...
+
+class CreateGroupRequest(_message.Message):
+    __slots__ = ("document", "format")
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    document: str
+    format: str
+    def __init__(self, document: _Optional[str] = ..., format: _Optional[str] = ...) -> None: ...
+
+class GroupResponse(_message.Message):
+    __slots__ = ("group",)
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    group: Group
+    def __init__(self, group: _Optional[_Union[Group, _Mapping]] = ...) -> None: ...
+
+class GetGroupRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListGroupsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListGroupsResponse(_message.Message):
+    __slots__ = ("groups",)
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[Group]
+    def __init__(self, groups: _Optional[_Iterable[_Union[Group, _Mapping]]] = ...) -> None: ...
+
+class DeleteGroupRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetGroupTopologyRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GroupEndpoint(_message.Message):
+    __slots__ = ("index", "kernel_id", "host", "ports", "ready")
+    class PortsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_ID_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    kernel_id: str
+    host: str
+    ports: _containers.ScalarMap[str, int]
+    ready: bool
+    def __init__(self, index: _Optional[int] = ..., kernel_id: _Optional[str] = ..., host: _Optional[str] = ..., ports: _Optional[_Mapping[str, int]] = ..., ready: _Optional[bool] = ...) -> None: ...
+
+class RoleTopology(_message.Message):
+    __slots__ = ("role", "members", "depends_on", "env")
+    class EnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    DEPENDS_ON_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    members: _containers.RepeatedCompositeFieldContainer[GroupEndpoint]
+    depends_on: _containers.RepeatedScalarFieldContainer[str]
+    env: _containers.ScalarMap[str, str]
+    def __init__(self, role: _Optional[str] = ..., members: _Optional[_Iterable[_Union[GroupEndpoint, _Mapping]]] = ..., depends_on: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class GroupTopology(_message.Message):
+    __slots__ = ("name", "phase", "topology", "roles")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    TOPOLOGY_FIELD_NUMBER: _ClassVar[int]
+    ROLES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    phase: GroupPhase
+    topology: str
+    roles: _containers.RepeatedCompositeFieldContainer[RoleTopology]
+    def __init__(self, name: _Optional[str] = ..., phase: _Optional[_Union[GroupPhase, str]] = ..., topology: _Optional[str] = ..., roles: _Optional[_Iterable[_Union[RoleTopology, _Mapping]]] = ...) -> None: ...
+
+class WatchGroupRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...

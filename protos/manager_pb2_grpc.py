@@ -115,6 +115,56 @@ class ManagerServiceStub:
                 request_serializer=protos_dot_manager__pb2.RevokeTokenRequest.SerializeToString,
                 response_deserializer=protos_dot_manager__pb2.RevokeTokenResponse.FromString,
                 _registered_method=True)
+        self.ApplyTemplate = channel.unary_unary(
+                '/agenthost.v1.ManagerService/ApplyTemplate',
+                request_serializer=protos_dot_manager__pb2.ApplyTemplateRequest.SerializeToString,
+                response_deserializer=protos_dot_manager__pb2.ApplyTemplateResponse.FromString,
+                _registered_method=True)
+        self.GetTemplate = channel.unary_unary(
+                '/agenthost.v1.ManagerService/GetTemplate',
+                request_serializer=protos_dot_manager__pb2.GetTemplateRequest.SerializeToString,
+                response_deserializer=protos_dot_manager__pb2.TemplateResponse.FromString,
+                _registered_method=True)
+        self.ListTemplates = channel.unary_unary(
+                '/agenthost.v1.ManagerService/ListTemplates',
+                request_serializer=protos_dot_manager__pb2.ListTemplatesRequest.SerializeToString,
+                response_deserializer=protos_dot_manager__pb2.ListTemplatesResponse.FromString,
+                _registered_method=True)
+        self.DeleteTemplate = channel.unary_unary(
+                '/agenthost.v1.ManagerService/DeleteTemplate',
+                request_serializer=protos_dot_manager__pb2.DeleteTemplateRequest.SerializeToString,
+                response_deserializer=protos_dot_manager__pb2.TemplateResponse.FromString,
+                _registered_method=True)
+        self.CreateGroup = channel.unary_unary(
+                '/agenthost.v1.ManagerService/CreateGroup',
+                request_serializer=protos_dot_manager__pb2.CreateGroupRequest.SerializeToString,
+                response_deserializer=protos_dot_manager__pb2.GroupResponse.FromString,
+                _registered_method=True)
+        self.GetGroup = channel.unary_unary(
+                '/agenthost.v1.ManagerService/GetGroup',
+                request_serializer=protos_dot_manager__pb2.GetGroupRequest.SerializeToString,
+                response_deserializer=protos_dot_manager__pb2.GroupResponse.FromString,
+                _registered_method=True)
+        self.ListGroups = channel.unary_unary(
+                '/agenthost.v1.ManagerService/ListGroups',
+                request_serializer=protos_dot_manager__pb2.ListGroupsRequest.SerializeToString,
+                response_deserializer=protos_dot_manager__pb2.ListGroupsResponse.FromString,
+                _registered_method=True)
+        self.DeleteGroup = channel.unary_unary(
+                '/agenthost.v1.ManagerService/DeleteGroup',
+                request_serializer=protos_dot_manager__pb2.DeleteGroupRequest.SerializeToString,
+                response_deserializer=protos_dot_manager__pb2.GroupResponse.FromString,
+                _registered_method=True)
+        self.GetGroupTopology = channel.unary_unary(
+                '/agenthost.v1.ManagerService/GetGroupTopology',
+                request_serializer=protos_dot_manager__pb2.GetGroupTopologyRequest.SerializeToString,
+                response_deserializer=protos_dot_manager__pb2.GroupTopology.FromString,
+                _registered_method=True)
+        self.WatchGroup = channel.unary_stream(
+                '/agenthost.v1.ManagerService/WatchGroup',
+                request_serializer=protos_dot_manager__pb2.WatchGroupRequest.SerializeToString,
+                response_deserializer=protos_dot_manager__pb2.Group.FromString,
+                _registered_method=True)
 
 
 class ManagerServiceServicer:
@@ -230,6 +280,74 @@ class ManagerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApplyTemplate(self, request, context):
+        """Templates: named kernel specs. Apply creates or replaces (its owner or an admin);
+        anyone but a viewer may use one (CreateKernelRequest.template, group roles).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTemplate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTemplates(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteTemplate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateGroup(self, request, context):
+        """Agent groups: roles of kernels started in dependency waves across agents,
+        discovering each other, healed, timed out and ended together. A group and its
+        members belong to the principal that created it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGroups(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteGroup(self, request, context):
+        """Ends every member (reverse start order) and forgets the group.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetGroupTopology(self, request, context):
+        """Where each role's members are now, and the AGENTHOST_PEERS_* values they imply.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchGroup(self, request, context):
+        """The group now, then again at every change of its status, until it is Terminated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ManagerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -312,6 +430,56 @@ def add_ManagerServiceServicer_to_server(servicer, server):
                     servicer.RevokeToken,
                     request_deserializer=protos_dot_manager__pb2.RevokeTokenRequest.FromString,
                     response_serializer=protos_dot_manager__pb2.RevokeTokenResponse.SerializeToString,
+            ),
+            'ApplyTemplate': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyTemplate,
+                    request_deserializer=protos_dot_manager__pb2.ApplyTemplateRequest.FromString,
+                    response_serializer=protos_dot_manager__pb2.ApplyTemplateResponse.SerializeToString,
+            ),
+            'GetTemplate': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTemplate,
+                    request_deserializer=protos_dot_manager__pb2.GetTemplateRequest.FromString,
+                    response_serializer=protos_dot_manager__pb2.TemplateResponse.SerializeToString,
+            ),
+            'ListTemplates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTemplates,
+                    request_deserializer=protos_dot_manager__pb2.ListTemplatesRequest.FromString,
+                    response_serializer=protos_dot_manager__pb2.ListTemplatesResponse.SerializeToString,
+            ),
+            'DeleteTemplate': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteTemplate,
+                    request_deserializer=protos_dot_manager__pb2.DeleteTemplateRequest.FromString,
+                    response_serializer=protos_dot_manager__pb2.TemplateResponse.SerializeToString,
+            ),
+            'CreateGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateGroup,
+                    request_deserializer=protos_dot_manager__pb2.CreateGroupRequest.FromString,
+                    response_serializer=protos_dot_manager__pb2.GroupResponse.SerializeToString,
+            ),
+            'GetGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetGroup,
+                    request_deserializer=protos_dot_manager__pb2.GetGroupRequest.FromString,
+                    response_serializer=protos_dot_manager__pb2.GroupResponse.SerializeToString,
+            ),
+            'ListGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGroups,
+                    request_deserializer=protos_dot_manager__pb2.ListGroupsRequest.FromString,
+                    response_serializer=protos_dot_manager__pb2.ListGroupsResponse.SerializeToString,
+            ),
+            'DeleteGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteGroup,
+                    request_deserializer=protos_dot_manager__pb2.DeleteGroupRequest.FromString,
+                    response_serializer=protos_dot_manager__pb2.GroupResponse.SerializeToString,
+            ),
+            'GetGroupTopology': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetGroupTopology,
+                    request_deserializer=protos_dot_manager__pb2.GetGroupTopologyRequest.FromString,
+                    response_serializer=protos_dot_manager__pb2.GroupTopology.SerializeToString,
+            ),
+            'WatchGroup': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchGroup,
+                    request_deserializer=protos_dot_manager__pb2.WatchGroupRequest.FromString,
+                    response_serializer=protos_dot_manager__pb2.Group.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -746,6 +914,276 @@ class ManagerService:
             '/agenthost.v1.ManagerService/RevokeToken',
             protos_dot_manager__pb2.RevokeTokenRequest.SerializeToString,
             protos_dot_manager__pb2.RevokeTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyTemplate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agenthost.v1.ManagerService/ApplyTemplate',
+            protos_dot_manager__pb2.ApplyTemplateRequest.SerializeToString,
+            protos_dot_manager__pb2.ApplyTemplateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTemplate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agenthost.v1.ManagerService/GetTemplate',
+            protos_dot_manager__pb2.GetTemplateRequest.SerializeToString,
+            protos_dot_manager__pb2.TemplateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTemplates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agenthost.v1.ManagerService/ListTemplates',
+            protos_dot_manager__pb2.ListTemplatesRequest.SerializeToString,
+            protos_dot_manager__pb2.ListTemplatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteTemplate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agenthost.v1.ManagerService/DeleteTemplate',
+            protos_dot_manager__pb2.DeleteTemplateRequest.SerializeToString,
+            protos_dot_manager__pb2.TemplateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agenthost.v1.ManagerService/CreateGroup',
+            protos_dot_manager__pb2.CreateGroupRequest.SerializeToString,
+            protos_dot_manager__pb2.GroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agenthost.v1.ManagerService/GetGroup',
+            protos_dot_manager__pb2.GetGroupRequest.SerializeToString,
+            protos_dot_manager__pb2.GroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agenthost.v1.ManagerService/ListGroups',
+            protos_dot_manager__pb2.ListGroupsRequest.SerializeToString,
+            protos_dot_manager__pb2.ListGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agenthost.v1.ManagerService/DeleteGroup',
+            protos_dot_manager__pb2.DeleteGroupRequest.SerializeToString,
+            protos_dot_manager__pb2.GroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetGroupTopology(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agenthost.v1.ManagerService/GetGroupTopology',
+            protos_dot_manager__pb2.GetGroupTopologyRequest.SerializeToString,
+            protos_dot_manager__pb2.GroupTopology.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agenthost.v1.ManagerService/WatchGroup',
+            protos_dot_manager__pb2.WatchGroupRequest.SerializeToString,
+            protos_dot_manager__pb2.Group.FromString,
             options,
             channel_credentials,
             insecure,

@@ -106,10 +106,16 @@ _KERNEL_HEADERS = [
 @click.option("--env", multiple=True, help="environment variable K=V")
 @click.option("--label", multiple=True, help="label K=V")
 @click.option("--image", default="", help="image (container backends)")
-@click.argument("command", nargs=-1, required=True)
+@click.option(
+    "--template",
+    default="",
+    help="start from this template; the other options (and COMMAND) override its fields",
+)
+@click.argument("command", nargs=-1)
 @connection_options
 @json_option
 def kernel_create(
+    template: str,
     agent_id: str,
     scaling_group: str,
     kernel_id: str,
@@ -124,7 +130,11 @@ def kernel_create(
     conn: Connection,
     as_json: bool,
 ) -> None:
-    """Create a kernel running COMMAND (give it after --) on an agent the manager picks."""
+    """Create a kernel running COMMAND (give it after --) on an agent the manager picks.
+
+    With --template, COMMAND is optional (the template's is used)."""
+    if not command and not template:
+        raise click.UsageError("give the COMMAND to run (after --), or --template")
     devices = {}
     for kind, count in _pairs(device, "--device").items():
         if not count.isdigit():
@@ -143,7 +153,9 @@ def kernel_create(
     )
     with conn.stub() as stub:
         response = stub.CreateKernel(
-            mpb.CreateKernelRequest(spec=spec, scaling_group=scaling_group, agent_id=agent_id),
+            mpb.CreateKernelRequest(
+                spec=spec, scaling_group=scaling_group, agent_id=agent_id, template=template
+            ),
             timeout=CREATE_TIMEOUT,
         )
     if as_json:

@@ -106,6 +106,47 @@ class TestPortPool:
         assert PortPool(30000, 30099, is_free=free_everywhere).size == 100
 
 
+class TestRequestedPorts:
+    def test_a_requested_host_port_is_given_and_the_rest_picked_around_it(self) -> None:
+        pool = PortPool(30000, 30009, is_free=free_everywhere)
+        ports = pool.allocate(k("k1"), ["http", "ssh"], {"http": 30000})
+        assert ports["http"] == 30000 and ports["ssh"] != 30000
+        assert set(ports) == {"http", "ssh"}
+        assert pool.in_use() == set(ports.values())
+
+    @pytest.mark.parametrize(
+        ("requested", "error", "message"),
+        [
+            (
+                {"http": 30020},
+                InvalidArgument,
+                "port 'http': host port 30020 is outside the agent's port range 30000-30009",
+            ),
+            (
+                {"http": 30001},
+                ResourceExhausted,
+                "port 'http': host port 30001 is taken (by a kernel of the agent)",
+            ),
+            (
+                {"http": 30005},
+                ResourceExhausted,
+                "port 'http': host port 30005 is taken (bound on the host)",
+            ),
+            ({"web": 30002}, InvalidArgument, "host port 30002 is asked for an unknown port 'web'"),
+        ],
+        ids=["outside-range", "held-by-a-kernel", "bound-on-host", "unknown-name"],
+    )
+    def test_a_request_that_cannot_be_met_takes_nothing(
+        self, requested: dict[str, int], error: type[Exception], message: str
+    ) -> None:
+        pool = PortPool(30000, 30009, is_free=lambda p: p != 30005)
+        pool.allocate(k("k0"), ["a"], {"a": 30001})
+        with pytest.raises(error) as info:
+            pool.allocate(k("k1"), ["http"], requested)
+        assert str(info.value) == message
+        assert pool.in_use() == {30001}
+
+
 class TestPortsOnTheHost:
     def test_a_port_another_socket_listens_on_is_not_free(self, listener: socket.socket) -> None:
         port = listener.getsockname()[1]

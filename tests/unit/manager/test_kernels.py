@@ -255,3 +255,62 @@ class TestAccount:
         agent_info.CopyFrom(case.before)
         account(agent_info, pb.Kernel(kernel_id="k1", allocated=case.allocated), case.sign)
         assert agent_info == case.after
+
+
+class TestChangeNotifications:
+    @pytest.fixture
+    def seen(self, table: KernelTable) -> list[tuple[str, str, int, int]]:
+        changes: list[tuple[str, str, int, int]] = []
+        table.subscribe(
+            lambda c: changes.append(
+                (c.kind.value, c.record.kernel_id, c.previous_state, c.record.kernel.state)
+            )
+        )
+        return changes
+
+    def test_add_state_changes_and_forget_are_announced_once_each(
+        self, table: KernelTable, seen: list[tuple[str, str, int, int]]
+    ) -> None:
+        record = table.add(kernel("k1", state=PENDING), ADDRESS)
+        table.update(record, kernel("k1", state=PENDING))  # same state: nothing to say
+        table.update(record, kernel("k1", state=RUNNING))
+        table.mark_unknown(AgentId("a0"))
+        table.terminate(record, "gone")
+        table.forget(KernelId("k1"))
+        table.forget(KernelId("k1"))
+        assert seen == [
+            ("added", "k1", 0, PENDING),
+            ("state", "k1", PENDING, RUNNING),
+            ("state", "k1", RUNNING, UNKNOWN),
+            ("state", "k1", UNKNOWN, TERMINATED),
+            ("forgotten", "k1", TERMINATED, TERMINATED),
+        ]
+
+    def test_a_state_changed_in_place_is_announced_by_the_next_update(
+        self, table: KernelTable, seen: list[tuple[str, str, int, int]]
+    ) -> None:
+        record = table.add(kernel("k1"), ADDRESS)
+        record.kernel.state = TERMINATED  # as the reconciler applies a heartbeat
+        table.update(record, record.kernel)
+        assert seen[-1] == ("state", "k1", RUNNING, TERMINATED)
+
+    def test_restored_records_are_not_announced_and_unsubscribe_stops_calls(
+        self, scheduler: Scheduler
+    ) -> None:
+        changes: list[object] = []
+        table = KernelTable(scheduler, [KernelRecord(kernel("k1"), ADDRESS)])
+        unsubscribe = table.subscribe(changes.append)
+        assert changes == []
+        unsubscribe()
+        table.add(kernel("k2"), ADDRESS)
+        assert changes == []
+
+    def test_a_failing_subscriber_does_not_break_the_table(self, table: KernelTable) -> None:
+        def broken(change: object) -> None:
+            raise RuntimeError("bug")
+
+        calls: list[object] = []
+        table.subscribe(broken)
+        table.subscribe(calls.append)
+        table.add(kernel("k1"), ADDRESS)
+        assert "k1" in table and len(calls) == 1

@@ -26,6 +26,16 @@ class TestManagerService:
             "CreateToken",
             "ListTokens",
             "RevokeToken",
+            "ApplyTemplate",
+            "GetTemplate",
+            "ListTemplates",
+            "DeleteTemplate",
+            "CreateGroup",
+            "GetGroup",
+            "ListGroups",
+            "DeleteGroup",
+            "GetGroupTopology",
+            "WatchGroup",
         ]
 
     def test_execute_streams_and_kernel_calls_reuse_the_daemons_requests(self) -> None:
@@ -35,3 +45,8 @@ class TestManagerService:
             request = methods[name].input_type
             assert request.file.name == "protos/agent.proto", name
             assert [f.name for f in request.fields[:2]] == ["agent_id", "kernel_id"], name
+
+    def test_watch_group_streams(self) -> None:
+        methods = manager_pb2.DESCRIPTOR.services_by_name["ManagerService"].methods_by_name
+        assert methods["WatchGroup"].server_streaming
+        assert not methods["GetGroup"].server_streaming

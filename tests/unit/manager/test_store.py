@@ -260,3 +260,81 @@ class TestRefusedFiles:
         with pytest.raises(StoreError) as err:
             await Store.open(path)
         assert "not an agenthost manager database" in str(err.value)
+
+
+class TestTemplatesAndGroups:
+    async def test_a_version_1_file_gains_templates_and_groups(self, tmp_path: Path) -> None:
+        path = tmp_path / "m.db"
+        with sqlite3.connect(path) as conn:
+            conn.executescript(V1_SCHEMA)
+        conn.close()
+        store = await Store.open(path)
+        assert await store.load_templates() == [] and await store.load_groups() == []
+        await store.close()
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        conn.close()
+
+    async def test_templates_and_groups_survive_reopening(self, tmp_path: Path) -> None:
+        from manager.groups.document import load_group, load_template
+        from manager.groups.plan import resolve_kernels
+        from manager.groups.record import RUNNING, GroupRecord
+        from manager.templates import TemplateRecord
+
+        template = TemplateRecord(
+            load_template(
+                {
+                    "apiVersion": "agenthost.io/v1alpha1",
+                    "kind": "KernelTemplate",
+                    "metadata": {"name": "web"},
+                    "spec": {"command": ["x"], "readiness": {"exec": ["true"]}},
+                }
+            ),
+            "token:alice",
+            1.0,
+            2.0,
+        )
+        document = load_group(
+            {
+                "apiVersion": "agenthost.io/v1alpha1",
+                "kind": "AgentGroup",
+                "metadata": {"name": "g"},
+                "spec": {
+                    "roles": [
+                        {"name": "a", "coordinator": True, "template": "web"},
+                        {"name": "b", "kernel": {"command": ["y"]}, "dependsOn": ["a"]},
+                    ],
+                    "idleTimeout": "1h",
+                },
+            }
+        )
+        group = GroupRecord.new(
+            document,
+            resolve_kernels(document, {"web": template.spec}, "default"),
+            "token:alice",
+            5.0,
+        )
+        group.status.members.add(role="a", kernel_id="g-a-0-abcd", ready=True)
+        store = await Store.open(tmp_path / "m.db")
+        await store.save_template(template)
+        await store.save_group(group)
+        group.status.phase = RUNNING
+        await store.save_group_status("g", group.status.SerializeToString())
+        await store.close()
+
+        store = await Store.open(tmp_path / "m.db")
+        (loaded_template,) = await store.load_templates()
+        (loaded,) = await store.load_groups()
+        await store.delete_template("web")
+        await store.delete_group("g")
+        assert await store.load_groups() == [] and await store.load_templates() == []
+        await store.close()
+        assert loaded_template == template
+        assert (loaded.name, loaded.uid, loaded.owner, loaded.created_at) == (
+            "g",
+            group.uid,
+            "token:alice",
+            5.0,
+        )
+        assert loaded.document == document and loaded.kernels == group.kernels
+        assert loaded.status == group.status and loaded.plan().waves == (("a",), ("b",))
