@@ -362,17 +362,22 @@ class TestDiscovery:
                 assert env[key] == f"127.0.0.1:{other.ports['http']}"
                 assert env[f"{key}_ADMIN"] == f"127.0.0.1:{other.ports['admin']}"
         tester = by_role["tester"]
-        out, _, code = await run(
-            cluster.stub,
-            tester.kernel_id,
-            [
-                "python3",
-                "-c",
-                "import os, urllib.request; print(urllib.request.urlopen('http://' + "
-                "os.environ['AGENTHOST_PEERS_PLANNER'] + '/', timeout=5).status)",
-            ],
-        )
-        assert (out, code) == (b"200\n", 0)
+
+        async def reached() -> bool:
+            # The roles have no readiness check: RUNNING is not yet listening.
+            out, _, code = await run(
+                cluster.stub,
+                tester.kernel_id,
+                [
+                    "python3",
+                    "-c",
+                    "import os, urllib.request; print(urllib.request.urlopen('http://' + "
+                    "os.environ['AGENTHOST_PEERS_PLANNER'] + '/', timeout=5).status)",
+                ],
+            )
+            return (out, code) == (b"200\n", 0)
+
+        await eventually(reached)
 
 
 class TestFailures:
