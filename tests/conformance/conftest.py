@@ -20,9 +20,9 @@ at it beside its daemon's config.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
-import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
