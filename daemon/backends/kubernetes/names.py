@@ -53,9 +53,9 @@ def label_value_problem(value: str) -> str | None:
 
 def label_key_problem(key: str) -> str | None:
     """Why key cannot be a label key, or None."""
-    prefix, _, name = key.rpartition("/")
+    prefix, slash, name = key.rpartition("/")
     if (
-        (prefix and dns_subdomain_problem(prefix))
+        (slash and (not prefix or dns_subdomain_problem(prefix)))
         or len(name) > 63
         or not LABEL_NAME.fullmatch(name)
     ):
