@@ -61,12 +61,18 @@ class Refusal(Exception):
         self.message = message
 
     def domain_error(self, context: str) -> AgentHostError:
-        """The domain error for this answer, its message starting with context."""
+        """The domain error for this answer, its message starting with context.
+
+        Credentials the server rejects (401) make it as good as down for this
+        daemon; a verb RBAC does not allow (403) is a set-up the operator fixes.
+        """
         text = f"{context}: {self.message}"
         if self.code in (400, 422):
             return InvalidArgument(text)
-        if self.code in (401, 403):
-            return FailedPrecondition(f"{text} (the daemon's credentials are not allowed this)")
+        if self.code == 401:
+            return Unavailable(f"{context}: the API server refuses the daemon's credentials")
+        if self.code == 403:
+            return FailedPrecondition(f"{text} (the daemon's service account is not allowed this)")
         if self.code == 404:
             return NotFound(text)
         if self.code == 409:
@@ -245,6 +251,11 @@ class KubeApi:
         try:
             await self.run("version", call)
         except Refusal as refusal:
+            if refusal.code in (401, 403):
+                raise Unavailable(
+                    f"kubernetes API server at {self.url} refuses the daemon's credentials: "
+                    f"{refusal.message}"
+                ) from None
             raise self.unavailable("version", refusal) from None
 
     # ------------------------------------------------------------- streams

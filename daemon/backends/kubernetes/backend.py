@@ -27,6 +27,7 @@ from common.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    Unavailable,
 )
 from common.ids import AgentId, KernelId
 from daemon.backends.base import ExecEvent, Exit, Handle, LaunchSpec, Started, read_log_tail
@@ -256,11 +257,20 @@ class KubernetesBackend:
             await asyncio.to_thread(_write, h.log_path, data)
 
     async def _translated(self, call: Awaitable[T], what: str) -> T:
-        """Await call; an error Status becomes the domain error its code means."""
+        """Await call (a check the reconcile loop makes); an error Status becomes a domain error.
+
+        A refusal of the daemon's credentials or permissions is Unavailable here:
+        the agent turns unhealthy saying so, and the daemon's other agents serve.
+        """
+        context = f"kubernetes API server at {self.api.url}: {what}"
         try:
             return await call
         except Refusal as refusal:
-            raise refusal.domain_error(f"kubernetes API server at {self.api.url}: {what}") from None
+            if refusal.code in (401, 403):
+                raise Unavailable(
+                    f"{context}: the daemon's credentials are refused: {refusal.message}"
+                ) from None
+            raise refusal.domain_error(context) from None
 
     def _require(self, handle: Handle, launch: LaunchSpec) -> PodHandle:
         h = PodHandle.parse(handle)
