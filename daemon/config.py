@@ -243,24 +243,25 @@ def load_config(
     host: HostCapacity | None = None,
     node: str | None = None,
     *,
-    read_trust: bool = True,
+    check_files: bool = True,
 ) -> DaemonConfig:
     """Read, validate and resolve path; raise ConfigError listing every problem.
 
     node, when given, replaces `[daemon] node` (agenthost daemon --node: a
-    DaemonSet gives each pod its node's name). With read_trust False the
-    `[daemon.tls]` files are not read (deploy render: they come from Secrets on
-    the nodes), so the config's `tls` is None whatever the table says.
+    DaemonSet gives each pod its node's name). With check_files False the file
+    describes a daemon elsewhere (deploy render): the files it names (the
+    `[daemon.tls]` material, kubeconfigs) are neither read nor required here, so
+    the config's `tls` is None whatever the table says.
     """
     path = Path(path)
     raw = read_toml(path)
     if node is not None and isinstance(raw.get("daemon", {}), dict):
         raw["daemon"] = {**raw.get("daemon", {}), "node": node}
-    return parse_config(raw, path, host or HostCapacity.detect(), read_trust=read_trust)
+    return parse_config(raw, path, host or HostCapacity.detect(), check_files=check_files)
 
 
 def parse_config(
-    raw: Mapping[str, Any], path: Path, host: HostCapacity, *, read_trust: bool = True
+    raw: Mapping[str, Any], path: Path, host: HostCapacity, *, check_files: bool = True
 ) -> DaemonConfig:
     """Validate an already parsed TOML document (see load_config)."""
     problems: list[str] = []
@@ -325,17 +326,17 @@ def parse_config(
     problems += _check_agents(valid, daemon, host)
     kubernetes: list[KubernetesSettings] = []
     for where, e in valid:
-        settings, found = _resolve_kubernetes(e, daemon, path.parent, where)
+        settings, found = _resolve_kubernetes(e, daemon, path.parent, where, check_files)
         kubernetes.append(settings)
         problems += found
     tls: LoadedTls | None = None
-    # How to trust is unknown while the table itself is wrong; without read_trust a
+    # How to trust is unknown while the table itself is wrong; without check_files a
     # tls table is taken by its paths, its files being elsewhere.
-    if daemon_valid and daemon.tls is not None and daemon.insecure and not read_trust:
+    if daemon_valid and daemon.tls is not None and daemon.insecure and not check_files:
         problems.append(
             f"{where_file}: daemon: give either [daemon.tls] or insecure = true, not both"
         )
-    elif daemon_valid and (read_trust or daemon.tls is None):
+    elif daemon_valid and (check_files or daemon.tls is None):
         try:
             tls = resolve_tls(
                 daemon.tls,
@@ -370,12 +371,13 @@ def parse_config(
 
 
 def _resolve_kubernetes(
-    entry: AgentEntry, daemon: DaemonSection, base: Path, where: str
+    entry: AgentEntry, daemon: DaemonSection, base: Path, where: str, check_files: bool
 ) -> tuple[KubernetesSettings, list[str]]:
     """The agent's kubernetes table with what depends on the file around it resolved.
 
     A relative kubeconfig is read beside the config file; node_name defaults to
-    the daemon's node unless a node selector places the pods. For a kubernetes
+    the daemon's node (lowercased, as the kubelet names a node after its host)
+    unless a node selector places the pods. For a kubernetes
     agent the kubeconfig must exist and the agent id must be a label value (its
     pods are labelled with it).
     """
@@ -384,12 +386,12 @@ def _resolve_kubernetes(
     if settings.kubeconfig is not None:
         update["kubeconfig"] = (base / settings.kubeconfig.expanduser()).resolve()
     if settings.node_name is None and not settings.node_selector:
-        update["node_name"] = daemon.node
+        update["node_name"] = daemon.node.lower()  # as the kubelet names its node
     resolved = settings.model_copy(update=update)
     problems: list[str] = []
     if entry.backend != "kubernetes":
         return resolved, problems
-    if resolved.kubeconfig is not None and not resolved.kubeconfig.is_file():
+    if check_files and resolved.kubeconfig is not None and not resolved.kubeconfig.is_file():
         problems.append(
             f"{where}: kubernetes.kubeconfig: no file {resolved.kubeconfig}; give the path of "
             "a kubeconfig (relative: to this file), or leave it out to use the in-cluster "

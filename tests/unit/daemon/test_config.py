@@ -560,7 +560,7 @@ MALFORMED += [
         "kubernetes_daemon_node_not_a_node_name",
         '[daemon]\nnode = "My_Host"\n\n' + agent(extra='backend = "kubernetes"'),
         (
-            "{file}: agents[0] (id \"a0\"): kubernetes.node_name: the daemon's node 'My_Host' "
+            "{file}: agents[0] (id \"a0\"): kubernetes.node_name: the daemon's node 'my_host' "
             "is not a DNS subdomain: at most 253 lowercase letters, digits, '-' and '.', "
             "starting and ending with a letter or digit; set kubernetes.node_name, or "
             "[daemon] node, to the node's Kubernetes name",
@@ -935,7 +935,7 @@ class TestKubernetesAgents:
         ]
 
     def test_pods_are_bound_to_the_daemons_node_by_default(self, tmp_path: Path) -> None:
-        text = '[daemon]\nnode = "node-7"\n\n' + agent(extra='backend = "kubernetes"')
+        text = '[daemon]\nnode = "Node-7"\n\n' + agent(extra='backend = "kubernetes"')
         path = write(tmp_path, text)
         [a0] = load_config(path, HOST).agents
         assert a0.kubernetes.node_name == "node-7"
@@ -955,7 +955,7 @@ class TestKubernetesAgents:
             'cert = "pki/d.crt"\nkey = "pki/d.key"\n\n' + A0
         )
         path = write(tmp_path, text)
-        assert load_config(path, HOST, read_trust=False).tls is None
+        assert load_config(path, HOST, check_files=False).tls is None
         assert len(problems_of(path)) == 1  # read, the missing files are a problem
 
 
