@@ -104,6 +104,14 @@ def describe(exc: BaseException) -> str:
     return text.split(">: ", 1)[-1]
 
 
+def delete_options(grace: int, uid: str | None) -> client.V1DeleteOptions:
+    """The body of a pod deletion: its grace period, and the one pod instance it is for."""
+    return client.V1DeleteOptions(
+        grace_period_seconds=grace,
+        preconditions=client.V1Preconditions(uid=uid) if uid else None,
+    )
+
+
 class KubeApi:
     """The client of one agent's API server, bound to the agent's namespace."""
 
@@ -206,15 +214,11 @@ class KubeApi:
 
     async def delete_pod(self, name: str, grace: int, uid: str | None = None) -> bool:
         """Delete the pod (only the instance with uid, when given); False when it is gone."""
-        options = client.V1DeleteOptions(
-            grace_period_seconds=grace,
-            preconditions=client.V1Preconditions(uid=uid) if uid else None,
-        )
         call = functools.partial(
             self.core.delete_namespaced_pod,
             name,
             self.namespace,
-            body=options,
+            body=delete_options(grace, uid),
             grace_period_seconds=grace,
             _preload_content=False,
             _request_timeout=self._timeout,

@@ -13,6 +13,7 @@ from kubernetes import client
 from common.errors import FailedPrecondition, InvalidArgument
 from common.ids import ID_PATTERN, AgentId, KernelId
 from daemon.backends.base import LaunchSpec
+from daemon.backends.kubernetes.api import delete_options
 from daemon.backends.kubernetes.names import dns_subdomain_problem
 from daemon.backends.kubernetes.settings import KubernetesSettings
 from daemon.backends.kubernetes.spec import escape, pod_manifest, pod_name
@@ -144,3 +145,13 @@ class TestNames:
 
     def test_escape_keeps_every_dollar(self) -> None:
         assert escape("$(X) $$ $") == "$$(X) $$$$ $$"
+
+
+class TestDeleteOptions:
+    @pytest.mark.parametrize(("grace", "uid"), [(0, None), (5, "0123-abcd")])
+    def test_are_valid_against_the_official_schema(self, grace: int, uid: str | None) -> None:
+        body = client.ApiClient().sanitize_for_serialization(delete_options(grace, uid))
+        report = schemas.validate(body, "DeleteOptions", schema_version="meta/v1")
+        assert (report.decode_errors, report.causes, report.unknown_fields) == ([], [], [])
+        assert body["gracePeriodSeconds"] == grace
+        assert body.get("preconditions") == ({"uid": uid} if uid else None)
