@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from cli.certs import COMMANDS as CERT_COMMANDS
+from cli.deploy import COMMANDS as DEPLOY_COMMANDS
 from cli.up import up_command
 from daemon.cli import COMMANDS as DAEMON_COMMANDS
 from manager.cli import COMMANDS as MANAGER_COMMANDS
@@ -33,5 +34,11 @@ def main() -> None:
     """
 
 
-for _command in (*DAEMON_COMMANDS, up_command, *MANAGER_COMMANDS, *CERT_COMMANDS):
+for _command in (
+    *DAEMON_COMMANDS,
+    up_command,
+    *MANAGER_COMMANDS,
+    *CERT_COMMANDS,
+    *DEPLOY_COMMANDS,
+):
     main.add_command(_command)

@@ -19,10 +19,10 @@ from daemon.config import DaemonConfig, load_config, render_sample
 from daemon.resources import format_cores, format_devices
 
 
-def load_or_exit(path: Path) -> DaemonConfig:
+def load_or_exit(path: Path, node: str | None = None) -> DaemonConfig:
     """The validated config at path, or every problem printed and exit code 2."""
     try:
-        return load_config(path)
+        return load_config(path, node=node)
     except ConfigError as exc:
         fail(exc.problems, 2)
 
@@ -39,13 +39,24 @@ def load_or_exit(path: Path) -> DaemonConfig:
 )
 @click.option("--listen", default=None, help="override [daemon] listen (host:port; port 0 = any)")
 @click.option(
+    "--node",
+    envvar="AGENTHOST_DAEMON_NODE",
+    show_envvar=True,
+    default=None,
+    help="override [daemon] node (a DaemonSet passes the node's name from the downward API)",
+)
+@click.option(
     "--destroy-kernels-on-exit",
     is_flag=True,
     help="destroy every kernel on shutdown instead of leaving them running",
 )
 @log_level_option
 def daemon(
-    config_path: Path, listen: str | None, destroy_kernels_on_exit: bool, log_level: str
+    config_path: Path,
+    listen: str | None,
+    node: str | None,
+    destroy_kernels_on_exit: bool,
+    log_level: str,
 ) -> None:
     """Run the node daemon: every agent of FILE behind one gRPC port.
 
@@ -53,7 +64,7 @@ def daemon(
     re-adopted on the next start) unless --destroy-kernels-on-exit is given.
     """
     setup_logging(log_level)
-    config = load_or_exit(config_path)
+    config = load_or_exit(config_path, node)
     from daemon.server import run_daemon
 
     try:

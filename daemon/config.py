@@ -39,6 +39,7 @@ from common.errors import ConfigError, InvalidArgument, NotFound
 from common.ids import ID_PATTERN, ID_SYNTAX, AgentId, is_valid_id
 from common.limits import MAX_BATCH, MAX_DURATION
 from daemon.backends.docker.settings import DockerSettings
+from daemon.backends.kubernetes.names import dns_subdomain_problem, label_value_problem
 from daemon.backends.kubernetes.settings import KubernetesSettings
 from daemon.backends.local.settings import LocalSettings
 from daemon.resources import HostCapacity, ResourceSlice
@@ -267,13 +268,31 @@ class DaemonConfig:
 # --------------------------------------------------------------------- loading
 
 
-def load_config(path: str | Path, host: HostCapacity | None = None) -> DaemonConfig:
-    """Read, validate and resolve path; raise ConfigError listing every problem."""
+def load_config(
+    path: str | Path,
+    host: HostCapacity | None = None,
+    node: str | None = None,
+    *,
+    check_files: bool = True,
+) -> DaemonConfig:
+    """Read, validate and resolve path; raise ConfigError listing every problem.
+
+    node, when given, replaces `[daemon] node` (agenthost daemon --node: a
+    DaemonSet gives each pod its node's name). With check_files False the file
+    describes a daemon elsewhere (deploy render): the files it names (the
+    `[daemon.tls]` material, kubeconfigs) are neither read nor required here, so
+    the config's `tls` is None whatever the table says.
+    """
     path = Path(path)
-    return parse_config(read_toml(path), path, host or HostCapacity.detect())
+    raw = read_toml(path)
+    if node is not None and isinstance(raw.get("daemon", {}), dict):
+        raw["daemon"] = {**raw.get("daemon", {}), "node": node}
+    return parse_config(raw, path, host or HostCapacity.detect(), check_files=check_files)
 
 
-def parse_config(raw: Mapping[str, Any], path: Path, host: HostCapacity) -> DaemonConfig:
+def parse_config(
+    raw: Mapping[str, Any], path: Path, host: HostCapacity, *, check_files: bool = True
+) -> DaemonConfig:
     """Validate an already parsed TOML document (see load_config)."""
     problems: list[str] = []
     where_file = str(path)
@@ -335,8 +354,19 @@ def parse_config(raw: Mapping[str, Any], path: Path, host: HostCapacity) -> Daem
             problems += describe_errors(exc, where, DAEMON_LITERALS)
 
     problems += _check_agents(valid, daemon, host)
+    kubernetes: list[KubernetesSettings] = []
+    for where, e in valid:
+        settings, found = _resolve_kubernetes(e, daemon, path.parent, where, check_files)
+        kubernetes.append(settings)
+        problems += found
     tls: LoadedTls | None = None
-    if daemon_valid:  # how to trust is unknown while the table itself is wrong
+    # How to trust is unknown while the table itself is wrong; without check_files a
+    # tls table is taken by its paths, its files being elsewhere.
+    if daemon_valid and daemon.tls is not None and daemon.insecure and not check_files:
+        problems.append(
+            f"{where_file}: daemon: give either [daemon.tls] or insecure = true, not both"
+        )
+    elif daemon_valid and (check_files or daemon.tls is None):
         try:
             tls = resolve_tls(
                 daemon.tls,
@@ -361,14 +391,51 @@ def parse_config(raw: Mapping[str, Any], path: Path, host: HostCapacity) -> Daem
             kill_grace=e.kill_grace,
             log_max_bytes=int(e.log_max_bytes),
             docker=e.docker,
-            kubernetes=e.kubernetes,
+            kubernetes=k,
             local=LocalSettings(),  # no `local` table yet (see daemon/backends/local/settings.py)
         )
-        for (_, e), s in zip(valid, division.slices, strict=True)
+        for (_, e), s, k in zip(valid, division.slices, kubernetes, strict=True)
     )
     return DaemonConfig(
         path=path, daemon=daemon, agents=agents, host=host, notes=division.notes, tls=tls
     )
+
+
+def _resolve_kubernetes(
+    entry: AgentEntry, daemon: DaemonSection, base: Path, where: str, check_files: bool
+) -> tuple[KubernetesSettings, list[str]]:
+    """The agent's kubernetes table with what depends on the file around it resolved.
+
+    A relative kubeconfig is read beside the config file; node_name defaults to
+    the daemon's node (lowercased, as the kubelet names a node after its host)
+    unless a node selector places the pods. For a kubernetes
+    agent the kubeconfig must exist and the agent id must be a label value (its
+    pods are labelled with it).
+    """
+    settings = entry.kubernetes
+    update: dict[str, Any] = {}
+    if settings.kubeconfig is not None:
+        update["kubeconfig"] = (base / settings.kubeconfig.expanduser()).resolve()
+    if settings.node_name is None and not settings.node_selector:
+        update["node_name"] = daemon.node.lower()  # as the kubelet names its node
+    resolved = settings.model_copy(update=update)
+    problems: list[str] = []
+    if entry.backend != "kubernetes":
+        return resolved, problems
+    if check_files and resolved.kubeconfig is not None and not resolved.kubeconfig.is_file():
+        problems.append(
+            f"{where}: kubernetes.kubeconfig: no file {resolved.kubeconfig}; give the path of "
+            "a kubeconfig (relative: to this file), or leave it out to use the in-cluster "
+            "service account"
+        )
+    if resolved.node_name is not None and (problem := dns_subdomain_problem(resolved.node_name)):
+        problems.append(
+            f"{where}: kubernetes.node_name: the daemon's node {problem}; set "
+            "kubernetes.node_name, or [daemon] node, to the node's Kubernetes name"
+        )
+    if (problem := label_value_problem(entry.id)) is not None:
+        problems.append(f"{where}: id: a kubernetes agent's id labels its pods, and {problem}")
+    return resolved, problems
 
 
 def _check_defaults(defaults: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list[str]]:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 BACKEND_CLASSES: dict[str, str] = {
     "local": "daemon.backends.local.backend:LocalBackend",
     "docker": "daemon.backends.docker.backend:DockerBackend",
+    "kubernetes": "daemon.backends.kubernetes.backend:KubernetesBackend",
 }
 
 

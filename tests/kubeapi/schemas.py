@@ -122,8 +122,15 @@ def _leaf_errors(error: jsonschema.ValidationError) -> list[jsonschema.Validatio
     return [error]
 
 
-def validate(obj: dict[str, Any], kind: str, api_version: str = "v1") -> SchemaReport:
-    """Check `obj` against the schema of `kind`; nothing raised, everything reported."""
+def validate(
+    obj: dict[str, Any], kind: str, api_version: str = "v1", *, schema_version: str | None = None
+) -> SchemaReport:
+    """Check `obj` against the schema of `kind`; nothing raised, everything reported.
+
+    `schema_version` names the schema's own group version when it differs from the
+    apiVersion the object is sent as: `DeleteOptions` is sent as `v1` but its schema
+    is `meta/v1`.
+    """
     report = SchemaReport()
     if obj.get("kind") not in (None, kind):
         report.decode_errors.append(
@@ -136,7 +143,8 @@ def validate(obj: dict[str, Any], kind: str, api_version: str = "v1") -> SchemaR
         )
     body = {**obj, "kind": kind, "apiVersion": api_version}
     seen: set[tuple[str, str]] = set()
-    for error in _validator(kind, api_version, False).iter_errors(body):
+    schema = schema_version or api_version
+    for error in _validator(kind, schema, False).iter_errors(body):
         for leaf in _leaf_errors(error):
             path = field_path(leaf.absolute_path)
             if leaf.validator == "required":
@@ -162,7 +170,7 @@ def validate(obj: dict[str, Any], kind: str, api_version: str = "v1") -> SchemaR
                 report.causes.append(
                     Cause("FieldValueInvalid", f"Invalid value: {json.dumps(leaf.instance)}", path)
                 )
-    for error in _validator(kind, api_version, True).iter_errors(body):
+    for error in _validator(kind, schema, True).iter_errors(body):
         for leaf in _leaf_errors(error):
             if leaf.validator != "additionalProperties":
                 continue

@@ -514,6 +514,61 @@ MALFORMED = [
 ]
 
 
+K8S = 'backend = "kubernetes"\nkubernetes = { node_name = "n1"'
+MALFORMED += [
+    Malformed(
+        "kubernetes_namespace_not_a_dns_label",
+        agent(extra=K8S + ', namespace = "Team_A" }'),
+        (
+            "{file}: agents[0] (id \"a0\"): kubernetes.namespace: 'Team_A' is not a DNS label: "
+            "at most 63 lowercase letters, digits and '-', starting and ending with a letter "
+            "or digit",
+        ),
+    ),
+    Malformed(
+        "kubernetes_node_selector_key",
+        agent(extra=K8S + ', node_selector = { "a b" = "x" } }'),
+        (
+            "{file}: agents[0] (id \"a0\"): kubernetes.node_selector: 'a b' is not a label key: "
+            "an optional DNS subdomain prefix and '/', then a name: at most 63 letters, digits, "
+            "'-', '_' and '.', starting and ending with a letter or digit",
+        ),
+    ),
+    Malformed(
+        "kubernetes_run_as_negative",
+        agent(extra=K8S + ", run_as = -1 }"),
+        (
+            '{file}: agents[0] (id "a0"): kubernetes.run_as: Input should be greater than or '
+            "equal to 0 (got -1)",
+        ),
+    ),
+    Malformed(
+        "kubernetes_unknown_key",
+        agent(extra=K8S + ', context = "prod" }'),
+        ("{file}: agents[0] (id \"a0\"): kubernetes: unknown key 'context'",),
+    ),
+    Malformed(
+        "kubernetes_id_not_a_label_value",
+        agent("a0-", extra=K8S + " }"),
+        (
+            '{file}: agents[0] (id "a0-"): id: a kubernetes agent\'s id labels its pods, and '
+            "'a0-' is not a label value: at most 63 letters, digits, '-', '_' and '.', "
+            "starting and ending with a letter or digit",
+        ),
+    ),
+    Malformed(
+        "kubernetes_daemon_node_not_a_node_name",
+        '[daemon]\nnode = "My_Host"\n\n' + agent(extra='backend = "kubernetes"'),
+        (
+            "{file}: agents[0] (id \"a0\"): kubernetes.node_name: the daemon's node 'my_host' "
+            "is not a DNS subdomain: at most 253 lowercase letters, digits, '-' and '.', "
+            "starting and ending with a letter or digit; set kubernetes.node_name, or "
+            "[daemon] node, to the node's Kubernetes name",
+        ),
+    ),
+]
+
+
 class TestMalformedConfigs:
     @pytest.mark.parametrize("case", MALFORMED, ids=[c.name for c in MALFORMED])
     def test_is_rejected_with_the_expected_messages(self, tmp_path: Path, case: Malformed) -> None:
@@ -863,6 +918,47 @@ class TestShippedConfigs:
         assert [a.id for a in config.agents] == ["a0", "a1", "a2"]
 
 
+class TestKubernetesAgents:
+    def test_a_relative_kubeconfig_is_read_beside_the_file(self, tmp_path: Path) -> None:
+        (tmp_path / "kube").mkdir()
+        (tmp_path / "kube" / "config").write_text("{}")
+        path = write(tmp_path, agent(extra=K8S + ', kubeconfig = "kube/config" }'))
+        [a0] = load_config(path, HOST).agents
+        assert a0.kubernetes.kubeconfig == tmp_path / "kube" / "config"
+
+    def test_a_missing_kubeconfig_is_named(self, tmp_path: Path) -> None:
+        path = write(tmp_path, agent(extra=K8S + ', kubeconfig = "kubeconfig" }'))
+        assert problems_of(path) == [
+            f'{path}: agents[0] (id "a0"): kubernetes.kubeconfig: no file '
+            f"{tmp_path / 'kubeconfig'}; give the path of a kubeconfig (relative: to this "
+            "file), or leave it out to use the in-cluster service account"
+        ]
+
+    def test_pods_are_bound_to_the_daemons_node_by_default(self, tmp_path: Path) -> None:
+        text = '[daemon]\nnode = "Node-7"\n\n' + agent(extra='backend = "kubernetes"')
+        path = write(tmp_path, text)
+        [a0] = load_config(path, HOST).agents
+        assert a0.kubernetes.node_name == "node-7"
+        [a0] = load_config(path, HOST, node="node-8").agents
+        assert a0.kubernetes.node_name == "node-8"
+
+    def test_a_node_selector_leaves_placement_to_the_scheduler(self, tmp_path: Path) -> None:
+        selector = 'kubernetes = { node_selector = { "kubernetes.io/hostname" = "n2" } }'
+        path = write(tmp_path, agent(extra='backend = "kubernetes"\n' + selector))
+        [a0] = load_config(path, HOST).agents
+        assert a0.kubernetes.node_name is None
+        assert a0.backend_settings == a0.kubernetes
+
+    def test_tls_files_are_taken_by_their_paths_when_not_read(self, tmp_path: Path) -> None:
+        text = (
+            '[daemon]\nlisten = "0.0.0.0:6001"\n[daemon.tls]\nca = "pki/ca.crt"\n'
+            'cert = "pki/d.crt"\nkey = "pki/d.key"\n\n' + A0
+        )
+        path = write(tmp_path, text)
+        assert load_config(path, HOST, check_files=False).tls is None
+        assert len(problems_of(path)) == 1  # read, the missing files are a problem
+
+
 class TestConfigCheckCommand:
     @pytest.fixture(autouse=True)
     def two_core_host(self, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -882,6 +978,16 @@ class TestConfigCheckCommand:
             "a2        local    default        0      2730MiB  -        30200-30299",
             "note: auto-split: 3 agents but 2 unclaimed cores; agents a0, a1, a2 share cores "
             "0-1 round-robin",
+        ]
+
+    def test_accepts_kubernetes_agents(self, tmp_path: Path) -> None:
+        k1 = agent("k1", "[30100, 30199]", '{ cpus = [1], memory = "2GiB" }', extra=K8S + " }")
+        path = write(tmp_path, A0 + k1)
+        result = CliRunner().invoke(main, ["config", "check", str(path)])
+        assert result.exit_code == 0, result.output
+        assert result.stdout.splitlines()[2:] == [
+            "a0        local       default        0      1GiB    -        30000-30099",
+            "k1        kubernetes  default        1      2GiB    -        30100-30199",
         ]
 
     def test_errors_go_to_stderr_with_exit_code_2(self, tmp_path: Path) -> None:
