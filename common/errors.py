@@ -48,6 +48,10 @@ class PermissionDenied(AgentHostError):
     """The caller is known but may not do this (wrong role, scope or owner)."""
 
 
+class Aborted(AgentHostError):
+    """Another operation ended this one midway (e.g. a destroy ended a running exec)."""
+
+
 class ConfigError(InvalidArgument):
     """A configuration file does not validate; `problems` lists every finding."""
 

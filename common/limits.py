@@ -36,6 +36,7 @@ MAX_LOG_BYTES = 3 << 20  # GetKernelLogs at most (a reply fits one 4 MiB message
 DEFAULT_PAGE_SIZE = 500
 MAX_PAGE_SIZE = 1000
 MAX_PAGE_TOKEN = 512
+MAX_PAGE_BYTES = 3 << 20  # a listing's page stops short of this (a reply fits 4 MiB)
 MAX_STATES = 8
 MAX_AGENTS_PER_DAEMON = 10_000
 MAX_KERNELS_PER_MESSAGE = 2000  # registration and heartbeat chunks (well under 4 MiB)

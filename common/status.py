@@ -10,6 +10,7 @@ from __future__ import annotations
 import grpc
 
 from common.errors import (
+    Aborted,
     AgentHostError,
     AlreadyExists,
     FailedPrecondition,
@@ -32,6 +33,7 @@ STATUS_CODES: dict[type[AgentHostError], grpc.StatusCode] = {
     Unsupported: grpc.StatusCode.UNIMPLEMENTED,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    Aborted: grpc.StatusCode.ABORTED,
 }
 
 _ERRORS: dict[grpc.StatusCode, type[AgentHostError]] = {

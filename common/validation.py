@@ -295,6 +295,15 @@ def _execute(r: Any, limits: Limits) -> None:
     check_seconds("timeout", r.timeout, MAX_TIMEOUT)
 
 
+def _wait(r: Any, limits: Limits) -> None:
+    _kernel_ref(r, limits)
+    check_seconds("timeout", r.timeout, MAX_TIMEOUT)
+
+
+def _agent(r: Any, limits: Limits) -> None:
+    check_id("agent_id", r.agent_id, required=False)
+
+
 def _list_kernels(r: Any, limits: Limits) -> None:
     from protos import agent_pb2
 
@@ -366,6 +375,8 @@ CHECKS: dict[str, Check] = {
     "agenthost.v1.StreamKernelLogsRequest": _logs,
     "agenthost.v1.ListKernelsRequest": _list_kernels,
     "agenthost.v1.ExecuteRequest": _execute,
+    "agenthost.v1.WaitKernelRequest": _wait,
+    "agenthost.v1.WatchKernelsRequest": _agent,
     "agenthost.v1.UpdateScalingGroupRequest": _agent_and_name("scaling_group"),
     "agenthost.v1.CreateNetworkRequest": _agent_and_name("name"),
     "agenthost.v1.DestroyNetworkRequest": _agent_and_name("name"),

@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import (
+    Aborted,
     AgentHostError,
     FailedPrecondition,
     Unavailable,
     Unsupported,
 )
 from common.ids import AgentId, KernelId, new_kernel_id
+from common.kernel_events import EndReason
 from common.locks import KeyedLocks
 from daemon.backends import create_backend
 from daemon.backends.base import (
@@ -36,6 +38,7 @@ from daemon.backends.base import (
     LABEL_KERNEL_ID,
     Backend,
     ExecEvent,
+    Exit,
     LaunchSpec,
     LogTrimming,
     NetworkCapable,
@@ -54,6 +57,8 @@ log = logging.getLogger(__name__)
 # Seconds reconcile waits before declaring a dead kernel "vanished", so that the
 # kernel's own exit watcher (which knows the exit code) can record it first.
 DEAD_KERNEL_GRACE = 0.5
+# Seconds a destroy waits for the kernel's watcher to report its exit code.
+EXIT_REPORT_WAIT = 1.0
 # Every this many reconcile passes the agent also looks for dangling kernels
 # (started by this daemon, owned by no record): a full process or container scan.
 REAP_DANGLING_EVERY = 12
@@ -106,12 +111,13 @@ class Agent:
         )
         self.healthy = True
         self.status_message = ""
-        self._watchers: dict[KernelId, asyncio.Task[None]] = {}
+        self._watchers: dict[KernelId, asyncio.Task[Exit | None]] = {}
         self._busy: set[KernelId] = set()  # being destroyed or restarted: watchers stand back
         # One lifecycle step of a kernel at a time (restart, destroy, starting an exec);
         # the calls that run execs, to end with their kernel.
         self._lifecycle = KeyedLocks[KernelId]()
         self._execs: dict[KernelId, set[asyncio.Task[Any]]] = {}
+        self._ending: dict[asyncio.Task[Any], str] = {}  # exec calls a lifecycle step ends
         self._passes = 0  # reconcile passes so far
         # Its checkpoint cannot be used: the agent serves nothing (and ends nothing) until
         # the operator acts on the message; the other agents are not affected.
@@ -204,12 +210,15 @@ class Agent:
             kernel = self.state.get(kernel_id)
             self._busy.add(kernel_id)
             try:
-                await self._end_execs(kernel_id)
+                await self._end_execs(kernel_id, "destroyed")
                 if kernel.handle and kernel.alive:
                     await self.backend.stop(kernel.handle, grace or self.config.kill_grace)
                 if self.state.get(kernel_id).alive:
+                    seen = await self._exit_seen(kernel_id)
                     self._stop_watching(kernel_id)
-                    self.state.terminate(kernel_id, None, "destroyed")  # written with the removal
+                    code = seen.exit_code if seen else None
+                    # written together with the removal below
+                    self.state.terminate(kernel_id, code, "destroyed", EndReason.DESTROYED)
                 removed = self.state.remove(kernel_id)
                 await asyncio.to_thread(shutil.rmtree, self._workdir(kernel_id), True)
             finally:
@@ -235,13 +244,15 @@ class Agent:
             self._busy.add(kernel_id)
             try:
                 self._stop_watching(kernel_id)
-                await self._end_execs(kernel_id)
+                await self._end_execs(kernel_id, "restarted")
                 await self.backend.stop(kernel.handle, self.config.kill_grace)
                 kernel = await self.state.update(kernel_id, state=KernelState.PENDING)
                 try:
                     await self._start(kernel)
                 except AgentHostError as exc:
-                    await self.state.terminate(kernel_id, None, f"restart failed: {exc}")
+                    await self.state.terminate(
+                        kernel_id, None, f"restart failed: {exc}", EndReason.DESTROYED
+                    )
                     raise
                 kernel = await self.state.update(
                     kernel_id,
@@ -308,6 +319,12 @@ class Agent:
                 kernel.handle, self._launch_spec(kernel), argv, stdin, timeout
             ):
                 yield event
+        except asyncio.CancelledError:
+            why = self._ending.pop(task, None)
+            if why is None:
+                raise  # the caller went away
+            task.uncancel()  # ended by a destroy or restart: the caller is told so
+            raise Aborted(f"kernel {kernel_id!r} was {why} while the command ran") from None
         finally:
             calls.discard(task)
             if not calls and self._execs.get(kernel_id) is calls:
@@ -390,7 +407,9 @@ class Agent:
             if not self._is_running(kernel.kernel_id) or kernel.kernel_id in self._busy:
                 continue
             self._stop_watching(kernel.kernel_id)
-            self.state.terminate(kernel.kernel_id, None, "vanished")  # flushed below, together
+            self.state.terminate(
+                kernel.kernel_id, None, "vanished", EndReason.LOST
+            )  # flushed below
             with contextlib.suppress(AgentHostError):
                 await self.backend.stop(kernel.handle, 0)  # remove what it left behind
             log.warning(
@@ -410,13 +429,16 @@ class Agent:
         await self.state.flush()
         await self.backend.close()
 
-    async def _end_execs(self, kernel_id: KernelId) -> None:
-        """Cancel the calls running execs in kernel_id, and let them clean up."""
+    async def _end_execs(self, kernel_id: KernelId, why: str) -> None:
+        """End the calls running execs in kernel_id (ABORTED, saying why); let them clean up."""
         calls = [t for t in self._execs.pop(kernel_id, ()) if t is not asyncio.current_task()]
         for task in calls:
+            self._ending[task] = why
             task.cancel()
         if calls:
             await asyncio.wait(calls, timeout=10)
+        for task in calls:
+            self._ending.pop(task, None)
 
     async def _recover(self) -> None:
         """Rebuild from the checkpoint and what really runs; reap what nobody owns."""
@@ -460,7 +482,7 @@ class Agent:
                     continue
                 with contextlib.suppress(AgentHostError):
                     await self.backend.stop(kernel.handle, 0)
-                kernel = kernel.ended(None, "ended while the daemon was down")
+                kernel = kernel.ended(None, "ended while the daemon was down", EndReason.LOST)
                 log.info(
                     "agent %s: kernel %s ended while the daemon was down", self.id, kernel.kernel_id
                 )
@@ -556,22 +578,34 @@ class Agent:
         if task is not None and task is not asyncio.current_task():
             task.cancel()
 
-    async def _await_exit(self, kernel: Kernel) -> None:
+    async def _await_exit(self, kernel: Kernel) -> Exit | None:
+        """Wait for the kernel's end and record it; returns the exit (None: not seen)."""
         try:
             exit_ = await self.backend.wait(kernel.handle)
         except Unavailable:
             self._watchers.pop(kernel.kernel_id, None)  # reconcile re-watches later
-            return
+            return None
         if kernel.kernel_id in self._busy or not self._is_running(kernel.kernel_id):
-            return
+            return exit_  # a destroy or restart ended it: theirs to record
         with contextlib.suppress(AgentHostError):
             await self.backend.stop(kernel.handle, 0)
         if not self._is_running(kernel.kernel_id):
-            return  # ended or forgotten meanwhile
+            return exit_  # ended or forgotten meanwhile
         self._stop_watching(kernel.kernel_id)
-        await self.state.terminate(kernel.kernel_id, exit_.exit_code, exit_.reason)
+        await self.state.terminate(kernel.kernel_id, exit_.exit_code, exit_.reason, exit_.end)
         code = "" if exit_.exit_code is None else f" with exit code {exit_.exit_code}"
         log.info("agent %s: kernel %s ended: %s%s", self.id, kernel.kernel_id, exit_.reason, code)
+        return exit_
+
+    async def _exit_seen(self, kernel_id: KernelId) -> Exit | None:
+        """How a kernel just stopped ended, as its watcher saw it (bounded wait)."""
+        task = self._watchers.get(kernel_id)
+        if task is None:
+            return None
+        done, _ = await asyncio.wait({task}, timeout=EXIT_REPORT_WAIT)
+        if not done or task.cancelled() or task.exception() is not None:
+            return None
+        return task.result()
 
     def _is_running(self, kernel_id: KernelId) -> bool:
         kernel = self.state.find(kernel_id)

@@ -142,6 +142,8 @@ def kernel_to_proto(kernel: Kernel) -> pb.Kernel:
     if kernel.exit_code is not None:
         msg.exit_code = kernel.exit_code
     msg.status_message = kernel.status_message
+    if kernel.end_reason is not None:
+        msg.end_reason = kernel.end_reason
     msg.memory_limit = kernel.memory_limit
     msg.created_at = kernel.created_at
     msg.finished_at = kernel.finished_at

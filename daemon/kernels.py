@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from common.errors import AlreadyExists, NotFound
 from common.ids import AgentId, KernelId
+from common.kernel_events import EndReason
 from daemon.events import KernelJournal
 from daemon.resources import Allocation, ResourceRequest
 
@@ -71,6 +72,7 @@ class Kernel(BaseModel):
     ports: dict[str, int] = Field(default_factory=dict)
     exit_code: int | None = None
     status_message: str = ""
+    end_reason: EndReason | None = None  # once terminated: why, in one word
     memory_limit: str = ""
     created_at: float = Field(default_factory=time.time)
     finished_at: float = 0.0
@@ -83,7 +85,7 @@ class Kernel(BaseModel):
         """Pending or running: it holds resources."""
         return self.state is not KernelState.TERMINATED
 
-    def ended(self, exit_code: int | None, reason: str) -> Kernel:
+    def ended(self, exit_code: int | None, reason: str, end: EndReason) -> Kernel:
         """This record once the kernel has ended: terminated, holding nothing."""
         return self.model_copy(
             update={
@@ -92,6 +94,7 @@ class Kernel(BaseModel):
                 "ports": {},
                 "exit_code": exit_code,
                 "status_message": reason,
+                "end_reason": end,
                 "finished_at": time.time(),
             }
         )

@@ -234,7 +234,9 @@ class ManagerLink:
                 continue
             if event.kind == "removed":
                 beats[where].removed_kernel_ids.append(kernel_id)
-                continue
+                if k.alive:
+                    continue
+                # and how it ended, so the manager does not take it for lost
             changes.append(
                 (
                     where,
@@ -244,6 +246,7 @@ class ManagerLink:
                         exit_code=k.exit_code,
                         status_message=k.status_message,
                         finished_at=k.finished_at,
+                        end_reason=k.end_reason or "",
                     ),
                 )
             )

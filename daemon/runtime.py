@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from common.errors import AgentHostError, InvalidArgument, NotFound
 from common.ids import ID_SYNTAX, AgentId, is_valid_id
-from common.paging import page
+from common.paging import R, rendered_page
 from daemon.agent import Agent, AgentStatus
 from daemon.config import DaemonConfig, set_scaling_group
 from daemon.kernels import AggregateKernelRegistry, Kernel, KernelState
@@ -115,9 +115,11 @@ class AgentRuntime:
         labels: Mapping[str, str],
         page_size: int,
         page_token: str,
-    ) -> tuple[list[Kernel], str]:
+        render: Callable[[Kernel], R],
+    ) -> tuple[list[R], str]:
         """A page of list_kernels, in the states (None: any) and with the labels asked
-        for, ordered by agent then age; and the next page's token."""
+        for, ordered by agent then age, each rendered (the page bounded in bytes too);
+        and the next page's token."""
         position = {agent_id: i for i, agent_id in enumerate(self.agents)}
         chosen = (
             k
@@ -125,11 +127,12 @@ class AgentRuntime:
             if (states is None or k.state in states)
             and all(k.spec.labels.get(key) == value for key, value in labels.items())
         )
-        return page(
+        return rendered_page(
             chosen,
             lambda k: (position.get(k.agent_id, -1), k.created_at, k.kernel_id),
             page_size,
             page_token,
+            render,
         )
 
     async def update_scaling_group(self, agent_id: str, scaling_group: str) -> AgentStatus:

@@ -14,7 +14,7 @@ import grpc
 
 from common.ids import KernelId
 from common.limits import DEFAULT_LOG_BYTES
-from daemon import convert
+from daemon import convert, watch
 from daemon.runtime import AgentRuntime
 from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc
@@ -88,10 +88,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             request.labels,
             request.page_size,
             request.page_token,
+            convert.kernel_to_proto,
         )
-        return pb.ListKernelsResponse(
-            kernels=[convert.kernel_to_proto(k) for k in kernels], next_page_token=next_token
-        )
+        return pb.ListKernelsResponse(kernels=kernels, next_page_token=next_token)
 
     async def Execute(
         self, request: pb.ExecuteRequest, context: Ctx
@@ -102,6 +101,19 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         )
         async for event in events:
             yield convert.exec_event_to_proto(event)
+
+    async def WaitKernel(
+        self, request: pb.WaitKernelRequest, context: Ctx
+    ) -> pb.WaitKernelResponse:
+        return await watch.wait_kernel(
+            self.runtime, request.agent_id, request.kernel_id, request.timeout
+        )
+
+    async def WatchKernels(
+        self, request: pb.WatchKernelsRequest, context: Ctx
+    ) -> AsyncIterator[pb.KernelEvent]:
+        async for event in watch.watch_kernels(self.runtime, request.agent_id):
+            yield event
 
     async def UpdateScalingGroup(
         self, request: pb.UpdateScalingGroupRequest, context: Ctx

@@ -26,6 +26,7 @@ from collections.abc import Container, Generator, Sequence
 from typing import Any, Generic, Protocol, TypedDict, TypeVar, Unpack
 
 from common.ids import KernelId
+from common.kernel_events import EndReason
 from daemon.checkpoint import Checkpoint
 from daemon.kernels import Kernel, KernelRegistry, KernelState
 from daemon.ports import PortPool
@@ -114,8 +115,10 @@ class AgentState(Protocol):
         """Set some fields of a record."""
         ...
 
-    def terminate(self, kernel_id: KernelId, exit_code: int | None, reason: str) -> Durable[Kernel]:
-        """Record how a kernel ended and release everything it held."""
+    def terminate(
+        self, kernel_id: KernelId, exit_code: int | None, reason: str, end: EndReason
+    ) -> Durable[Kernel]:
+        """Record how a kernel ended (reason in words, end in one) and release what it held."""
         ...
 
     def remove(self, kernel_id: KernelId) -> Durable[Kernel]:
@@ -218,9 +221,11 @@ class MemoryState:
         self._registry.replace(kernel)
         return Durable(kernel)
 
-    def terminate(self, kernel_id: KernelId, exit_code: int | None, reason: str) -> Durable[Kernel]:
-        """Record how a kernel ended and release everything it held."""
-        kernel = self._registry.get(kernel_id).ended(exit_code, reason)
+    def terminate(
+        self, kernel_id: KernelId, exit_code: int | None, reason: str, end: EndReason
+    ) -> Durable[Kernel]:
+        """Record how a kernel ended (reason in words, end in one) and release what it held."""
+        kernel = self._registry.get(kernel_id).ended(exit_code, reason, end)
         self._release(kernel_id)
         self._registry.replace(kernel)
         return Durable(kernel)
@@ -347,10 +352,12 @@ class CheckpointedState:
         after = self.memory.update(kernel_id, **changes).value
         return self._written(after, checkpointed(before) or checkpointed(after))
 
-    def terminate(self, kernel_id: KernelId, exit_code: int | None, reason: str) -> Durable[Kernel]:
-        """Record how a kernel ended and release everything it held."""
+    def terminate(
+        self, kernel_id: KernelId, exit_code: int | None, reason: str, end: EndReason
+    ) -> Durable[Kernel]:
+        """Record how a kernel ended (reason in words, end in one) and release what it held."""
         before = self.memory.get(kernel_id)
-        after = self.memory.terminate(kernel_id, exit_code, reason).value
+        after = self.memory.terminate(kernel_id, exit_code, reason, end).value
         return self._written(after, checkpointed(before) or checkpointed(after))
 
     def remove(self, kernel_id: KernelId) -> Durable[Kernel]:

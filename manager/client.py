@@ -114,7 +114,7 @@ class DaemonClient:
         address: str,
         rpc: Callable[..., Any],
         request: Any,
-        timeout: float,
+        timeout: float | None,
         idempotent: bool,
     ) -> Any:
         """One unary call with a deadline; retried on UNAVAILABLE only when idempotent."""
@@ -194,6 +194,16 @@ class AgentHandle:
         )
         return response
 
+    async def wait_kernel(self, kernel_id: str, timeout: float) -> pb.WaitKernelResponse:
+        """WaitKernel (never retried: the caller falls back on what heartbeats tell);
+        its deadline is the wait's timeout and a margin, or none for an unbounded wait."""
+        request = pb.WaitKernelRequest(agent_id=self.agent_id, kernel_id=kernel_id, timeout=timeout)
+        deadline = timeout + self.client.call_timeout if timeout > 0 else None
+        response: pb.WaitKernelResponse = await self._call(
+            self.stub.WaitKernel, request, deadline, idempotent=False
+        )
+        return response
+
     async def stream_logs(
         self, kernel_id: str, tail_lines: int, follow: bool
     ) -> AsyncIterator[pb.KernelLogChunk]:
@@ -233,7 +243,7 @@ class AgentHandle:
             call.cancel()
 
     async def _call(
-        self, rpc: Callable[..., Any], request: Any, timeout: float, idempotent: bool
+        self, rpc: Callable[..., Any], request: Any, timeout: float | None, idempotent: bool
     ) -> Any:
         return await self.client.call(
             self.agent_id, self.address, rpc, request, timeout, idempotent

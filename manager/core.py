@@ -38,11 +38,19 @@ from common.errors import (
     ResourceExhausted,
 )
 from common.ids import ID_SYNTAX, AgentId, KernelId, is_valid_id, new_kernel_id
-from common.paging import page
+from common.kernel_events import EndReason, waited
+from common.paging import rendered_page
 from common.principal import Principal
 from manager.client import AgentHandle, DaemonClient
 from manager.config import ManagerConfig
-from manager.errors import AgentLost, AllAgentsBusy, BadRequest, StoreError, UnknownSession
+from manager.errors import (
+    AgentLost,
+    AllAgentsBusy,
+    BadRequest,
+    DaemonUnreachable,
+    StoreError,
+    UnknownSession,
+)
 from manager.groups.document import KernelTemplateDocument
 from manager.kernels import TERMINATED, KernelRecord, KernelTable, account
 from manager.reconcile import GONE, Reconciler
@@ -57,6 +65,7 @@ from manager.tokens import (
     new_token,
     record_for,
 )
+from manager.watch import table_end, watch
 from protos import agent_pb2 as pb
 from protos import manager_pb2 as mpb
 
@@ -292,7 +301,6 @@ class Manager:
         """A page of the kernels principal may see (all for admins), on one agent, of one
         scaling group, in the states and with the labels asked for; and the next token."""
         only = self.registry.get(agent_id) if agent_id else None
-        caller = str(principal)
         wanted = set(states)
         chosen: list[tuple[KernelRecord, AgentRecord | None]] = []
         for record in self.kernels.values():
@@ -303,20 +311,18 @@ class Manager:
             if labels and any(record.kernel.spec.labels.get(k) != v for k, v in labels.items()):
                 continue
             agent = only or self.registry.find(record.agent_id)
-            group = agent.scaling_group if agent else ""
-            mine = principal.admin or record.owner == caller
-            if not mine and not principal.may_view_scaling_group(group):
+            if not _may_see(principal, record, agent):
                 continue
-            if scaling_group and group != scaling_group:
+            if scaling_group and (agent.scaling_group if agent else "") != scaling_group:
                 continue
             chosen.append((record, agent))
-        shown, next_token = page(
+        return rendered_page(
             chosen,
             lambda pair: (pair[0].kernel.created_at, pair[0].kernel_id),
             page_size,
             page_token,
+            lambda pair: _managed(pair[0], pair[1], principal),
         )
-        return [_managed(record, agent, principal) for record, agent in shown], next_token
 
     async def create_kernel(
         self,
@@ -453,11 +459,14 @@ class Manager:
                 if final.state != TERMINATED:
                     final.state = TERMINATED
                     final.status_message = GONE
+                    final.end_reason = EndReason.LOST
             finally:
                 self.reconciler.destroying.discard(kernel_id)
         if record.holds_resources and agent is not None:
             account(agent.info, record.kernel, -1)
         if self.kernels.get(kernel_id) is record:
+            if final.state == TERMINATED:
+                self.kernels.update(record, _copy(final))  # waiters and watchers hear how it ended
             self.kernels.forget(kernel_id)
             await self.store.delete_kernels([kernel_id])
         log.info("kernel %s destroyed on agent %s", kernel_id, record.agent_id)
@@ -491,6 +500,35 @@ class Manager:
             request.kernel_id, request.tail_lines, request.follow
         ):
             yield chunk
+
+    async def wait_kernel(
+        self, principal: Principal, request: pb.WaitKernelRequest
+    ) -> pb.WaitKernelResponse:
+        """The kernel once it has terminated, or as it is when the timeout passes.
+
+        Routed to its daemon, which knows the end at once; the manager's own table is
+        listened to meanwhile, so an end learnt another way (the agent removed, the
+        kernel destroyed by another call, the daemon unreachable and then LOST) ends
+        the wait too.
+        """
+        record = self._owned(principal, request.kernel_id, request.agent_id, viewing=True)
+        if record.holds_resources:
+            await self._await_end(record, request.timeout)
+        return waited(_copy(_seen(record, principal)))
+
+    def watch_kernels(self, principal: Principal, agent_id: str) -> AsyncIterator[pb.KernelEvent]:
+        """Lifecycle events of the kernels principal may see (of agent_id, or all)."""
+        only = self.registry.get(agent_id).agent_id if agent_id else None
+
+        def shown(record: KernelRecord) -> pb.Kernel | None:
+            if only is not None and record.agent_id != only:
+                return None
+            if not _may_see(principal, record, self.registry.find(record.agent_id)):
+                return None
+            kernel: pb.Kernel = _copy(_seen(record, principal))
+            return kernel
+
+        return watch(self.kernels, shown)
 
     async def prune(self, older_than: float, now: float | None = None) -> list[KernelId]:
         """Forget terminated kernels that ended older_than seconds ago (0: all of them)."""
@@ -586,13 +624,45 @@ class Manager:
         record = self.kernels.locate(kernel_id, agent_id)
         if principal.admin or record.owner == str(principal):
             return record
-        if viewing and principal.viewer:
-            agent = self.registry.find(record.agent_id)
-            if principal.may_view_scaling_group(agent.scaling_group if agent else ""):
-                return record
+        if viewing and _may_see(principal, record, self.registry.find(record.agent_id)):
+            return record
         raise PermissionDenied(
             f"kernel {kernel_id!r} is not yours: {principal} reaches only the kernels it created"
         )
+
+    async def _await_end(self, record: KernelRecord, timeout: float) -> None:
+        """Return once record's kernel has ended (its record updated) or timeout (0: none)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout if timeout > 0 else None
+        ended, stop_listening = table_end(self.kernels, record.kernel_id)
+        routed: asyncio.Future[pb.WaitKernelResponse] | None = None
+        agent = self.registry.find(record.agent_id)
+        if agent is not None and agent.status is Liveness.ALIVE:
+            routed = asyncio.ensure_future(self._on(agent).wait_kernel(record.kernel_id, timeout))
+        try:
+            while True:
+                waiting: set[asyncio.Future[Any]] = {ended} if routed is None else {ended, routed}
+                remaining = None if deadline is None else max(0.0, deadline - loop.time())
+                done, _ = await asyncio.wait(
+                    waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
+                if routed is None or routed not in done:
+                    return  # the table heard of the end, or the time is up
+                try:
+                    answer: pb.Kernel | None = routed.result().kernel
+                except NotFound:
+                    answer = None  # the daemon has forgotten it
+                except DaemonUnreachable:
+                    routed = None  # heartbeats and liveness will tell the end
+                    continue
+                ended_there = answer is None or answer.state == TERMINATED
+                if ended_there and self.reconciler.fetched(record, answer):
+                    await self._save([record])
+                return
+        finally:
+            stop_listening()
+            if routed is not None:
+                routed.cancel()
 
     def _on(self, agent: AgentRecord) -> AgentHandle:
         """The handle on agent at its daemon's address (no second lookup)."""
@@ -684,18 +754,33 @@ def _managed_agent(agent: AgentRecord) -> mpb.ManagedAgent:
 REDACTED = "<redacted>"
 
 
-def _managed(
-    record: KernelRecord, agent: AgentRecord | None, viewer: Principal
-) -> mpb.ManagedKernel:
-    """The kernel as viewer sees it: with its daemon, its agent's scaling group and node,
-    and its env values only if viewer owns it or is an admin."""
+def _may_see(principal: Principal, record: KernelRecord, agent: AgentRecord | None) -> bool:
+    """The one rule of who sees a kernel: an admin, its owner, a viewer of its scaling group."""
+    if principal.admin or record.owner == str(principal):
+        return True
+    return principal.may_view_scaling_group(agent.scaling_group if agent else "")
+
+
+def _seen(record: KernelRecord, viewer: Principal) -> pb.Kernel:
+    """The kernel as viewer sees it: its env values only if viewer owns it or is an admin.
+
+    The record itself when nothing is hidden (callers that keep it must copy it).
+    """
     kernel = record.kernel
     if kernel.spec.env and not viewer.admin and record.owner != str(viewer):
         kernel = _copy(kernel)
         for key in kernel.spec.env:
             kernel.spec.env[key] = REDACTED
+    return kernel
+
+
+def _managed(
+    record: KernelRecord, agent: AgentRecord | None, viewer: Principal
+) -> mpb.ManagedKernel:
+    """The kernel as viewer sees it (`_seen`), with its daemon, its agent's scaling group
+    and node."""
     return mpb.ManagedKernel(
-        kernel=kernel,
+        kernel=_seen(record, viewer),
         daemon_address=record.daemon_address,
         scaling_group=agent.scaling_group if agent else "",
         node=agent.node if agent else "",

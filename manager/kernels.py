@@ -31,6 +31,7 @@ from enum import StrEnum
 
 from common.errors import InvalidArgument, NotFound
 from common.ids import AgentId, KernelId
+from common.kernel_events import EndReason
 from manager.errors import KernelNotFound
 from manager.scheduler import Demand, Scheduler
 from protos import agent_pb2 as pb
@@ -161,10 +162,11 @@ class KernelTable(Mapping[KernelId, KernelRecord]):
         self._state_changed(record)
 
     def terminate(self, record: KernelRecord, reason: str) -> None:
-        """Mark the kernel TERMINATED for reason and release its hold."""
+        """Mark the kernel TERMINATED for reason (lost to the manager) and release its hold."""
         kernel = record.kernel
         kernel.state = TERMINATED
         kernel.status_message = reason
+        kernel.end_reason = kernel.end_reason or EndReason.LOST
         if not kernel.finished_at:
             kernel.finished_at = time.time()
         self.scheduler.release(record.kernel_id)

@@ -150,6 +150,7 @@ class Reconciler:
             if status.HasField("exit_code"):
                 kernel.exit_code = status.exit_code
             kernel.finished_at = status.finished_at
+            kernel.end_reason = status.end_reason
             self.table.update(record, kernel)
             changed.append(record)
         to_adopt = [

@@ -116,6 +116,17 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         async for chunk in self.manager.stream_logs(caller(), request):
             yield chunk
 
+    async def WaitKernel(
+        self, request: pb.WaitKernelRequest, context: Ctx
+    ) -> pb.WaitKernelResponse:
+        return await self.manager.wait_kernel(caller(), request)
+
+    async def WatchKernels(
+        self, request: pb.WatchKernelsRequest, context: Ctx
+    ) -> AsyncIterator[pb.KernelEvent]:
+        async for event in self.manager.watch_kernels(caller(), request.agent_id):
+            yield event
+
     async def PruneKernels(
         self, request: mpb.PruneKernelsRequest, context: Ctx
     ) -> mpb.PruneKernelsResponse:

@@ -14,11 +14,28 @@ class KernelState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     KERNEL_STATE_RUNNING: _ClassVar[KernelState]
     KERNEL_STATE_TERMINATED: _ClassVar[KernelState]
     KERNEL_STATE_UNKNOWN: _ClassVar[KernelState]
+
+class KernelEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    KERNEL_EVENT_TYPE_UNSPECIFIED: _ClassVar[KernelEventType]
+    KERNEL_EVENT_TYPE_CREATED: _ClassVar[KernelEventType]
+    KERNEL_EVENT_TYPE_RUNNING: _ClassVar[KernelEventType]
+    KERNEL_EVENT_TYPE_TERMINATED: _ClassVar[KernelEventType]
+    KERNEL_EVENT_TYPE_REMOVED: _ClassVar[KernelEventType]
+    KERNEL_EVENT_TYPE_UNKNOWN: _ClassVar[KernelEventType]
+    KERNEL_EVENT_TYPE_SYNCED: _ClassVar[KernelEventType]
 KERNEL_STATE_UNSPECIFIED: KernelState
 KERNEL_STATE_PENDING: KernelState
 KERNEL_STATE_RUNNING: KernelState
 KERNEL_STATE_TERMINATED: KernelState
 KERNEL_STATE_UNKNOWN: KernelState
+KERNEL_EVENT_TYPE_UNSPECIFIED: KernelEventType
+KERNEL_EVENT_TYPE_CREATED: KernelEventType
+KERNEL_EVENT_TYPE_RUNNING: KernelEventType
+KERNEL_EVENT_TYPE_TERMINATED: KernelEventType
+KERNEL_EVENT_TYPE_REMOVED: KernelEventType
+KERNEL_EVENT_TYPE_UNKNOWN: KernelEventType
+KERNEL_EVENT_TYPE_SYNCED: KernelEventType
 
 class DeviceIds(_message.Message):
     __slots__ = ("ids",)
@@ -151,7 +168,7 @@ class KernelSpec(_message.Message):
     def __init__(self, kernel_id: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[ResourceRequest, _Mapping]] = ..., ports: _Optional[_Iterable[_Union[ServicePort, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., networks: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Kernel(_message.Message):
-    __slots__ = ("kernel_id", "agent_id", "backend", "state", "spec", "allocated", "ports", "exit_code", "status_message", "memory_limit", "created_at", "finished_at", "backend_ref")
+    __slots__ = ("kernel_id", "agent_id", "backend", "state", "spec", "allocated", "ports", "exit_code", "status_message", "memory_limit", "created_at", "finished_at", "backend_ref", "end_reason")
     class PortsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -172,6 +189,7 @@ class Kernel(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     BACKEND_REF_FIELD_NUMBER: _ClassVar[int]
+    END_REASON_FIELD_NUMBER: _ClassVar[int]
     kernel_id: str
     agent_id: str
     backend: str
@@ -185,7 +203,8 @@ class Kernel(_message.Message):
     created_at: float
     finished_at: float
     backend_ref: str
-    def __init__(self, kernel_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., backend: _Optional[str] = ..., state: _Optional[_Union[KernelState, str]] = ..., spec: _Optional[_Union[KernelSpec, _Mapping]] = ..., allocated: _Optional[_Union[Resources, _Mapping]] = ..., ports: _Optional[_Mapping[str, int]] = ..., exit_code: _Optional[int] = ..., status_message: _Optional[str] = ..., memory_limit: _Optional[str] = ..., created_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., backend_ref: _Optional[str] = ...) -> None: ...
+    end_reason: str
+    def __init__(self, kernel_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., backend: _Optional[str] = ..., state: _Optional[_Union[KernelState, str]] = ..., spec: _Optional[_Union[KernelSpec, _Mapping]] = ..., allocated: _Optional[_Union[Resources, _Mapping]] = ..., ports: _Optional[_Mapping[str, int]] = ..., exit_code: _Optional[int] = ..., status_message: _Optional[str] = ..., memory_limit: _Optional[str] = ..., created_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., backend_ref: _Optional[str] = ..., end_reason: _Optional[str] = ...) -> None: ...
 
 class CreateKernelsRequest(_message.Message):
     __slots__ = ("agent_id", "kernels")
@@ -385,3 +404,45 @@ class DestroyNetworkRequest(_message.Message):
 class DestroyNetworkResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class WaitKernelRequest(_message.Message):
+    __slots__ = ("agent_id", "kernel_id", "timeout")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    kernel_id: str
+    timeout: float
+    def __init__(self, agent_id: _Optional[str] = ..., kernel_id: _Optional[str] = ..., timeout: _Optional[float] = ...) -> None: ...
+
+class WaitKernelResponse(_message.Message):
+    __slots__ = ("kernel", "terminated", "exit_code", "reason")
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    TERMINATED_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    kernel: Kernel
+    terminated: bool
+    exit_code: int
+    reason: str
+    def __init__(self, kernel: _Optional[_Union[Kernel, _Mapping]] = ..., terminated: _Optional[bool] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class WatchKernelsRequest(_message.Message):
+    __slots__ = ("agent_id",)
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    def __init__(self, agent_id: _Optional[str] = ...) -> None: ...
+
+class KernelEvent(_message.Message):
+    __slots__ = ("type", "kernel", "initial", "exit_code", "reason")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    type: KernelEventType
+    kernel: Kernel
+    initial: bool
+    exit_code: int
+    reason: str
+    def __init__(self, type: _Optional[_Union[KernelEventType, str]] = ..., kernel: _Optional[_Union[Kernel, _Mapping]] = ..., initial: _Optional[bool] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...

@@ -79,6 +79,16 @@ class AgentServiceStub:
                 request_serializer=protos_dot_agent__pb2.ExecuteRequest.SerializeToString,
                 response_deserializer=protos_dot_agent__pb2.ExecuteResponse.FromString,
                 _registered_method=True)
+        self.WaitKernel = channel.unary_unary(
+                '/agenthost.v1.AgentService/WaitKernel',
+                request_serializer=protos_dot_agent__pb2.WaitKernelRequest.SerializeToString,
+                response_deserializer=protos_dot_agent__pb2.WaitKernelResponse.FromString,
+                _registered_method=True)
+        self.WatchKernels = channel.unary_stream(
+                '/agenthost.v1.AgentService/WatchKernels',
+                request_serializer=protos_dot_agent__pb2.WatchKernelsRequest.SerializeToString,
+                response_deserializer=protos_dot_agent__pb2.KernelEvent.FromString,
+                _registered_method=True)
         self.UpdateScalingGroup = channel.unary_unary(
                 '/agenthost.v1.AgentService/UpdateScalingGroup',
                 request_serializer=protos_dot_agent__pb2.UpdateScalingGroupRequest.SerializeToString,
@@ -160,6 +170,22 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WaitKernel(self, request, context):
+        """Returns once the kernel has terminated (its exit code and why) or timeout passed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchKernels(self, request, context):
+        """Lifecycle events of one agent's kernels (every agent's for an empty agent_id):
+        first each kernel as it is now (initial), then SYNCED, then every change as it
+        happens, so a watcher never misses an end.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def UpdateScalingGroup(self, request, context):
         """Changes the scaling group live and persists it into the daemon's TOML file.
         """
@@ -227,6 +253,16 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.Execute,
                     request_deserializer=protos_dot_agent__pb2.ExecuteRequest.FromString,
                     response_serializer=protos_dot_agent__pb2.ExecuteResponse.SerializeToString,
+            ),
+            'WaitKernel': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitKernel,
+                    request_deserializer=protos_dot_agent__pb2.WaitKernelRequest.FromString,
+                    response_serializer=protos_dot_agent__pb2.WaitKernelResponse.SerializeToString,
+            ),
+            'WatchKernels': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchKernels,
+                    request_deserializer=protos_dot_agent__pb2.WatchKernelsRequest.FromString,
+                    response_serializer=protos_dot_agent__pb2.KernelEvent.SerializeToString,
             ),
             'UpdateScalingGroup': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateScalingGroup,
@@ -487,6 +523,60 @@ class AgentService:
             '/agenthost.v1.AgentService/Execute',
             protos_dot_agent__pb2.ExecuteRequest.SerializeToString,
             protos_dot_agent__pb2.ExecuteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitKernel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agenthost.v1.AgentService/WaitKernel',
+            protos_dot_agent__pb2.WaitKernelRequest.SerializeToString,
+            protos_dot_agent__pb2.WaitKernelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchKernels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agenthost.v1.AgentService/WatchKernels',
+            protos_dot_agent__pb2.WatchKernelsRequest.SerializeToString,
+            protos_dot_agent__pb2.KernelEvent.FromString,
             options,
             channel_credentials,
             insecure,

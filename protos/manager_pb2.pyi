@@ -77,18 +77,20 @@ class RegisterAgentsResponse(_message.Message):
     def __init__(self, session_id: _Optional[str] = ...) -> None: ...
 
 class KernelStatus(_message.Message):
-    __slots__ = ("kernel_id", "state", "exit_code", "status_message", "finished_at")
+    __slots__ = ("kernel_id", "state", "exit_code", "status_message", "finished_at", "end_reason")
     KERNEL_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     STATUS_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    END_REASON_FIELD_NUMBER: _ClassVar[int]
     kernel_id: str
     state: _agent_pb2.KernelState
     exit_code: int
     status_message: str
     finished_at: float
-    def __init__(self, kernel_id: _Optional[str] = ..., state: _Optional[_Union[_agent_pb2.KernelState, str]] = ..., exit_code: _Optional[int] = ..., status_message: _Optional[str] = ..., finished_at: _Optional[float] = ...) -> None: ...
+    end_reason: str
+    def __init__(self, kernel_id: _Optional[str] = ..., state: _Optional[_Union[_agent_pb2.KernelState, str]] = ..., exit_code: _Optional[int] = ..., status_message: _Optional[str] = ..., finished_at: _Optional[float] = ..., end_reason: _Optional[str] = ...) -> None: ...
 
 class AgentHeartbeat(_message.Message):
     __slots__ = ("agent_id", "scaling_group", "occupied", "kernel_count", "healthy", "status_message", "kernels", "removed_kernel_ids")

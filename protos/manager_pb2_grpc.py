@@ -90,6 +90,16 @@ class ManagerServiceStub:
                 request_serializer=protos_dot_agent__pb2.StreamKernelLogsRequest.SerializeToString,
                 response_deserializer=protos_dot_agent__pb2.KernelLogChunk.FromString,
                 _registered_method=True)
+        self.WaitKernel = channel.unary_unary(
+                '/agenthost.v1.ManagerService/WaitKernel',
+                request_serializer=protos_dot_agent__pb2.WaitKernelRequest.SerializeToString,
+                response_deserializer=protos_dot_agent__pb2.WaitKernelResponse.FromString,
+                _registered_method=True)
+        self.WatchKernels = channel.unary_stream(
+                '/agenthost.v1.ManagerService/WatchKernels',
+                request_serializer=protos_dot_agent__pb2.WatchKernelsRequest.SerializeToString,
+                response_deserializer=protos_dot_agent__pb2.KernelEvent.FromString,
+                _registered_method=True)
         self.PruneKernels = channel.unary_unary(
                 '/agenthost.v1.ManagerService/PruneKernels',
                 request_serializer=protos_dot_manager__pb2.PruneKernelsRequest.SerializeToString,
@@ -241,6 +251,21 @@ class ManagerServiceServicer:
 
     def StreamKernelLogs(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WaitKernel(self, request, context):
+        """Routed to the kernel's daemon: returns once the kernel has terminated or timeout passed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchKernels(self, request, context):
+        """Lifecycle events of the kernels the caller may see (of one agent, or all): first
+        each as it is now, then SYNCED, then every change the manager learns of.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -405,6 +430,16 @@ def add_ManagerServiceServicer_to_server(servicer, server):
                     servicer.StreamKernelLogs,
                     request_deserializer=protos_dot_agent__pb2.StreamKernelLogsRequest.FromString,
                     response_serializer=protos_dot_agent__pb2.KernelLogChunk.SerializeToString,
+            ),
+            'WaitKernel': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitKernel,
+                    request_deserializer=protos_dot_agent__pb2.WaitKernelRequest.FromString,
+                    response_serializer=protos_dot_agent__pb2.WaitKernelResponse.SerializeToString,
+            ),
+            'WatchKernels': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchKernels,
+                    request_deserializer=protos_dot_agent__pb2.WatchKernelsRequest.FromString,
+                    response_serializer=protos_dot_agent__pb2.KernelEvent.SerializeToString,
             ),
             'PruneKernels': grpc.unary_unary_rpc_method_handler(
                     servicer.PruneKernels,
@@ -779,6 +814,60 @@ class ManagerService:
             '/agenthost.v1.ManagerService/StreamKernelLogs',
             protos_dot_agent__pb2.StreamKernelLogsRequest.SerializeToString,
             protos_dot_agent__pb2.KernelLogChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitKernel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agenthost.v1.ManagerService/WaitKernel',
+            protos_dot_agent__pb2.WaitKernelRequest.SerializeToString,
+            protos_dot_agent__pb2.WaitKernelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchKernels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agenthost.v1.ManagerService/WatchKernels',
+            protos_dot_agent__pb2.WatchKernelsRequest.SerializeToString,
+            protos_dot_agent__pb2.KernelEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -158,8 +158,9 @@ class DaemonFactory:
 
 
 def sleeper(kernel_id: str = "", seconds: int = 300, **fields: Any) -> pb.KernelSpec:
-    """A kernel spec that just sleeps."""
-    return pb.KernelSpec(kernel_id=kernel_id, command=["sleep", str(seconds)], **fields)
+    """A kernel spec that just sleeps (or runs the command given among fields)."""
+    fields.setdefault("command", ["sleep", str(seconds)])
+    return pb.KernelSpec(kernel_id=kernel_id, **fields)
 
 
 async def create(stub: Stub, agent_id: str, *specs: pb.KernelSpec) -> list[pb.Kernel]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from common.ids import AgentId, KernelId
+from common.kernel_events import EndReason
 from daemon.backends.logfiles import LogTail
 
 Handle = dict[str, Any]
@@ -72,6 +73,7 @@ class Exit:
 
     exit_code: int | None  # None when it could not be known
     reason: str  # "exited", "OOMKilled", "killed by SIGKILL", ...
+    end: EndReason = EndReason.EXITED  # the one-word class of reason
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""`agenthost kernel create|ls|get|exec|logs|rm`: kernels through the manager.
+"""`agenthost kernel create|ls|get|exec|logs|wait|watch|rm|prune`: kernels through the manager.
 
 A thin layer: flags become requests, responses become tables (or `--json`).
 How the manager is reached (address, TLS, token) is `connection.py`'s.
@@ -6,6 +6,7 @@ How the manager is reached (address, TLS, token) is `connection.py`'s.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 
@@ -19,7 +20,7 @@ from common.errors import InvalidArgument
 from common.formatting import format_bytes, render_table
 from common.limits import MAX_PAGE_SIZE, MAX_STDIN
 from manager.cli.connection import CALL_TIMEOUT, Connection, connection_options, json_option
-from manager.cli.render import STATES_BY_NAME, as_dict, kernel_state
+from manager.cli.render import STATES_BY_NAME, as_dict, event_line, kernel_state
 from protos import agent_pb2 as pb
 from protos import manager_pb2 as mpb
 from protos import manager_pb2_grpc
@@ -332,6 +333,68 @@ def kernel_logs(kernel_id: str, tail: int, follow: bool, conn: Connection) -> No
             for chunk in call:
                 sys.stdout.buffer.write(chunk.data)
                 sys.stdout.buffer.flush()
+        except KeyboardInterrupt:
+            call.cancel()
+            raise SystemExit(130) from None
+
+
+@kernel_group.command("wait")
+@click.argument("kernel_id")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=0,
+    help="seconds at most; 0: no limit",
+)
+@connection_options
+@json_option
+def kernel_wait(kernel_id: str, timeout: float, conn: Connection, as_json: bool) -> None:
+    """Wait until a kernel has terminated; exit with its exit code.
+
+    Prints how it ended (exited, OOMKilled, destroyed or lost, with the exit code).
+    Exits with the kernel's exit code (1 when it is not known), or 124 when the
+    timeout passed first.
+    """
+    request = pb.WaitKernelRequest(kernel_id=kernel_id, timeout=timeout)
+    with conn.stub() as stub:
+        try:
+            response = stub.WaitKernel(request, timeout=timeout + CALL_TIMEOUT if timeout else None)
+        except KeyboardInterrupt:
+            raise SystemExit(130) from None
+    if as_json:
+        print_json(as_dict(response))
+    elif response.terminated:
+        code = f" with exit code {response.exit_code}" if response.HasField("exit_code") else ""
+        click.echo(f"{kernel_id}: {response.reason or 'terminated'}{code}")
+    else:
+        click.echo(f"{kernel_id}: still {kernel_state(response.kernel)} after {timeout:g}s")
+    if not response.terminated:
+        raise SystemExit(124)
+    if not response.HasField("exit_code"):
+        raise SystemExit(1)
+    code = response.exit_code
+    raise SystemExit(128 - code if code < 0 else min(code, 255))
+
+
+@kernel_group.command("watch")
+@click.option("--agent", "agent_id", default="", help="only kernels of this agent")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per event and line")
+@connection_options
+def kernel_watch(agent_id: str, as_json: bool, conn: Connection) -> None:
+    """Print kernels' lifecycle events as they happen (Ctrl-C stops).
+
+    First every kernel you may see as it is now, then `synced`, then each change:
+    created, running, terminated (with exit code and reason), removed, unknown.
+    """
+    request = pb.WatchKernelsRequest(agent_id=agent_id)
+    with conn.stub() as stub:
+        call = stub.WatchKernels(request, timeout=None)
+        try:
+            for event in call:
+                if as_json:
+                    click.echo(json.dumps(as_dict(event), sort_keys=True))
+                else:
+                    click.echo(event_line(event))
         except KeyboardInterrupt:
             call.cancel()
             raise SystemExit(130) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
@@ -31,9 +32,27 @@ def kernel_state(kernel: pb.Kernel) -> str:
     state = STATE_NAMES.get(kernel.state, "?")
     if kernel.state == pb.KERNEL_STATE_TERMINATED:
         code = f"exit {kernel.exit_code}" if kernel.HasField("exit_code") else ""
-        why = ", ".join(p for p in (code, kernel.status_message) if p)
+        said = kernel.status_message
+        end = (
+            "" if not kernel.end_reason or said.startswith(kernel.end_reason) else kernel.end_reason
+        )
+        why = ", ".join(p for p in (code, end, said) if p)
         return f"{state} ({why})" if why else state
     return state
+
+
+def event_line(event: pb.KernelEvent) -> str:
+    """'12:00:01 terminated k1 (agent a1) exit 3, exited' for one watched event."""
+    when = time.strftime("%H:%M:%S")
+    kind = pb.KernelEventType.Name(event.type).removeprefix("KERNEL_EVENT_TYPE_").lower()
+    if event.type == pb.KERNEL_EVENT_TYPE_SYNCED:
+        return f"{when} synced"
+    k = event.kernel
+    line = f"{when} {kind} {k.kernel_id} (agent {k.agent_id})"
+    if event.type == pb.KERNEL_EVENT_TYPE_TERMINATED:
+        code = f"exit {event.exit_code}, " if event.HasField("exit_code") else ""
+        line += f" {code}{event.reason or k.status_message}"
+    return line + (" [now]" if event.initial else "")
 
 
 def fraction(used: int, total: int, bytes_: bool = False) -> str:

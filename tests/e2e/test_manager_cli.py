@@ -204,6 +204,42 @@ class TestWalkthrough:
         assert up.ok("kernel", "logs", kernel_id, "--tail", "1") == "second\n"
         up.ok("kernel", "rm", kernel_id)
 
+    def test_wait_exits_with_the_kernels_code_and_watch_prints_its_end(self, up: Up) -> None:
+        watch = subprocess.Popen(
+            [AGENTHOST, "kernel", "watch"],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "AGENTHOST_HOME": str(up.home), "AGENTHOST_MANAGER": up.manager},
+        )
+        try:
+            assert watch.stdout is not None
+            assert watch.stdout.readline().split()[1:] == ["synced"]  # nothing there yet
+            go = up.cwd / "go"
+            script = f"while [ ! -e {go} ]; do sleep 0.05; done; exit 3"
+            kernel_id = kernel_ids(up.ok("kernel", "create", "--", "sh", "-c", script))[0]
+            still = up.run("kernel", "wait", kernel_id, "--timeout", "0.1")
+            assert still.returncode == 124 and "still running" in still.stdout
+            go.touch()
+            waited = up.run("kernel", "wait", kernel_id)
+            assert waited.returncode == 3
+            assert waited.stdout == f"{kernel_id}: exited with exit code 3\n"
+            lines = []
+            while not any(" terminated " in line for line in lines):
+                lines.append(watch.stdout.readline())
+            assert lines[-1].split()[1:] == [
+                "terminated",
+                kernel_id,
+                "(agent",
+                lines[-1].split()[4],
+                "exit",
+                "3,",
+                "exited",
+            ]
+            assert any(line.split()[1:3] == ["created", kernel_id] for line in lines)
+        finally:
+            watch.send_signal(signal.SIGINT)
+            assert watch.wait(10) == 130
+
     def test_ctrl_c_stops_manager_and_daemon_cleanly(self, up: Up) -> None:
         up.proc.send_signal(signal.SIGINT)
         assert up.proc.wait(20) == 0

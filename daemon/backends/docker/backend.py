@@ -29,6 +29,7 @@ from common.errors import (
     ResourceExhausted,
 )
 from common.ids import AgentId, KernelId
+from common.kernel_events import EndReason
 from daemon.backends import logfiles
 from daemon.backends.base import ExecEvent, Exit, Handle, LaunchSpec, Started
 from daemon.backends.docker import execute, reconcile
@@ -111,7 +112,7 @@ class DockerBackend:
         """Return when the container has ended (from the engine's event stream)."""
         h = ContainerHandle.parse(handle)
         if h is None:
-            return Exit(exit_code=None, reason="unknown handle version")
+            return Exit(exit_code=None, reason="unknown handle version", end=EndReason.LOST)
         return await self.exits.wait(h.container_id)
 
     async def stop(self, handle: Handle, grace: float) -> None:

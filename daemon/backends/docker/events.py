@@ -23,6 +23,7 @@ import aiohttp
 from aiodocker.exceptions import DockerError
 
 from common.errors import AgentHostError, Unavailable
+from common.kernel_events import EndReason
 from daemon.backends.base import Exit
 from daemon.backends.docker.engine import Engine, is_not_found
 
@@ -38,7 +39,7 @@ def exit_from_state(state: Mapping[str, Any]) -> Exit:
     """How a container ended, from the `State` of its inspection."""
     code = state.get("ExitCode")
     if state.get("OOMKilled"):
-        return Exit(exit_code=code or 137, reason="OOMKilled")
+        return Exit(exit_code=code or 137, reason="OOMKilled", end=EndReason.OOM_KILLED)
     if state.get("Error"):
         return Exit(exit_code=code, reason=f"failed: {state['Error']}")
     if isinstance(code, int) and code > 128:
@@ -114,7 +115,7 @@ class ExitWatcher:
             _fail(exit_, Unavailable(str(exc)))
             return
         if state is None:
-            _resolve(exit_, Exit(exit_code=None, reason="container removed"))
+            _resolve(exit_, Exit(exit_code=None, reason="container removed", end=EndReason.LOST))
         elif not state.get("Running"):
             _resolve(exit_, exit_from_state(state))
 

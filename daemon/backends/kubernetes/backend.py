@@ -30,6 +30,7 @@ from common.errors import (
     Unavailable,
 )
 from common.ids import AgentId, KernelId
+from common.kernel_events import EndReason
 from daemon.backends import logfiles
 from daemon.backends.base import ExecEvent, Exit, Handle, LaunchSpec, Started
 from daemon.backends.kubernetes import execute, reconcile
@@ -127,7 +128,7 @@ class KubernetesBackend:
         """Return when the pod's kernel has ended (from the pod watch)."""
         h = PodHandle.parse(handle)
         if h is None:
-            return Exit(exit_code=None, reason="unknown handle version")
+            return Exit(exit_code=None, reason="unknown handle version", end=EndReason.LOST)
         return await self.pods.wait_for(h.name, h.uid, exit_of)
 
     async def stop(self, handle: Handle, grace: float) -> None:

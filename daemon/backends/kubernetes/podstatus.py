@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.errors import AgentHostError, FailedPrecondition, InvalidArgument, ResourceExhausted
+from common.kernel_events import EndReason
 from daemon.backends.base import Exit
 
 JsonObject = dict[str, Any]
@@ -123,7 +124,7 @@ def pending_reason(pod: JsonObject | None) -> str:
 def exit_of(pod: JsonObject | None) -> Exit | None:
     """How the kernel ended, or None while it runs (or has not started)."""
     if pod is None:
-        return Exit(exit_code=None, reason="pod deleted")
+        return Exit(exit_code=None, reason="pod deleted", end=EndReason.LOST)
     kind, details = _state(pod)
     status = pod.get("status", {})
     if kind == "terminated":
@@ -131,7 +132,7 @@ def exit_of(pod: JsonObject | None) -> Exit | None:
         code = code if isinstance(code, int) else None
         reason = details.get("reason")
         if reason == "OOMKilled":
-            return Exit(exit_code=code or 137, reason="OOMKilled")
+            return Exit(exit_code=code or 137, reason="OOMKilled", end=EndReason.OOM_KILLED)
         if reason in START_FAILURES:
             return Exit(exit_code=code, reason=f"failed: {_detail(details, str(reason))}")
         if code is not None and code > 128:
@@ -139,7 +140,9 @@ def exit_of(pod: JsonObject | None) -> Exit | None:
                 return Exit(exit_code=code, reason=f"killed by {signal.Signals(code - 128).name}")
         return Exit(exit_code=code, reason="exited")
     if status.get("phase") in ("Failed", "Succeeded"):  # e.g. evicted: no container state
-        return Exit(exit_code=None, reason=_detail(status, str(status["phase"])))
+        return Exit(
+            exit_code=None, reason=_detail(status, str(status["phase"])), end=EndReason.LOST
+        )
     return None
 
 

@@ -23,6 +23,7 @@ import psutil
 
 from common.errors import InvalidArgument, NotFound
 from common.ids import AgentId, KernelId
+from common.kernel_events import EndReason
 from daemon.backends import logfiles
 from daemon.backends.base import (
     KERNEL_LOG,
@@ -93,7 +94,7 @@ class LocalBackend:
         """Return when the kernel's main process has ended."""
         h = ProcessHandle.parse(handle)
         if h is None:
-            return Exit(exit_code=None, reason="unknown handle version")
+            return Exit(exit_code=None, reason="unknown handle version", end=EndReason.LOST)
         return await asyncio.shield(self._watch(h).exited)
 
     async def stop(self, handle: Handle, grace: float) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import InvalidArgument
+from common.kernel_events import EndReason
 from daemon.backends.base import KERNEL_LOG, Exit, LaunchSpec
 from daemon.backends.local import cgroups, reconcile
 from daemon.backends.local.handle import ProcessHandle
@@ -164,7 +165,11 @@ class ExitWatch:
         except ChildProcessError:
             code = None  # adopted after a daemon restart: not our child, code unknown
         if self.cgroup is not None and cgroups.oom_killed(self.cgroup):
-            exit_ = Exit(exit_code=137 if code is None or code < 0 else code, reason="OOMKilled")
+            exit_ = Exit(
+                exit_code=137 if code is None or code < 0 else code,
+                reason="OOMKilled",
+                end=EndReason.OOM_KILLED,
+            )
         elif code is None:
             exit_ = Exit(
                 exit_code=None, reason="exited (exit code unknown: not a child of this daemon)"

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.errors import InvalidArgument
-from common.paging import page
+from common.paging import page, rendered_page
 
 
 def key(item: tuple[float, str]) -> tuple[float, str]:
@@ -45,3 +45,34 @@ class TestPages:
     def test_a_token_not_made_here_is_invalid_argument(self, token: str) -> None:
         with pytest.raises(InvalidArgument, match="page_token"):
             page([(1.0, "a")], key, 1, token)
+
+
+class Blob:
+    """A rendered item of a given encoded size."""
+
+    def __init__(self, name: str, size: int) -> None:
+        self.name, self.size = name, size
+
+    def ByteSize(self) -> int:
+        return self.size
+
+
+class TestRenderedPages:
+    @given(sizes=st.lists(st.integers(1, 100), min_size=1, max_size=40), budget=st.integers(1, 250))
+    def test_byte_bounded_pages_cover_every_item_once_and_stay_in_budget(
+        self, sizes: list[int], budget: int
+    ) -> None:
+        items = [(float(i), f"k{i}") for i in range(len(sizes))]
+        size_of = {name: size for (_, name), size in zip(items, sizes, strict=True)}
+        seen: list[str] = []
+        token = ""
+        while True:
+            chunk, token = rendered_page(
+                items, key, 10, token, lambda i: Blob(i[1], size_of[i[1]]), max_bytes=budget
+            )
+            assert chunk, "a page always holds at least one item"
+            assert len(chunk) == 1 or sum(b.size for b in chunk) <= budget
+            seen += [b.name for b in chunk]
+            if not token:
+                break
+        assert seen == [name for _, name in items]

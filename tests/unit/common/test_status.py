@@ -10,6 +10,7 @@ import pytest
 
 from common import errors
 from common.errors import (
+    Aborted,
     AgentHostError,
     AlreadyExists,
     ConfigError,
@@ -44,6 +45,7 @@ TABLE = [
     Code(Unsupported, grpc.StatusCode.UNIMPLEMENTED),
     Code(Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     Code(PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    Code(Aborted, grpc.StatusCode.ABORTED),
 ]
 
 

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.ids import AgentId, KernelId
+from common.kernel_events import EndReason
 from daemon import convert
 from daemon.agent import AgentStatus
 from daemon.backends.base import ExecEvent, ExecExit, ExecOutput
@@ -159,10 +160,12 @@ class TestKernelToProto:
             assert (dict(shown) if field == "ports" else shown) == value, field
 
     def test_an_unknown_exit_code_is_absent_not_zero(self) -> None:
-        msg = convert.kernel_to_proto(record(SPEC).ended(None, "vanished"))
+        msg = convert.kernel_to_proto(record(SPEC).ended(None, "vanished", EndReason.LOST))
         assert not msg.HasField("exit_code")
         assert msg.status_message == "vanished"
-        assert convert.kernel_to_proto(record(SPEC).ended(0, "exited")).HasField("exit_code")
+        assert convert.kernel_to_proto(record(SPEC).ended(0, "exited", EndReason.EXITED)).HasField(
+            "exit_code"
+        )
 
     def test_spec_and_allocated_are_present_even_when_empty(self) -> None:
         msg = convert.kernel_to_proto(record(KernelSpec(kernel_id=KernelId("k0"))))

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from common.errors import AlreadyExists, NotFound
 from common.ids import AgentId, KernelId
+from common.kernel_events import EndReason
 from daemon.kernels import (
     AggregateKernelRegistry,
     Kernel,
@@ -110,7 +111,7 @@ class TestAggregateIsAView:
         self, aggregate: AggregateKernelRegistry, a0: KernelRegistry
     ) -> None:
         a0.add(kernel("k1", state=KernelState.RUNNING))
-        a0.replace(a0.get(KernelId("k1")).ended(0, "exited"))
+        a0.replace(a0.get(KernelId("k1")).ended(0, "exited", EndReason.EXITED))
         found = aggregate.find(KernelId("k1"))
         assert found is not None and found.state is KernelState.TERMINATED
         a0.remove(KernelId("k1"))
@@ -141,7 +142,7 @@ class TestAggregateIsAView:
         a0.add(kernel("k2", state=KernelState.PENDING))
         a0.add(kernel("k3", state=KernelState.TERMINATED, exit_code=0))
         assert aggregate.counts() == {"a0": 2, "a1": 0}
-        a0.replace(a0.get(KernelId("k1")).ended(None, "vanished"))
+        a0.replace(a0.get(KernelId("k1")).ended(None, "vanished", EndReason.LOST))
         assert aggregate.counts() == {"a0": 1, "a1": 0}
 
 
@@ -163,7 +164,7 @@ class TestKernelRegistry:
     def test_replace_swaps_a_record_in_keeping_its_place(self, a0: KernelRegistry) -> None:
         for name in ("k1", "k2", "k3"):
             a0.add(kernel(name))
-        ended = a0.get(KernelId("k2")).ended(3, "exited")
+        ended = a0.get(KernelId("k2")).ended(3, "exited", EndReason.EXITED)
         a0.replace(ended)
         assert [k.kernel_id for k in a0] == ["k1", "k2", "k3"]
         assert a0.get(KernelId("k2")) is ended
@@ -198,7 +199,7 @@ class TestKernelRecord:
             allocation=Allocation(cores=(0,), memory=1 << 30),
             ports={"http": 30000},
         )
-        ended = record.ended(137, "killed by SIGKILL")
+        ended = record.ended(137, "killed by SIGKILL", EndReason.EXITED)
         assert (ended.state, ended.exit_code, ended.status_message) == (
             KernelState.TERMINATED,
             137,

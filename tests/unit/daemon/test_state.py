@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from common.errors import AlreadyExists, NotFound, ResourceExhausted
 from common.ids import AgentId, KernelId
+from common.kernel_events import EndReason
 from daemon.checkpoint import SCHEMA_VERSION, Checkpoint
 from daemon.kernels import AggregateKernelRegistry, Kernel, KernelSpec, KernelState, ServicePort
 from daemon.ports import PortPool
@@ -151,7 +152,7 @@ class TestMemoryState:
     def test_terminate_records_the_end_and_releases_everything(self) -> None:
         state = memory_state()
         state.claim([kernel("k1", 2, ports=("http",))])
-        ended = state.terminate(KernelId("k1"), 3, "exited").value
+        ended = state.terminate(KernelId("k1"), 3, "exited", EndReason.EXITED).value
         assert (ended.state, ended.exit_code, ended.status_message) == (
             KernelState.TERMINATED,
             3,
@@ -181,7 +182,7 @@ class TestMemoryState:
                 "ports": {"http": 30005},
             }
         )
-        ended = kernel("k2").ended(0, "exited")
+        ended = kernel("k2").ended(0, "exited", EndReason.EXITED)
         state = memory_state()
         state.restore([live, ended])
         assert state.kernels() == [live, ended]
@@ -228,7 +229,7 @@ class TestMemoryState:
                 if op == "claim":
                     state.claim([kernel(kernel_id, size, size * GIB // 2, ("a", "b")[:size])])
                 elif op == "terminate":
-                    state.terminate(kernel_id, None, "vanished")
+                    state.terminate(kernel_id, None, "vanished", EndReason.LOST)
                 elif op == "remove":
                     state.remove(kernel_id)
                 else:
@@ -263,7 +264,7 @@ CHANGES = [
     ),
     Change(
         "terminate",
-        lambda s: s.terminate(KernelId("k1"), 137, "OOMKilled"),
+        lambda s: s.terminate(KernelId("k1"), 137, "OOMKilled", EndReason.OOM_KILLED),
         (("k1", KernelState.TERMINATED, "OOMKilled"), ("k2", KernelState.RUNNING, "")),
     ),
     Change(
@@ -375,7 +376,9 @@ class TestCoalescing:
     ) -> None:
         await running(state, kernel("k1"), kernel("k2"), kernel("k3"))
         before = len(checkpoint.writes)
-        changes = [state.terminate(KernelId(k), 0, "exited") for k in ("k1", "k2", "k3")]
+        changes = [
+            state.terminate(KernelId(k), 0, "exited", EndReason.EXITED) for k in ("k1", "k2", "k3")
+        ]
         await asyncio.gather(*changes)
         assert len(checkpoint.writes) == before + 1
         assert {k.state for k in on_disk(state)} == {KernelState.TERMINATED}
@@ -414,7 +417,7 @@ class TestCoalescing:
     ) -> None:
         await running(state, kernel("k1"))
         checkpoint.hold()
-        state.terminate(KernelId("k1"), 0, "exited")
+        state.terminate(KernelId("k1"), 0, "exited", EndReason.EXITED)
         await checkpoint.wait_started()
         checkpoint.gate.set()
         await checkpoint.wait_finished()
@@ -434,7 +437,9 @@ class TestDurability:
     ) -> None:
         await running(state, kernel("k1"))
         checkpoint.hold()
-        waiting = asyncio.create_task(_awaited(state.terminate(KernelId("k1"), 0, "exited")))
+        waiting = asyncio.create_task(
+            _awaited(state.terminate(KernelId("k1"), 0, "exited", EndReason.EXITED))
+        )
         await checkpoint.wait_started()
         await asyncio.sleep(0)
         assert not waiting.done()
@@ -468,7 +473,7 @@ class TestDurability:
 
         monkeypatch.setattr("common.atomic_file.os.fsync", no_space)
         results = await asyncio.gather(
-            _awaited(state.terminate(KernelId("k1"), 0, "exited")),
+            _awaited(state.terminate(KernelId("k1"), 0, "exited", EndReason.EXITED)),
             _awaited(state.remove(KernelId("k2"))),
             return_exceptions=True,
         )

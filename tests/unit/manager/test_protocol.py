@@ -21,6 +21,8 @@ class TestManagerService:
             "Execute",
             "GetKernelLogs",
             "StreamKernelLogs",
+            "WaitKernel",
+            "WatchKernels",
             "PruneKernels",
             "RemoveAgent",
             "CreateToken",

@@ -7,8 +7,11 @@ from typing import Any
 
 import pytest
 
+from common.kernel_events import EndReason
 from daemon.backends.base import Exit
 from daemon.backends.docker.events import event_filters, exit_from_state
+
+OOM = EndReason.OOM_KILLED
 
 
 @dataclass(frozen=True)
@@ -21,8 +24,8 @@ class Case:
 CASES = [
     Case("clean exit", {"ExitCode": 0}, Exit(0, "exited")),
     Case("exit code", {"ExitCode": 7}, Exit(7, "exited")),
-    Case("oom", {"ExitCode": 137, "OOMKilled": True}, Exit(137, "OOMKilled")),
-    Case("oom without code", {"ExitCode": 0, "OOMKilled": True}, Exit(137, "OOMKilled")),
+    Case("oom", {"ExitCode": 137, "OOMKilled": True}, Exit(137, "OOMKilled", OOM)),
+    Case("oom without code", {"ExitCode": 0, "OOMKilled": True}, Exit(137, "OOMKilled", OOM)),
     Case("sigkill", {"ExitCode": 137}, Exit(137, "killed by SIGKILL")),
     Case("sigterm", {"ExitCode": 143}, Exit(143, "killed by SIGTERM")),
     Case("not a signal", {"ExitCode": 200}, Exit(200, "exited")),

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from common.kernel_events import EndReason
 from daemon.backends.base import Exit
 from daemon.backends.kubernetes.podstatus import (
     StartOutcome,
@@ -123,14 +124,18 @@ EXITS = [
     ExitCase("running", pod({"running": {}}, "Running"), None),
     ExitCase("exit code", pod(terminated(7, "Error"), "Failed"), Exit(7, "exited")),
     ExitCase("success", pod(terminated(0, "Completed"), "Succeeded"), Exit(0, "exited")),
-    ExitCase("oom", pod(terminated(137, "OOMKilled"), "Failed"), Exit(137, "OOMKilled")),
+    ExitCase(
+        "oom",
+        pod(terminated(137, "OOMKilled"), "Failed"),
+        Exit(137, "OOMKilled", EndReason.OOM_KILLED),
+    ),
     ExitCase("signal", pod(terminated(143, "Error"), "Failed"), Exit(143, "killed by SIGTERM")),
     ExitCase(
         "evicted",
         pod(None, "Failed", reason="Evicted", message="low on memory"),
-        Exit(None, "Evicted: low on memory"),
+        Exit(None, "Evicted: low on memory", EndReason.LOST),
     ),
-    ExitCase("deleted", None, Exit(None, "pod deleted")),
+    ExitCase("deleted", None, Exit(None, "pod deleted", EndReason.LOST)),
 ]
 
 
