@@ -49,6 +49,7 @@ from daemon.slices import (
     check_claims,
     divide_host,
 )
+from daemon.state_dir import default_kernels_dir
 
 BACKENDS = ("local", "docker", "kubernetes")
 PORT_MIN, PORT_MAX = 1024, 65535
@@ -68,7 +69,15 @@ class DaemonSection(StrictModel):
     )
     state_dir: Path = Field(
         Path("./var/agenthost"),
-        description="where agents keep checkpoints and kernel working directories",
+        description="where agents keep their checkpoints (mode 0700: the daemon's user only)",
+    )
+    kernels_dir: Path | None = Field(
+        None,
+        description=(
+            "where kernels' working directories go, <kernels_dir>/<agent_id>/<kernel_id> "
+            "(made mode 0711; each kernel's own is 0700 and belongs to its uid); "
+            "default: <state_dir>-kernels beside state_dir"
+        ),
     )
     allocation_mode: AllocationMode = Field(
         "manual",
@@ -167,6 +176,7 @@ class AgentEntry(StrictModel):
     kill_grace: float = Field(
         5.0, ge=0, description="seconds between SIGTERM and SIGKILL when destroying a kernel"
     )
+    local: LocalSettings = Field(default_factory=LocalSettings)
     docker: DockerSettings = Field(default_factory=DockerSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
 
@@ -205,6 +215,7 @@ class AgentConfig:
     docker: DockerSettings
     kubernetes: KubernetesSettings
     local: LocalSettings
+    kernels_dir: Path  # where this agent's kernels' working directories go
 
     @property
     def backend_settings(self) -> LocalSettings | DockerSettings | KubernetesSettings:
@@ -232,6 +243,18 @@ class DaemonConfig:
     def state_dir(self) -> Path:
         """The absolute state directory."""
         return self.daemon.state_dir.resolve()
+
+    @property
+    def kernels_dir(self) -> Path:
+        """The absolute directory of every agent's kernels' working directories."""
+        return kernels_root(self.daemon)
+
+
+def kernels_root(daemon: DaemonSection) -> Path:
+    """The absolute kernels_dir: as given, else beside the state directory."""
+    if daemon.kernels_dir is not None:
+        return daemon.kernels_dir.resolve()
+    return default_kernels_dir(daemon.state_dir.resolve())
 
 
 # --------------------------------------------------------------------- loading
@@ -321,6 +344,7 @@ def parse_config(raw: Mapping[str, Any], path: Path, host: HostCapacity) -> Daem
     if problems:
         raise ConfigError(problems)
     division = divide_host(_claims(valid), daemon.allocation_mode, host)
+    kernels_dir = kernels_root(daemon)
     agents = tuple(
         AgentConfig(
             id=AgentId(e.id),
@@ -331,7 +355,8 @@ def parse_config(raw: Mapping[str, Any], path: Path, host: HostCapacity) -> Daem
             kill_grace=e.kill_grace,
             docker=e.docker,
             kubernetes=e.kubernetes,
-            local=LocalSettings(),  # no `local` table yet (see daemon/backends/local/settings.py)
+            local=e.local,
+            kernels_dir=kernels_dir / e.id,
         )
         for (_, e), s in zip(valid, division.slices, strict=True)
     )
@@ -402,6 +427,25 @@ def _check_agents(
             if a0 <= b1 and b0 <= a1:
                 problems.append(
                     f'{where}: port_range {a0}-{a1} overlaps agent "{other.id}" ({b0}-{b1})'
+                )
+
+    local = [(where, e) for where, e in entries if e.backend == "local"]
+    for where, e in local:
+        taken = e.local.accounts_in_range()
+        if taken is not None:
+            first, last = e.local.uid_range
+            problems.append(
+                f"{where}: local.uid_range {first}-{last} holds {taken} of this host; "
+                "choose a range no account uses"
+            )
+        account = e.local.account()
+        for _, other in local:
+            first, last = other.local.uid_range
+            if account is not None and other.id != e.id and first <= account[0] <= last:
+                problems.append(
+                    f'{where}: local.run_as uid {account[0]} lies in agent "{other.id}"\'s '
+                    f"local.uid_range {first}-{last}, whose uids go to kernels of their own; "
+                    "choose an account outside it"
                 )
 
     file = where_file(entries)
@@ -489,13 +533,14 @@ def render_sample() -> str:
         "",
         "[[agents]]",
     ]
-    lines += _sample_fields(AgentEntry, skip={"resources", "docker", "kubernetes"})
+    lines += _sample_fields(AgentEntry, skip={"resources", "local", "docker", "kubernetes"})
     lines += [
         'resources = { cpus = [0], memory = "2GiB" }  # '
         + (AgentEntry.model_fields["resources"].description or "")
     ]
     for key, model in (
         ("resources", ResourcesConfig),
+        ("local", LocalSettings),
         ("docker", DockerSettings),
         ("kubernetes", KubernetesSettings),
     ):

@@ -339,7 +339,7 @@ MALFORMED = [
         '[defaults]\nbackendd = "local"\n\n' + A0 + A1,
         (
             "{file}: defaults: unknown key 'backendd'; valid: backend, scaling_group, resources, "
-            "kill_grace, docker, kubernetes",
+            "kill_grace, local, docker, kubernetes",
         ),
     ),
     Malformed(
