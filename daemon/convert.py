@@ -130,6 +130,12 @@ def kernel_to_proto(kernel: Kernel) -> pb.Kernel:
         msg.exit_code = kernel.exit_code
     msg.status_message = kernel.status_message
     msg.memory_limit = kernel.memory_limit
+    if kernel.limits:
+        msg.limits.update(kernel.limits)
+    if kernel.uid is not None:
+        msg.uid = kernel.uid
+    if kernel.gid is not None:
+        msg.gid = kernel.gid
     msg.created_at = kernel.created_at
     msg.finished_at = kernel.finished_at
     msg.backend_ref = kernel.backend_ref

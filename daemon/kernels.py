@@ -107,6 +107,10 @@ class Kernel(BaseModel):
     exit_code: int | None = None
     status_message: str = ""
     memory_limit: str = ""
+    # Which limits are in force and how (the backend's words), and whom it runs as.
+    limits: dict[str, str] = Field(default_factory=dict)
+    uid: int | None = None
+    gid: int | None = None
     created_at: float = Field(default_factory=time.time)
     finished_at: float = 0.0
     # The backend's own, versioned, serialisable handle (pid, container id, ...).

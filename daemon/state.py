@@ -44,6 +44,9 @@ class KernelUpdate(TypedDict, total=False):
     exit_code: int | None
     status_message: str
     memory_limit: str
+    limits: dict[str, str]
+    uid: int | None
+    gid: int | None
     handle: dict[str, Any]
     backend_ref: str
 

@@ -4,7 +4,7 @@ A backend knows processes, containers or pods. It knows nothing of agents'
 slices, port pools, routing or gRPC: the agent hands it a fully decided
 `LaunchSpec` and keeps the returned handle (small, versioned, serialisable) in its
 checkpoint. `recover`-style calls (`is_alive`) take only that handle.
-Optional features are separate small protocols (`NetworkCapable`).
+Optional features are separate small protocols (`NetworkCapable`, `Recovering`).
 
 Between the agent and a backend a handle is its serialised form (`Handle`, a
 dict), which the agent persists as it is; each backend parses it into its own
@@ -16,6 +16,9 @@ A backend class also declares `settings_model` and is built by
 from __future__ import annotations
 
 import collections
+import errno
+import os
+import stat
 from collections.abc import AsyncIterator, Container, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,14 +40,25 @@ KERNEL_LOG = "kernel.log"
 
 
 def read_log_tail(path: Path, lines: int) -> bytes:
-    """The file's content, or its last `lines` lines when lines is non-zero; b"" if absent."""
+    """The file's content, or its last `lines` lines when lines is non-zero; b"" if absent.
+
+    Never through a symlink, nor from a fifo or device: a kernel may own the
+    directory its log lies in, and the daemon reading it may be root.
+    """
     try:
-        with path.open("rb") as f:
-            if not lines:
-                return f.read()
-            return b"".join(collections.deque(f, maxlen=lines))
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return b""
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a symlink in place of the log
+            return b""
+        raise
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return b""
+        if not lines:
+            return f.read()
+        return b"".join(collections.deque(f, maxlen=lines))
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,11 @@ class Started:
     handle: Handle
     memory_limit: str  # how memory is enforced: cgroup, rlimit, docker, none
     backend_ref: str  # pid, container id, pod name
+    # Which limits are in force and how, e.g. {"cpuset": "cgroup-v1", "memory": "rlimit",
+    # "pids": "none", "user": "uid-range"}; each backend documents its keys and values.
+    limits: Mapping[str, str] = field(default_factory=dict)
+    uid: int | None = None  # whom the kernel runs as, when the backend knows
+    gid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -144,6 +163,16 @@ class Backend(Protocol):
 
     async def close(self) -> None:
         """Release the backend's own connections (kernels keep running)."""
+        ...
+
+
+@runtime_checkable
+class Recovering(Protocol):
+    """Backends that hold something of their own per kernel (the local backend's uids)."""
+
+    async def recover(self, handle: Handle) -> None:
+        """Take back what the kernel behind handle holds; called once per kernel re-adopted
+        after a restart, before the agent serves. Idempotent."""
         ...
 
 
