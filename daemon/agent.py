@@ -169,7 +169,8 @@ class Agent:
                 self._stop_watching(kernel_id)
                 self.state.terminate(kernel_id, None, "destroyed")  # written with the removal
             removed = self.state.remove(kernel_id)
-            shutil.rmtree(self._workdir(kernel_id), ignore_errors=True)
+            # Off the loop, beside the checkpoint write: a kernel's directory may be large.
+            await asyncio.to_thread(shutil.rmtree, self._workdir(kernel_id), ignore_errors=True)
         finally:
             self._busy.discard(kernel_id)
         kernel = await removed

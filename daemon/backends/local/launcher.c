@@ -134,13 +134,26 @@ static void become(uid_t uid, gid_t gid) {
         fail("launcher: uid/gid did not change", NULL, 0);
 }
 
+/* The kernel's own sigaction: the C library refuses the signals it reserves (32, 33). */
+struct kernel_sigaction {
+    void (*handler)(int);
+    unsigned long flags;
+    void (*restorer)(void);
+    unsigned long mask;
+};
+
 static void reset_signals(void) {
     struct sigaction dfl;
     memset(&dfl, 0, sizeof dfl);
     dfl.sa_handler = SIG_DFL;
-    for (int sig = 1; sig < NSIG; sig++)
-        if (sig != SIGKILL && sig != SIGSTOP)
-            sigaction(sig, &dfl, NULL); /* fails harmlessly for the libc-reserved ones */
+    struct kernel_sigaction raw = {SIG_DFL, 0, NULL, 0};
+    for (int sig = 1; sig < NSIG; sig++) {
+        if (sig == SIGKILL || sig == SIGSTOP)
+            continue;
+        /* An ignored signal stays ignored across exec: every one goes back to default. */
+        if (sigaction(sig, &dfl, NULL) < 0)
+            syscall(SYS_rt_sigaction, sig, &raw, NULL, sizeof raw.mask);
+    }
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
