@@ -67,7 +67,9 @@ class AgentRuntime:
         )
         failures = [b for b in built if isinstance(b, BaseException)]
         agents = {
-            a.id: b for a, b in zip(config.agents, built, strict=True) if isinstance(b, Agent)
+            a.id: b
+            for a, b in zip(config.agents, built, strict=True)
+            if not isinstance(b, BaseException)
         }
         if failures:
             for agent in agents.values():
