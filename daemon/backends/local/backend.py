@@ -178,7 +178,8 @@ class LocalBackend:
         self._watches.clear()
         if not self._closed:
             self._closed = True
-            host.release(self.identity)
+            if host.release(self.identity):  # the daemon's last local agent
+                await asyncio.to_thread(self.host.cgroups.tidy)
 
     # ---------------------------------------------------------------- details
 
@@ -196,7 +197,9 @@ class LocalBackend:
                 launch.agent_id,
                 launch.kernel_id,
                 memory=launch.memory_limit,
-                cores=launch.cores if self.settings.cpuset and launch.cores else None,
+                cores=launch.cores
+                if self.settings.cpuset and self.host.cgroups.confines(launch.cores)
+                else None,
                 pids_max=self.settings.pids_max or None,
             )
             log_fd = open_log(launch.workdir, KERNEL_LOG, account.uid, account.gid)
@@ -270,8 +273,9 @@ class LocalBackend:
             return fallback
 
         own_uid = h.pooled
+        every_core = not cg.confines(launch.cores) and cg.cpuset is not None
         return {  # keys and values are documented in README.md (The local backend)
-            "cpuset": by_cgroup("cpuset", "affinity" if launch.cores else "none"),
+            "cpuset": "none" if every_core else by_cgroup("cpuset", "affinity"),
             "memory": by_cgroup("memory", "rlimit" if launch.memory_limit else "none")
             if launch.memory_limit
             else "none",

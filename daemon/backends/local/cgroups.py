@@ -9,7 +9,7 @@ share one (on v2 one group carries every controller). `create` makes a kernel's
 groups with its limits (memory bytes, cores, pids) and returns the
 `KernelGroups`; its processes join them through the launcher (`cgroup.procs`).
 The rest reads and removes groups: `procs`, `oom_killed`, `remove`,
-`agent_groups`.
+`agent_groups`, and `tidy` (the daemon's own groups that hold no kernel).
 
 Blocking file I/O on /sys: callers run these in a thread. Knows cgroup files;
 nothing of agents beyond the names, nor of processes beyond pids.
@@ -83,6 +83,7 @@ class Cgroups:
     cpuset: Hierarchy | None = None
     pids: Hierarchy | None = None
     mems: str = "0"  # cpuset.mems every v1 cpuset group needs
+    cpus: frozenset[int] = frozenset()  # every core a cpuset group could have
 
     @classmethod
     def detect(cls, daemon_identity: str, mounts: Path = MOUNTS) -> Cgroups:
@@ -93,6 +94,7 @@ class Cgroups:
         """
         found: dict[Controller, Hierarchy] = {}
         mems = "0"
+        cpus: frozenset[int] = frozenset()
         v1, v2 = _cgroup_mounts(mounts)
         for controller in CONTROLLERS:
             candidates = [(where, 1) for where in v1.get(controller, [])]
@@ -106,6 +108,13 @@ class Cgroups:
                             if version == 2
                             else where / "cpuset.mems"
                         ).read_text().strip() or mems
+                        cpus = parse_cpus(
+                            (
+                                where / "cpuset.cpus.effective"
+                                if version == 2
+                                else where / "cpuset.cpus"
+                            ).read_text()
+                        )
                     _probe(hierarchy, where, mems)
                 except OSError as exc:
                     log.info(
@@ -114,7 +123,15 @@ class Cgroups:
                     continue
                 found[controller] = hierarchy
                 break
-        return cls(mems=mems, **found)
+        return cls(mems=mems, cpus=cpus, **found)
+
+    def confines(self, cores: tuple[int, ...]) -> bool:
+        """True when a cpuset of cores keeps a kernel from some core it could otherwise use.
+
+        Cores that are every core there is confine nothing: no cpuset group then, and
+        the kernel is spared joining one.
+        """
+        return self.cpuset is not None and bool(cores) and not self.cpus <= set(cores)
 
     def hierarchy(self, controller: Controller) -> Hierarchy | None:
         """The controller's hierarchy, or None when it is not writable here."""
@@ -169,6 +186,24 @@ class Cgroups:
                     if group.is_dir():
                         found.setdefault(group.name, {})[controller] = group
         return {kernel_id: KernelGroups(paths) for kernel_id, paths in found.items()}
+
+    def tidy(self) -> None:
+        """Remove this daemon's agent groups, and its base groups, that hold no kernel group.
+
+        For when the daemon's last local agent closes: groups of kernels that keep
+        running (they outlive the daemon) stay, and so do their parents.
+        """
+        for hierarchy in (self.memory, self.cpuset, self.pids):
+            if hierarchy is None:
+                continue
+            with contextlib.suppress(OSError):
+                for agent_dir in hierarchy.base.iterdir():
+                    if agent_dir.is_dir():
+                        with contextlib.suppress(OSError):
+                            agent_dir.rmdir()
+                            _ready.discard(agent_dir)
+            with contextlib.suppress(OSError):
+                hierarchy.base.rmdir()
 
     def _group(self, hierarchy: Hierarchy, agent_id: str, kernel_id: str) -> Path:
         agent_dir = hierarchy.base / agent_id
@@ -240,6 +275,17 @@ def remove(groups: KernelGroups) -> bool:
         except OSError:
             left = True
     return not left
+
+
+def parse_cpus(text: str) -> frozenset[int]:
+    """A cpu list ("0-3,6") as a set of core ids."""
+    cores: set[int] = set()
+    for part in text.strip().split(","):
+        if not part:
+            continue
+        first, _, last = part.partition("-")
+        cores.update(range(int(first), int(last or first) + 1))
+    return frozenset(cores)
 
 
 # ----------------------------------------------------------------- details

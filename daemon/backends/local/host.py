@@ -73,10 +73,13 @@ async def acquire(identity: str) -> LocalHost:
         raise
 
 
-def release(identity: str) -> None:
-    """One local agent of the daemon is done with its LocalHost."""
+def release(identity: str) -> bool:
+    """One local agent of the daemon is done with its LocalHost; True for the last one."""
     shared = _hosts.get(identity)
-    if shared is not None:
-        shared.users -= 1
-        if shared.users <= 0:
-            del _hosts[identity]
+    if shared is None:
+        return False
+    shared.users -= 1
+    if shared.users > 0:
+        return False
+    del _hosts[identity]
+    return True

@@ -130,7 +130,8 @@ class TestLimits:
         x, _ = await two_kernels(daemon)
         mode = {h.controller: h.mode for h in (CGROUPS.memory, CGROUPS.cpuset, CGROUPS.pids) if h}
         assert dict(x.limits) == {
-            "cpuset": mode.get("cpuset", "affinity"),
+            # Its slice is every core: a cpuset would confine nothing, so it joins none.
+            "cpuset": "none" if CGROUPS.cpuset else "affinity",
             "memory": mode.get("memory", "rlimit"),
             "pids": mode.get("pids", "rlimit"),
             "user": "uid-range",
