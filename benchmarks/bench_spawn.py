@@ -1,8 +1,9 @@
 """Local kernel spawn benchmarks: ratios measured side by side in one run.
 
-1. Create + destroy of one local kernel (`sleep 600`, default resources) through
-   the daemon (CreateKernels, then DestroyKernel) against bare `Popen` + SIGTERM
-   + wait of the same command in this process. Target: at most 10x.
+1. Create + destroy of one local kernel (`sleep 600`, default resources: the
+   agent's slice, one core and 1 GiB) through the daemon (CreateKernels, then
+   DestroyKernel) against bare `Popen` + SIGTERM + wait of the same command in
+   this process. Target: at most 10x.
 2. The same create + destroy through the daemon against the same launch done in
    this process, by the local backend itself with the same limits (its cgroups,
    cpuset, uid, working directory): what the daemon adds (gRPC, the agent, its
@@ -56,9 +57,11 @@ from daemon.backends.local.backend import LocalBackend
 from daemon.backends.local.settings import LocalSettings
 from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc
-from tests.servers import DaemonProcess, daemon_config, local_agents
+from tests.servers import DaemonProcess, daemon_config
 
 COMMAND = ["sleep", "600"]
+# The agents' slice: one core of several, so a kernel's cpuset confines it.
+CORE = max(os.sched_getaffinity(0))
 CALL_TIMEOUT = 60.0
 PLAIN = '\nlocal = { run_as = "root", cpuset = false, pids_max = 0 }\n'
 
@@ -92,7 +95,10 @@ class Daemon:
     def __init__(self, tmp: Path, name: str, base_port: int, extra: str = "") -> None:
         directory = tmp / name
         directory.mkdir()
-        agents = local_agents(1, base_port=base_port) + extra
+        agents = (
+            f'[[agents]]\nid = "a0"\nport_range = [{base_port}, {base_port + 99}]\n'
+            f'resources = {{ cpus = [{CORE}], memory = "1GiB" }}\n{extra}'
+        )
         self.proc = DaemonProcess(
             daemon_config(directory, agents, reconcile_interval=5.0), "--destroy-kernels-on-exit"
         )
@@ -153,7 +159,7 @@ class InProcess:
             env={"AGENTHOST_DAEMON": self.backend.identity, "AGENTHOST_AGENT_ID": "a0"},
             labels={},
             workdir=workdir,
-            cores=tuple(sorted(os.sched_getaffinity(0))),
+            cores=(CORE,),
             memory_limit=1 << 30,
         )
         started = await self.backend.start(launch)
