@@ -12,12 +12,17 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomically(path: Path, content: str | bytes, mode: int | None = None) -> None:
+def write_atomically(
+    path: Path, content: str | bytes, mode: int | None = None, sync_directory: bool = True
+) -> None:
     """Write content to a temporary file beside path, fsync it, rename it over path,
     and fsync the directory so the rename itself survives a crash.
 
     The file gets mode, or else the mode of the file it replaces, or else 0600:
     nothing is ever readable by others for a moment, even while it is written.
+    sync_directory=False leaves the directory's fsync to the caller (`sync_directory`):
+    the file is whole either way, and a crash before that fsync can only bring back
+    the previous version, whole too.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     if mode is None:
@@ -38,7 +43,13 @@ def write_atomically(path: Path, content: str | bytes, mode: int | None = None) 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    if sync_directory:
+        fsync_directory(path.parent)
+
+
+def fsync_directory(directory: Path) -> None:
+    """fsync a directory: the renames and creations in it survive a crash."""
+    dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:

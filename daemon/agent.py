@@ -42,6 +42,7 @@ from daemon.backends.base import (
     LaunchSpec,
     LogTrimming,
     NetworkCapable,
+    Recovering,
 )
 from daemon.backends.logfiles import LogTail
 from daemon.checkpoint import Checkpoint
@@ -470,6 +471,8 @@ class Agent:
                     self.healthy, self.status_message = False, str(exc)
                     alive = True
                 if alive:
+                    if isinstance(self.backend, Recovering):
+                        await self.backend.recover(kernel.handle)  # e.g. its uid, held again
                     restored.append(kernel)
                     if self.healthy:
                         watched.append(kernel.kernel_id)
@@ -527,6 +530,9 @@ class Agent:
             kernel.kernel_id,
             handle=started.handle,
             memory_limit=started.memory_limit,
+            limits=dict(started.limits),
+            uid=started.uid,
+            gid=started.gid,
             backend_ref=started.backend_ref,
         )
 
@@ -566,7 +572,7 @@ class Agent:
         )
 
     def _workdir(self, kernel_id: KernelId) -> Path:
-        return self.dir / "kernels" / kernel_id
+        return self.config.kernels_dir / kernel_id
 
     def _watch(self, kernel: Kernel) -> None:
         self._watchers[kernel.kernel_id] = asyncio.create_task(

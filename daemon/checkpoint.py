@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
-from common.atomic_file import write_atomically
+from common.atomic_file import fsync_directory, write_atomically
 from daemon.errors import CheckpointError
 from daemon.kernels import Kernel
 
@@ -96,9 +96,20 @@ class Checkpoint:
         return json.dumps(doc, indent=1)
 
     def write(self, content: str) -> None:
-        """Replace the file atomically with content from encode()."""
-        write_atomically(self.path, content)
+        """Replace the file atomically with content from encode(), the content fsynced.
+
+        The directory is not fsynced here (see `sync`): the file is whole at every
+        moment, and another process (a daemon restarted after kill -9) reads the new
+        one at once; only a crash of the machine before `sync` could bring back the
+        previous, whole version.
+        """
+        write_atomically(self.path, content, sync_directory=False)
+
+    def sync(self) -> None:
+        """fsync the directory: the last write's rename survives a crash of the machine."""
+        fsync_directory(self.path.parent)
 
     def save(self, kernels: Iterable[Kernel]) -> None:
-        """encode() then write()."""
+        """encode(), write() and sync()."""
         self.write(self.encode(kernels))
+        self.sync()

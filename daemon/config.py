@@ -51,6 +51,7 @@ from daemon.slices import (
     check_claims,
     divide_host,
 )
+from daemon.state_dir import default_kernels_dir
 
 BACKENDS = ("local", "docker", "kubernetes")
 PORT_MIN, PORT_MAX = 1024, 65535
@@ -71,8 +72,17 @@ class DaemonSection(StrictModel):
     state_dir: Path = Field(
         Path("./var/agenthost"),
         description=(
-            "where agents keep checkpoints and kernel working directories (relative: to "
-            "this file's directory); one daemon per state_dir"
+            "where agents keep their checkpoints (relative: to this file's directory; mode "
+            "0700: the daemon's user only); one daemon per state_dir"
+        ),
+    )
+    kernels_dir: Path | None = Field(
+        None,
+        description=(
+            "where kernels' working directories go, <kernels_dir>/<agent_id>/<kernel_id> "
+            "(relative: to this file's directory; made mode 0711; each kernel's own is 0700 "
+            "and belongs to its uid); "
+            "default: <state_dir>-kernels beside state_dir"
         ),
     )
     allocation_mode: AllocationMode = Field(
@@ -197,6 +207,7 @@ class AgentEntry(StrictModel):
             "half kept as kernel.log.1); 0: no cap"
         ),
     )
+    local: LocalSettings = Field(default_factory=LocalSettings)
     docker: DockerSettings = Field(default_factory=DockerSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
 
@@ -235,6 +246,7 @@ class AgentConfig:
     docker: DockerSettings
     kubernetes: KubernetesSettings
     local: LocalSettings
+    kernels_dir: Path  # where this agent's kernels' working directories go
     log_max_bytes: int = 64 << 20
 
     @property
@@ -262,7 +274,25 @@ class DaemonConfig:
     @property
     def state_dir(self) -> Path:
         """The absolute state directory (a relative one is read beside the config file)."""
-        return (self.path.parent / self.daemon.state_dir.expanduser()).resolve()
+        return beside(self.path, self.daemon.state_dir)
+
+    @property
+    def kernels_dir(self) -> Path:
+        """The absolute directory of every agent's kernels' working directories."""
+        return kernels_root(self.path, self.daemon)
+
+
+def beside(config_path: Path, path: Path) -> Path:
+    """path made absolute: a relative one is read beside the config file."""
+    return (config_path.parent / path.expanduser()).resolve()
+
+
+def kernels_root(config_path: Path, daemon: DaemonSection) -> Path:
+    """The absolute kernels_dir: as given (relative: beside the config file), else
+    beside the state directory."""
+    if daemon.kernels_dir is not None:
+        return beside(config_path, daemon.kernels_dir)
+    return default_kernels_dir(beside(config_path, daemon.state_dir))
 
 
 # --------------------------------------------------------------------- loading
@@ -381,6 +411,7 @@ def parse_config(
     if problems:
         raise ConfigError(problems)
     division = divide_host(_claims(valid), daemon.allocation_mode, host)
+    kernels_dir = kernels_root(path, daemon)
     agents = tuple(
         AgentConfig(
             id=AgentId(e.id),
@@ -392,7 +423,8 @@ def parse_config(
             log_max_bytes=int(e.log_max_bytes),
             docker=e.docker,
             kubernetes=k,
-            local=LocalSettings(),  # no `local` table yet (see daemon/backends/local/settings.py)
+            local=e.local,
+            kernels_dir=kernels_dir / e.id,
         )
         for (_, e), s, k in zip(valid, division.slices, kubernetes, strict=True)
     )
@@ -502,6 +534,25 @@ def _check_agents(
                     f'{where}: port_range {a0}-{a1} overlaps agent "{other.id}" ({b0}-{b1})'
                 )
 
+    local = [(where, e) for where, e in entries if e.backend == "local"]
+    for where, e in local:
+        taken = e.local.accounts_in_range()
+        if taken is not None:
+            first, last = e.local.uid_range
+            problems.append(
+                f"{where}: local.uid_range {first}-{last} holds {taken} of this host; "
+                "choose a range no account uses"
+            )
+        account = e.local.account()
+        for _, other in local:
+            first, last = other.local.uid_range
+            if account is not None and other.id != e.id and first <= account[0] <= last:
+                problems.append(
+                    f'{where}: local.run_as uid {account[0]} lies in agent "{other.id}"\'s '
+                    f"local.uid_range {first}-{last}, whose uids go to kernels of their own; "
+                    "choose an account outside it"
+                )
+
     file = where_file(entries)
     problems += check_claims(_claims(entries), daemon.allocation_mode, host, file)
 
@@ -587,13 +638,14 @@ def render_sample() -> str:
         "",
         "[[agents]]",
     ]
-    lines += _sample_fields(AgentEntry, skip={"resources", "docker", "kubernetes"})
+    lines += _sample_fields(AgentEntry, skip={"resources", "local", "docker", "kubernetes"})
     lines += [
         'resources = { cpus = [0], memory = "2GiB" }  # '
         + (AgentEntry.model_fields["resources"].description or "")
     ]
     for key, model in (
         ("resources", ResourcesConfig),
+        ("local", LocalSettings),
         ("docker", DockerSettings),
         ("kubernetes", KubernetesSettings),
     ):

@@ -145,6 +145,12 @@ def kernel_to_proto(kernel: Kernel) -> pb.Kernel:
     if kernel.end_reason is not None:
         msg.end_reason = kernel.end_reason
     msg.memory_limit = kernel.memory_limit
+    if kernel.limits:
+        msg.limits.update(kernel.limits)
+    if kernel.uid is not None:
+        msg.uid = kernel.uid
+    if kernel.gid is not None:
+        msg.gid = kernel.gid
     msg.created_at = kernel.created_at
     msg.finished_at = kernel.finished_at
     msg.backend_ref = kernel.backend_ref

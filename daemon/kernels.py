@@ -74,6 +74,10 @@ class Kernel(BaseModel):
     status_message: str = ""
     end_reason: EndReason | None = None  # once terminated: why, in one word
     memory_limit: str = ""
+    # Which limits are in force and how (the backend's words), and whom it runs as.
+    limits: dict[str, str] = Field(default_factory=dict)
+    uid: int | None = None
+    gid: int | None = None
     created_at: float = Field(default_factory=time.time)
     finished_at: float = 0.0
     # The backend's own, versioned, serialisable handle (pid, container id, ...).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Collection, Mapping
 
 from common.errors import AgentHostError, InvalidArgument, NotFound
@@ -49,33 +50,45 @@ class AgentRuntime:
 
     @classmethod
     async def create(cls, config: DaemonConfig) -> AgentRuntime:
-        """Build every agent (backends connected, checkpoints recovered), then start reconciling.
+        """Build every agent at once (backends connected, checkpoints recovered), then reconcile.
 
-        If any agent cannot be built, the ones already built are closed (their
-        kernels keep running) and the error propagates: nothing half-started.
+        Agents are built concurrently: each one's checkpoint, backend and
+        recovery are its own, and what backends share per daemon (the local
+        backend's cgroup detection and /proc scan) is done once for all. If any
+        agent cannot be built, the ones that were are closed (their kernels keep
+        running) and the first error propagates: nothing half-started.
         """
         state_dir = config.state_dir
-        prepare(state_dir)  # checkpoints and kernels' working directories: ours only
+        await asyncio.to_thread(make_directories, config)
         identity = daemon_identity(state_dir)
         kernels = AggregateKernelRegistry()
         node_cores = NodeCores()  # exclusive cores, across agents whose slices overlap
-        agents: dict[AgentId, Agent] = {}
-        try:
-            for agent_config in config.agents:
-                registry = kernels.new_registry(agent_config.id)
-                agents[agent_config.id] = await Agent.create(
-                    agent_config,
-                    registry,
+        registries = {a.id: kernels.new_registry(a.id) for a in config.agents}
+        built = await asyncio.gather(
+            *(
+                Agent.create(
+                    a,
+                    registries[a.id],
                     state_dir,
                     identity,
                     node_cores,
                     config.daemon.kernel_retention,
                 )
-        except BaseException:
+                for a in config.agents
+            ),
+            return_exceptions=True,
+        )
+        failures = [b for b in built if isinstance(b, BaseException)]
+        agents = {
+            a.id: b
+            for a, b in zip(config.agents, built, strict=True)
+            if not isinstance(b, BaseException)
+        }
+        if failures:
             for agent in agents.values():
                 with contextlib.suppress(Exception):
                     await agent.close(destroy_kernels=False)
-            raise
+            raise failures[0]
         runtime = cls(config, agents, kernels, identity)
         runtime._reconciler = asyncio.create_task(runtime._reconcile_forever(), name="reconcile")
         return runtime
@@ -146,12 +159,14 @@ class AgentRuntime:
         return agent.status()
 
     async def reconcile(self) -> None:
-        """One reconcile pass over every agent."""
-        for agent in self.agents.values():
-            try:
-                await agent.reconcile()
-            except AgentHostError as exc:
-                log.warning("agent %s: reconcile failed: %s", agent.id, exc)
+        """One reconcile pass over every agent, all at once (they share the backends' scans)."""
+        await asyncio.gather(*(self._reconcile(agent) for agent in self.agents.values()))
+
+    async def _reconcile(self, agent: Agent) -> None:
+        try:
+            await agent.reconcile()
+        except AgentHostError as exc:
+            log.warning("agent %s: reconcile failed: %s", agent.id, exc)
 
     async def close(self, destroy_kernels: bool = False) -> None:
         """Stop reconciling; close every agent (destroying kernels only when asked)."""
@@ -171,3 +186,26 @@ class AgentRuntime:
                 await self.reconcile()
             except Exception:
                 log.exception("reconcile pass failed")
+
+
+def make_directories(config: DaemonConfig) -> None:
+    """The state directory (0700: checkpoints are the daemon's user's alone) and the
+    kernels directory with one per agent (0711: a kernel reaches its own directory by
+    path, and can list none of them)."""
+    prepare(config.state_dir)
+    for directory in (config.kernels_dir, *(a.kernels_dir for a in config.agents)):
+        directory.mkdir(parents=True, exist_ok=True, mode=0o711)
+        directory.chmod(0o711)
+    if os.geteuid() != 0:
+        return  # kernels run as the daemon's user, who reaches them anyway
+    for parent in config.kernels_dir.parents:
+        if parent.stat().st_mode & 0o001 == 0:
+            log.warning(
+                "kernels_dir %s: %s is not searchable by other users (mode %o), so kernels "
+                "running as uids of their own reach their directories only as their working "
+                "directory, not by path ($HOME); set [daemon] kernels_dir elsewhere",
+                config.kernels_dir,
+                parent,
+                parent.stat().st_mode & 0o777,
+            )
+            break

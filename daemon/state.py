@@ -45,6 +45,9 @@ class KernelUpdate(TypedDict, total=False):
     exit_code: int | None
     status_message: str
     memory_limit: str
+    limits: dict[str, str]
+    uid: int | None
+    gid: int | None
     handle: dict[str, Any]
     backend_ref: str
 
@@ -285,7 +288,11 @@ class CheckpointedState:
     no change is ever left out: awaiting a change returns only after a write whose
     snapshot was taken after it has been fsynced. A failed write is raised to
     every caller awaiting it and leaves the previous file (written atomically);
-    the next change or `flush` writes the whole state again.
+    the next change or `flush` writes the whole state again. The directory is
+    fsynced once after each burst of writes, off the callers' path (see
+    `Checkpoint.write`): a kill -9 of the daemon loses no reported change; a crash
+    of the machine in between could only bring back the previous whole file, and
+    `flush` waits for that fsync too.
 
     A change that only touches pending records does not show in the file, so it
     needs no write (claiming resources for a kernel being created is written
@@ -377,14 +384,15 @@ class CheckpointedState:
         return await asyncio.to_thread(self.checkpoint.load)
 
     async def flush(self) -> None:
-        """Return once every change so far is on disk, writing again if the last write failed."""
-        if self._next is None and self._writing is None:
-            if not self._behind:
-                return
+        """Return once every change so far is on disk (the directory fsynced too), writing
+        again if the last write failed."""
+        if self._next is None and self._writing is None and self._behind:
             self._due()
         pending = self._next or self._writing
-        assert pending is not None
-        await asyncio.shield(pending)
+        if pending is not None:
+            await asyncio.shield(pending)
+        if self._writer is not None:  # and the directory's fsync after it
+            await asyncio.shield(self._writer)
 
     # ---------------------------------------------------------------- writing
 
@@ -405,27 +413,18 @@ class CheckpointedState:
     async def _write_due(self) -> None:
         try:
             while self._next is not None:
-                self._writing, self._next = self._next, None
+                await self._write_pending()
+                # The directory after the burst, off the callers' path (see Checkpoint.write);
+                # changes made meanwhile are written by the next turn of the loop.
                 try:
-                    # Snapshot on the loop: the records as they are now; changes from
-                    # here on wait for the next write.
-                    records = [k for k in self.memory.kernels() if checkpointed(k)]
-                    # Records are immutable: encoding the snapshot can leave the loop.
-                    await asyncio.to_thread(self.checkpoint.save, records)
+                    await asyncio.to_thread(self.checkpoint.sync)
                 except Exception as exc:
-                    self._behind = True
                     log.warning(
-                        "agent %s: cannot write %s: %s; the next change writes it again",
+                        "agent %s: cannot fsync the directory of %s: %s",
                         self.checkpoint.agent_id,
                         self.checkpoint.path,
                         exc,
                     )
-                    self._writing.set_exception(exc)
-                    self._writing.exception()  # logged above; awaiting callers still get it
-                else:
-                    self._behind = False
-                    self._writing.set_result(None)
-                self._writing = None
         finally:
             # Only when cancelled (the loop is closing) can a write be left unfinished.
             for pending in (self._writing, self._next):
@@ -434,3 +433,31 @@ class CheckpointedState:
                     self._behind = True
             self._writing = self._next = None
             self._writer = None
+
+    def _encode_and_write(self, records: list[Kernel]) -> None:
+        self.checkpoint.write(self.checkpoint.encode(records))
+
+    async def _write_pending(self) -> None:
+        """Write until no change is due; each caller's future resolves with its write."""
+        while self._next is not None:
+            self._writing, self._next = self._next, None
+            try:
+                # Snapshot on the loop: the records as they are now; changes from
+                # here on wait for the next write.
+                records = [k for k in self.memory.kernels() if checkpointed(k)]
+                # Records are immutable: encoding the snapshot can leave the loop.
+                await asyncio.to_thread(self._encode_and_write, records)
+            except Exception as exc:
+                self._behind = True
+                log.warning(
+                    "agent %s: cannot write %s: %s; the next change writes it again",
+                    self.checkpoint.agent_id,
+                    self.checkpoint.path,
+                    exc,
+                )
+                self._writing.set_exception(exc)
+                self._writing.exception()  # logged above; awaiting callers still get it
+            else:
+                self._behind = False
+                self._writing.set_result(None)
+            self._writing = None

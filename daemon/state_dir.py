@@ -1,12 +1,16 @@
-"""The daemon's state directory: its identity, and the lock that makes it one daemon's.
+"""The daemon's state directory: its identity, the lock that makes it one daemon's,
+and where kernels work.
 
-`agent_id` is a namespace under it (`agents/<agent_id>/`: checkpoint and kernel
-working directories); the identity names what the daemon creates outside it
-(container labels, cgroup names) so two daemons on one host never touch each
-other's. `StateDirLock` is an exclusive lock (flock) on `daemon.lock` inside it,
-holding the owner's pid: a second daemon on the same directory (say `agenthost up`
-run twice) would adopt and then kill the first one's kernels as dangling, so it is
-refused at start, naming the holder.
+`agent_id` is a namespace under it (`agents/<agent_id>/`: the checkpoint); the
+identity names what the daemon creates outside it (container labels, cgroup
+names) so two daemons on one host never touch each other's. `StateDirLock` is an
+exclusive lock (flock) on `daemon.lock` inside it, holding the owner's pid: a
+second daemon on the same directory (say `agenthost up` run twice) would adopt and
+then kill the first one's kernels as dangling, so it is refused at start, naming
+the holder. Kernels' working directories are not under it: the state directory is
+the daemon's user's alone (0700), and a kernel running as a uid of its own must
+reach its directory by path, so they go to a kernels directory (by default beside
+it).
 """
 
 from __future__ import annotations
@@ -83,3 +87,8 @@ def _read_pid(fd: int) -> int | None:
     with contextlib.suppress(OSError, ValueError):
         return int(os.pread(fd, 32, 0).decode().strip() or "0") or None
     return None
+
+
+def default_kernels_dir(state_dir: Path) -> Path:
+    """Where kernels' working directories go when the config names no kernels_dir."""
+    return state_dir.with_name(state_dir.name + "-kernels")

@@ -168,7 +168,7 @@ class KernelSpec(_message.Message):
     def __init__(self, kernel_id: _Optional[str] = ..., image: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., resources: _Optional[_Union[ResourceRequest, _Mapping]] = ..., ports: _Optional[_Iterable[_Union[ServicePort, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., networks: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Kernel(_message.Message):
-    __slots__ = ("kernel_id", "agent_id", "backend", "state", "spec", "allocated", "ports", "exit_code", "status_message", "memory_limit", "created_at", "finished_at", "backend_ref", "end_reason")
+    __slots__ = ("kernel_id", "agent_id", "backend", "state", "spec", "allocated", "ports", "exit_code", "status_message", "memory_limit", "created_at", "finished_at", "backend_ref", "limits", "uid", "gid", "end_reason")
     class PortsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -176,6 +176,13 @@ class Kernel(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class LimitsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     KERNEL_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
@@ -189,6 +196,9 @@ class Kernel(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     BACKEND_REF_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    GID_FIELD_NUMBER: _ClassVar[int]
     END_REASON_FIELD_NUMBER: _ClassVar[int]
     kernel_id: str
     agent_id: str
@@ -203,8 +213,11 @@ class Kernel(_message.Message):
     created_at: float
     finished_at: float
     backend_ref: str
+    limits: _containers.ScalarMap[str, str]
+    uid: int
+    gid: int
     end_reason: str
-    def __init__(self, kernel_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., backend: _Optional[str] = ..., state: _Optional[_Union[KernelState, str]] = ..., spec: _Optional[_Union[KernelSpec, _Mapping]] = ..., allocated: _Optional[_Union[Resources, _Mapping]] = ..., ports: _Optional[_Mapping[str, int]] = ..., exit_code: _Optional[int] = ..., status_message: _Optional[str] = ..., memory_limit: _Optional[str] = ..., created_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., backend_ref: _Optional[str] = ..., end_reason: _Optional[str] = ...) -> None: ...
+    def __init__(self, kernel_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., backend: _Optional[str] = ..., state: _Optional[_Union[KernelState, str]] = ..., spec: _Optional[_Union[KernelSpec, _Mapping]] = ..., allocated: _Optional[_Union[Resources, _Mapping]] = ..., ports: _Optional[_Mapping[str, int]] = ..., exit_code: _Optional[int] = ..., status_message: _Optional[str] = ..., memory_limit: _Optional[str] = ..., created_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., backend_ref: _Optional[str] = ..., limits: _Optional[_Mapping[str, str]] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., end_reason: _Optional[str] = ...) -> None: ...
 
 class CreateKernelsRequest(_message.Message):
     __slots__ = ("agent_id", "kernels")

@@ -12,12 +12,16 @@ instead of spelling out request messages.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import hashlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -35,6 +39,12 @@ from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc
 
 AGENTHOST = str(Path(sys.executable).with_name("agenthost"))
+# Kernels' working directories of every test daemon: under pytest's tmp_path (mode
+# 0700) a kernel running as a uid of its own could not reach its directory by path,
+# so they go here instead, searchable by all (0711), one directory per test.
+KERNELS_ROOT = Path(tempfile.mkdtemp(prefix="agenthost-test-kernels-"))
+KERNELS_ROOT.chmod(0o711)
+atexit.register(shutil.rmtree, KERNELS_ROOT, ignore_errors=True)
 
 Stub = agent_pb2_grpc.AgentServiceStub
 T = TypeVar("T")
@@ -52,9 +62,12 @@ def daemon_config(
     """Write a daemon TOML with a [daemon] table pointing into tmp_path, plus agents.
 
     trust is the daemon's trust setting: plaintext on loopback by default, or e.g.
-    `tls = { ca = ..., cert = ..., key = ... }` (see tests/pki.py).
+    `tls = { ca = ..., cert = ..., key = ... }` (see tests/pki.py). Kernels work
+    under kernels_dir_of(tmp_path) unless daemon names a kernels_dir.
     """
     path = tmp_path / name
+    kernels = "" if "kernels_dir" in daemon else f'kernels_dir = "{kernels_dir_of(tmp_path)}"\n'
+
     path.write_text(
         textwrap.dedent(
             f"""\
@@ -66,6 +79,7 @@ def daemon_config(
             allocation_mode = "{allocation_mode}"
             """
         )
+        + kernels
         + trust
         + "\n"
         + textwrap.dedent(daemon)
@@ -73,6 +87,11 @@ def daemon_config(
         + textwrap.dedent(agents)
     )
     return path
+
+
+def kernels_dir_of(tmp_path: Path) -> Path:
+    """Where a daemon whose config daemon_config wrote into tmp_path keeps its kernels' dirs."""
+    return KERNELS_ROOT / hashlib.sha256(str(tmp_path).encode()).hexdigest()[:12]
 
 
 def identity_of(tmp_path: Path) -> str:

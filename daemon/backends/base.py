@@ -4,7 +4,7 @@ A backend knows processes, containers or pods. It knows nothing of agents'
 slices, port pools, routing or gRPC: the agent hands it a fully decided
 `LaunchSpec` and keeps the returned handle (small, versioned, serialisable) in its
 checkpoint. `recover`-style calls (`is_alive`) take only that handle.
-Optional features are separate small protocols (`NetworkCapable`).
+Optional features are separate small protocols (`NetworkCapable`, `Recovering`).
 
 Between the agent and a backend a handle is its serialised form (`Handle`, a
 dict), which the agent persists as it is; each backend parses it into its own
@@ -65,6 +65,11 @@ class Started:
     handle: Handle
     memory_limit: str  # how memory is enforced: cgroup, rlimit, docker, none
     backend_ref: str  # pid, container id, pod name
+    # Which limits are in force and how, e.g. {"cpuset": "cgroup-v1", "memory": "rlimit",
+    # "pids": "none", "user": "uid-range"}; each backend documents its keys and values.
+    limits: Mapping[str, str] = field(default_factory=dict)
+    uid: int | None = None  # whom the kernel runs as, when the backend knows
+    gid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,15 @@ class LogTrimming(Protocol):
 
     async def trim_logs(self, launch: LaunchSpec, max_bytes: int) -> None:
         """Rotate the kernel's output once it is past max_bytes."""
+
+
+@runtime_checkable
+class Recovering(Protocol):
+    """Backends that hold something of their own per kernel (the local backend's uids)."""
+
+    async def recover(self, handle: Handle) -> None:
+        """Take back what the kernel behind handle holds; called once per kernel re-adopted
+        after a restart, before the agent serves. Idempotent."""
         ...
 
 

@@ -10,17 +10,24 @@ process writes with O_APPEND: past max_bytes its content moves to `kernel.log.1`
 on at the new end; at most about twice max_bytes stays on disk, plus what is written
 between two checks. Every function here does blocking I/O: call them in a thread
 (`stream` does so itself). Knows files; nothing of kernels, agents or backends.
+
+A kernel may own the directory its log lies in while the daemon reading or rotating
+it is root: every file here is opened without following a symlink and used only if
+it is a regular file, so a kernel cannot point the daemon at another file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import shutil
+import stat
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 BLOCK = 64 << 10
 FOLLOW_INTERVAL = 0.25  # seconds between looks for new output while following
@@ -39,6 +46,24 @@ def rotated(path: Path) -> Path:
     return path.with_name(path.name + ".1")
 
 
+def open_regular(path: Path, writable: bool = False) -> BinaryIO | None:
+    """path opened for reading (and writing) if it is a regular file; None if absent, a
+    symlink, a fifo or a device (never blocks, never follows a link)."""
+    mode = os.O_RDWR if writable else os.O_RDONLY
+    try:
+        fd = os.open(path, mode | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return os.fdopen(fd, "r+b" if writable else "rb")
+
+
 def read_tail(path: Path, lines: int, max_bytes: int) -> LogTail:
     """The last `lines` lines (0: everything kept) of path and its rotated part, at most
     the last max_bytes of them (`truncated` says so); empty when there is no log."""
@@ -48,9 +73,8 @@ def read_tail(path: Path, lines: int, max_bytes: int) -> LogTail:
     for part in (path, rotated(path)):
         if (lines and newlines > lines) or cut_short:
             break
-        try:
-            f = part.open("rb")
-        except FileNotFoundError:
+        f = open_regular(part)
+        if f is None:
             continue
         with f:
             end = f.seek(0, os.SEEK_END)
@@ -115,9 +139,8 @@ async def stream(
 
 
 async def _read_all(path: Path, offset: int = 0) -> AsyncIterator[bytes]:
-    try:
-        f = await asyncio.to_thread(path.open, "rb")
-    except FileNotFoundError:
+    f = await asyncio.to_thread(open_regular, path)
+    if f is None:
         return
     try:
         await asyncio.to_thread(f.seek, offset)
@@ -129,9 +152,10 @@ async def _read_all(path: Path, offset: int = 0) -> AsyncIterator[bytes]:
 
 def _size(path: Path) -> int:
     try:
-        return path.stat().st_size
+        st = path.lstat()
     except FileNotFoundError:
         return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0
 
 
 def rotate(path: Path, max_bytes: int) -> bool:
@@ -141,8 +165,23 @@ def rotate(path: Path, max_bytes: int) -> bool:
     """
     if not max_bytes or _size(path) <= max_bytes:
         return False
-    with contextlib.suppress(FileNotFoundError):
-        shutil.copyfile(path, rotated(path))
-        os.truncate(path, 0)
-        return True
-    return False
+    source = open_regular(path, writable=True)
+    if source is None:
+        return False
+    with source:
+        older = rotated(path)
+        with contextlib.suppress(FileNotFoundError):
+            older.unlink()  # a link the kernel left there goes, not what it points to
+        fd = os.open(
+            older, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+        os.fchown(fd, *_owner(source.fileno()))
+        with os.fdopen(fd, "wb") as target:
+            shutil.copyfileobj(source, target)
+        os.ftruncate(source.fileno(), 0)
+    return True
+
+
+def _owner(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_uid, st.st_gid

@@ -39,7 +39,7 @@ from daemon.backends.docker.handle import ContainerHandle
 from daemon.backends.docker.images import ImagePuller, is_missing_image, missing_image
 from daemon.backends.docker.networks import AgentNetworks
 from daemon.backends.docker.settings import DockerSettings
-from daemon.backends.docker.spec import container_config, container_name
+from daemon.backends.docker.spec import container_config, container_name, numeric_user
 from daemon.backends.logfiles import LogTail
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,7 @@ class DockerBackend:
             init=self.settings.init,
             stop_timeout=self.settings.stop_timeout,
             networks=networks,
+            user=self.settings.run_as,
         )
         name = container_name(self.identity, launch.agent_id, launch.kernel_id)
         container_id = await self._create(name, config, image, launch)
@@ -102,10 +103,19 @@ class DockerBackend:
             await self._remove_quietly(container_id)
             raise
         handle = ContainerHandle(container_id=container_id, name=name, workdir=launch.workdir)
+        memory = "docker" if launch.memory_limit else "none"
+        uid, gid = numeric_user(self.settings.run_as)
         return Started(
             handle=handle.to_dict(),
-            memory_limit="docker" if launch.memory_limit else "none",
+            memory_limit=memory,
             backend_ref=f"container {container_id[:12]}",
+            limits={
+                "cpuset": "docker" if launch.cores else "none",
+                "memory": memory,
+                "user": "run-as" if self.settings.run_as else "image",
+            },
+            uid=uid,
+            gid=gid,
         )
 
     async def wait(self, handle: Handle) -> Exit:

@@ -37,3 +37,10 @@ class DockerSettings(StrictModel):
             "a command that cannot run then exits 127 instead of failing the create"
         ),
     )
+    run_as: str | None = Field(
+        None,
+        description=(
+            'the container\'s user (its User: "name", "uid" or "uid:gid", resolved in the '
+            "image); default: the image's own"
+        ),
+    )

@@ -1,8 +1,8 @@
 """The container create request of one kernel, built from its `LaunchSpec`.
 
 Pure: image, command, environment, labels (the agenthost.* ownership labels come
-in the launch spec), the resource fields, published ports, an init process and
-the first agent network (with the kernel id as its DNS alias). Also the names
+in the launch spec), the resource fields, published ports, an init process, the
+user it runs as, and the first agent network (with the kernel id as its DNS alias). Also the names
 the engine knows a kernel's container by. No I/O, no engine.
 """
 
@@ -36,12 +36,14 @@ def container_config(
     init: bool,
     stop_timeout: float,
     networks: Sequence[str] = (),
+    user: str | None = None,
 ) -> dict[str, Any]:
     """The body of the engine's container create call for this kernel.
 
     networks are the engine's names of the agent networks to join; the first is
     joined at create, the others must be connected before start (the engine's
-    API before 1.44 takes one network at create).
+    API before 1.44 takes one network at create). user, when given, is the
+    container's User (the agent's docker.run_as).
     """
     published = published_ports(launch.ports, launch.container_ports)
     host_config: dict[str, Any] = {
@@ -72,7 +74,20 @@ def container_config(
     }
     if launch.command:
         config["Cmd"] = list(launch.command)
+    if user:
+        config["User"] = user
     if networks:
         host_config["NetworkMode"] = networks[0]
         config["NetworkingConfig"] = {"EndpointsConfig": {networks[0]: endpoint(launch.kernel_id)}}
     return config
+
+
+def numeric_user(user: str | None) -> tuple[int | None, int | None]:
+    """The uid and gid a User of "uid" or "uid:gid" names (None where a name or nothing is)."""
+    if not user:
+        return None, None
+    uid, _, gid = user.partition(":")
+    return (
+        int(uid) if uid.isdigit() else None,
+        int(gid) if gid.isdigit() else (int(uid) if uid.isdigit() and not gid else None),
+    )

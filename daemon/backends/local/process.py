@@ -1,106 +1,52 @@
-"""The daemon's side of a local kernel's processes: launching them and seeing them end.
+"""The daemon's side of a local kernel's running processes: liveness, signals, seeing them end.
 
-Every process of a kernel (its main process, and each exec'd command) starts
-through `launch.py`, given a plan (cores, cgroup or rlimit, working directory,
-argv) and an environment built here. `spawn` starts a kernel's main process in
-its own session and reports a command that cannot run as `InvalidArgument`.
-`ExitWatch` resolves when a kernel's main process ends, reaps it when it is the
-daemon's child and ends the rest of its group. Knows processes, signals and the
-launcher; nothing of agents' slices, ports, routing or gRPC.
+A kernel is alive while the process its handle names runs: same pid *and* same
+start time, and not a zombie (`is_alive`). `ExitWatch` resolves when a kernel's
+main process ends (a pidfd on the event loop, no thread), reaps it when it is
+the daemon's child, ends the rest of its group and says how it ended
+(OOMKilled from its memory cgroup). `wait_child` does the same for an exec'd
+command. `signal_all` and `kill_remaining` reach every process of a kernel: its
+group, and whatever sits in its cgroups (a process that left the group with
+setsid cannot leave its cgroups). Knows processes, signals and cgroup
+membership; nothing of agents, ports or gRPC.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
-import sys
-from pathlib import Path
-from typing import Any
+import time
 
-from common.errors import InvalidArgument
+import psutil
+
 from common.kernel_events import EndReason
-from daemon.backends.base import KERNEL_LOG, Exit, LaunchSpec
-from daemon.backends.local import cgroups, reconcile
+from daemon.backends.base import Exit
+from daemon.backends.local import cgroups
+from daemon.backends.local.cgroups import KernelGroups
 from daemon.backends.local.handle import ProcessHandle
 
-LAUNCHER = str(Path(__file__).with_name("launch.py"))
-# Environment a kernel inherits from the daemon; everything else comes from its spec.
-INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR")
-# The launcher's status descriptor in the kernel's main process.
-STATUS_FD = 3
+START_TIME_TOLERANCE = 0.05  # seconds: psutil's start times are rounded
+# How long kill_remaining keeps killing what is left in a kernel's cgroups.
+KILL_PATIENCE = 5.0
 
 
-def launcher_argv(plan: dict[str, Any]) -> list[str]:
-    """The command line that runs plan through the launcher."""
-    return [sys.executable, "-I", "-S", LAUNCHER, json.dumps(plan)]
-
-
-def launch_plan(launch: LaunchSpec, group: Path | None, argv: list[str]) -> dict[str, Any]:
-    """What the launcher does before it execs argv: the kernel's limits and directory."""
-    return {
-        "cores": list(launch.cores),
-        "cgroup": str(group) if group else None,
-        "rlimit_as": launch.memory_limit if group is None and launch.memory_limit else None,
-        "cwd": str(launch.workdir),
-        "argv": argv,
-        "status_fd": None,
-    }
-
-
-def kernel_env(launch: LaunchSpec) -> dict[str, str]:
-    """A few variables inherited from the daemon, HOME, then the kernel's own env."""
-    env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
-    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    env["HOME"] = str(launch.workdir)
-    env.update(launch.env)
-    return env
-
-
-async def spawn(launch: LaunchSpec, group: Path | None) -> int:
-    """Start the kernel's main process in its own session; return its pid.
-
-    Output goes to the kernel's log file. The launcher reports a failed exec on a
-    status pipe, so a command that cannot run is an InvalidArgument here rather
-    than a kernel that exits 127 at once.
-    """
-    plan = launch_plan(launch, group, list(launch.command))
-    read_end, write_end = os.pipe()
-    if write_end == STATUS_FD:  # dup2(3, 3) would keep close-on-exec set
-        write_end, old = os.dup(write_end), write_end
-        os.close(old)
-    plan["status_fd"] = STATUS_FD
+def same_process(pid: int, create_time: float) -> bool:
+    """True when pid runs, started at create_time, and is not a zombie."""
     try:
-        pid = os.posix_spawn(  # noqa: ASYNC221 -- returns as soon as the child is spawned
-            sys.executable,
-            launcher_argv(plan),
-            kernel_env(launch),
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-                (
-                    os.POSIX_SPAWN_OPEN,
-                    1,
-                    str(launch.workdir / KERNEL_LOG),
-                    os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-                    0o644,
-                ),
-                (os.POSIX_SPAWN_DUP2, 1, 2),
-                (os.POSIX_SPAWN_DUP2, write_end, STATUS_FD),
-            ],
-            setsid=True,
+        proc = psutil.Process(pid)
+        return (
+            abs(proc.create_time() - create_time) < START_TIME_TOLERANCE
+            and proc.status() != psutil.STATUS_ZOMBIE
         )
-    except OSError:
-        os.close(read_end)
-        raise
-    finally:
-        os.close(write_end)
-    failure = await asyncio.to_thread(_read_to_eof, read_end)
-    if failure:
-        await asyncio.to_thread(os.waitpid, pid, 0)
-        raise InvalidArgument(f"kernel {launch.kernel_id!r} cannot start: {failure}")
-    return pid
+    except psutil.Error:
+        return False
+
+
+def is_alive(handle: ProcessHandle) -> bool:
+    """True when the kernel's own process (not a recycled pid) still runs: pid and start time."""
+    return same_process(handle.pid, handle.create_time)
 
 
 def killpg(pgid: int, sig: signal.Signals) -> None:
@@ -109,20 +55,79 @@ def killpg(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def signal_all(pid: int, group: Path | None, sig: signal.Signals) -> None:
-    """Signal the kernel's process group and every process left in its cgroup."""
+def signal_all(pid: int, groups: KernelGroups, sig: signal.Signals) -> None:
+    """Signal the kernel's process group and every process in its cgroups (blocking I/O)."""
     killpg(pid, sig)
-    for p in cgroups.procs(group) if group else []:
+    for p in cgroups.procs(groups):
         with contextlib.suppress(ProcessLookupError):
             os.kill(p, sig)
+
+
+def kill_remaining(groups: KernelGroups) -> bool:
+    """SIGKILL whatever is left in the groups until they are empty, then remove them.
+
+    Blocking (run it in a thread); True when the groups are gone. Forks racing
+    the kills end too: the pids limit bounds them and each pass kills anew.
+    """
+    deadline = time.monotonic() + KILL_PATIENCE
+    while True:
+        left = cgroups.procs(groups)
+        if not left and cgroups.remove(groups):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        for p in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+        time.sleep(0.005 if not left else 0.02)
+
+
+def exit_status(code: int | None, oom: bool) -> Exit:
+    """How a process ended, from its wait status code (None: not our child)."""
+    if oom:
+        return Exit(
+            exit_code=137 if code is None or code < 0 else code,
+            reason="OOMKilled",
+            end=EndReason.OOM_KILLED,
+        )
+    if code is None:
+        return Exit(exit_code=None, reason="exited (exit code unknown: not a child of this daemon)")
+    if code < 0:
+        return Exit(exit_code=128 - code, reason=f"killed by {signal.Signals(-code).name}")
+    return Exit(exit_code=code, reason="exited")
+
+
+async def wait_child(pid: int) -> int:
+    """Wait (on the loop, through a pidfd) for our child pid to end; its wait status code."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        fd = -1
+    if fd >= 0:
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(fd, _resolve, ended)
+        try:
+            await ended
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+    _, status = os.waitpid(pid, 0)  # noqa: ASYNC222 -- it has ended: this only reaps it
+    return os.waitstatus_to_exitcode(status)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class ExitWatch:
     """Resolves `exited` when one kernel's main process ends; reaps it when it is our child."""
 
-    def __init__(self, handle: ProcessHandle) -> None:
+    def __init__(self, handle: ProcessHandle, spawned: bool = False) -> None:
+        """Watch handle's process; spawned: our own child, just started (so surely it)."""
         self.pid = handle.pid
-        self.cgroup = handle.cgroup
+        self.groups = handle.groups
         loop = asyncio.get_running_loop()
         self.exited: asyncio.Future[Exit] = loop.create_future()
         try:
@@ -131,7 +136,8 @@ class ExitWatch:
             self._fd = -1
             self._finish()
             return
-        if not reconcile.is_alive(handle):
+        # A child we have not reaped keeps its pid; anything else may be a recycled one.
+        if not spawned and not is_alive(handle):
             os.close(self._fd)
             self._fd = -1
             self._finish()
@@ -156,38 +162,13 @@ class ExitWatch:
         # The group outlives its leader only as long as we let it: end the rest
         # (as a container's processes end with its PID 1). While the leader is an
         # unreaped zombie its pid, and so the group id, cannot be reused.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
+        killpg(self.pid, signal.SIGKILL)
         code: int | None
         try:
             reaped, status = os.waitpid(self.pid, os.WNOHANG)
             code = os.waitstatus_to_exitcode(status) if reaped else None
         except ChildProcessError:
             code = None  # adopted after a daemon restart: not our child, code unknown
-        if self.cgroup is not None and cgroups.oom_killed(self.cgroup):
-            exit_ = Exit(
-                exit_code=137 if code is None or code < 0 else code,
-                reason="OOMKilled",
-                end=EndReason.OOM_KILLED,
-            )
-        elif code is None:
-            exit_ = Exit(
-                exit_code=None, reason="exited (exit code unknown: not a child of this daemon)"
-            )
-        elif code < 0:
-            sig = signal.Signals(-code).name
-            exit_ = Exit(exit_code=128 - code, reason=f"killed by {sig}")
-        else:
-            exit_ = Exit(exit_code=code, reason="exited")
+        exit_ = exit_status(code, cgroups.oom_killed(self.groups))
         if not self.exited.done():
             self.exited.set_result(exit_)
-
-
-def _read_to_eof(fd: int) -> str:
-    chunks = []
-    try:
-        while chunk := os.read(fd, 4096):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    return b"".join(chunks).decode(errors="replace")

@@ -1,95 +1,152 @@
-"""Liveness of local kernels, and reaping the processes and cgroups nobody owns.
+"""Finding and ending the processes and cgroups of local kernels nobody owns.
 
-A kernel is alive while the process its handle names runs: same pid *and* same
-start time, and not a zombie. Ownership is the environment the daemon gives
-every kernel (`AGENTHOST_DAEMON`, `AGENTHOST_AGENT_ID`, `AGENTHOST_KERNEL_ID`)
-and the cgroup names (`agenthost-<daemon>/<agent_id>/<kernel_id>`): a process or
-group of another agent or another daemon is never touched. Knows processes and
-cgroups; nothing of the agent's checkpoint beyond the handle and the set of
-kernel ids it is given.
+Ownership is the environment the daemon gives every kernel (`AGENTHOST_DAEMON`,
+`AGENTHOST_AGENT_ID`, `AGENTHOST_KERNEL_ID`) and the cgroup names
+(`agenthost-<daemon>/<agent_id>/<kernel_id>`): a process or group of another
+agent or another daemon is never touched.
+
+Finding dangling processes means reading every process's environment, so one
+scan serves every agent of the daemon (`ProcessScan`): agents that ask while a
+scan runs, or shortly after, share it. A pid from a scan is killed only while
+it is still the same process (start time), so sharing never reaches a
+recycled pid. Knows processes and cgroups; nothing of the agent's checkpoint
+beyond the set of kernel ids it is given.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Container
-
-import psutil
+from dataclasses import dataclass
 
 from common.ids import AgentId, KernelId
-from daemon.backends.local import cgroups
-from daemon.backends.local.cgroups import MemoryCgroups
-from daemon.backends.local.handle import ProcessHandle
+from daemon.backends.local.cgroups import Cgroups, KernelGroups
+from daemon.backends.local.process import kill_remaining
 
-START_TIME_TOLERANCE = 0.05  # seconds: psutil's start times are rounded
-
-
-def same_process(pid: int, create_time: float) -> bool:
-    """True when pid runs, started at create_time, and is not a zombie."""
-    try:
-        proc = psutil.Process(pid)
-        return (
-            abs(proc.create_time() - create_time) < START_TIME_TOLERANCE
-            and proc.status() != psutil.STATUS_ZOMBIE
-        )
-    except psutil.Error:
-        return False
+SCAN_REUSE = 2.0  # seconds a finished scan still answers other agents
+PROC = "/proc"
 
 
-def is_alive(handle: ProcessHandle) -> bool:
-    """True when the kernel's own process (not a recycled pid) still runs."""
-    return same_process(handle.pid, handle.create_time)
+@dataclass(frozen=True)
+class Found:
+    """A kernel's group leader found by a scan: pid and its start (clock ticks since boot)."""
+
+    pid: int
+    start: int
+
+
+Scan = dict[tuple[str, str], list[Found]]  # (agent_id, kernel_id) -> leaders
+
+
+def scan_processes(identity: str) -> Scan:
+    """Every group leader whose environment marks it as one of this daemon's kernels.
+
+    Blocking (reads /proc): run it in a thread. Reads a process's environment only
+    when it leads its process group, as every kernel's main process does.
+    """
+    marker = f"AGENTHOST_DAEMON={identity}".encode()
+    found: Scan = {}
+    for name in os.listdir(PROC):
+        if not name.isdigit():
+            continue
+        stat = _stat(int(name))
+        if stat is None or stat[0] != int(name):  # not a group leader
+            continue
+        try:
+            with open(f"{PROC}/{name}/environ", "rb") as f:
+                environ = f.read()
+        except OSError:
+            continue
+        if marker not in environ:
+            continue
+        env = dict(item.split(b"=", 1) for item in environ.split(b"\0") if b"=" in item)
+        agent_id = env.get(b"AGENTHOST_AGENT_ID")
+        kernel_id = env.get(b"AGENTHOST_KERNEL_ID")
+        if env.get(b"AGENTHOST_DAEMON") == identity.encode() and agent_id and kernel_id:
+            key = (agent_id.decode(errors="replace"), kernel_id.decode(errors="replace"))
+            found.setdefault(key, []).append(Found(int(name), stat[1]))
+    return found
+
+
+class ProcessScan:
+    """One /proc scan at a time for the whole daemon, shared by the agents that ask for it."""
+
+    def __init__(self, identity: str) -> None:
+        self.identity = identity
+        self._running: asyncio.Task[Scan] | None = None
+        self._last: tuple[float, Scan] | None = None
+
+    async def result(self) -> Scan:
+        """A scan started at most SCAN_REUSE seconds ago, or a new one (in a thread)."""
+        if self._last is not None and time.monotonic() - self._last[0] < SCAN_REUSE:
+            return self._last[1]
+        if self._running is None or self._running.done():
+            self._running = asyncio.create_task(self._scan())
+        return await asyncio.shield(self._running)
+
+    async def _scan(self) -> Scan:
+        started = time.monotonic()
+        found = await asyncio.to_thread(scan_processes, self.identity)
+        self._last = (started, found)
+        return found
 
 
 async def reap_dangling(
-    identity: str,
-    memory_cgroups: MemoryCgroups | None,
+    scan: ProcessScan,
+    groups: Cgroups,
     agent_id: AgentId,
     known: Container[KernelId],
 ) -> list[KernelId]:
     """Kill processes and cgroups this daemon made for agent_id whose kernel is not in known."""
-    found = await asyncio.to_thread(find_processes, identity, agent_id)
-    reaped: set[KernelId] = set()
-    for kernel_id, pids in found.items():
-        if kernel_id in known:
-            continue
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        reaped.add(kernel_id)
-    if memory_cgroups is not None:
-        for group in memory_cgroups.agent_groups(agent_id):
-            if group.name in known:
-                continue
-            for pid in cgroups.procs(group):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            for _ in range(50):
-                if not cgroups.procs(group):
-                    break
-                await asyncio.sleep(0.02)
-            cgroups.remove(group)
-            reaped.add(KernelId(group.name))
+    found = await scan.result()
+    dangling = {
+        KernelId(kernel_id): leaders
+        for (agent, kernel_id), leaders in found.items()
+        if agent == agent_id and KernelId(kernel_id) not in known
+    }
+    if dangling:
+        await asyncio.to_thread(
+            _kill_leaders, [f for leaders in dangling.values() for f in leaders]
+        )
+    reaped = set(dangling)
+    leftover = await asyncio.to_thread(groups.agent_groups, agent_id)
+    unowned = {k: g for k, g in leftover.items() if KernelId(k) not in known}
+    if unowned:
+        await asyncio.to_thread(_remove_groups, list(unowned.values()))
+        reaped.update(KernelId(k) for k in unowned)
     return sorted(reaped)
 
 
-def find_processes(identity: str, agent_id: AgentId) -> dict[KernelId, list[int]]:
-    """Group leaders whose environment marks them as this daemon's kernels of agent_id."""
-    found: dict[KernelId, list[int]] = collections.defaultdict(list)
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            env = proc.environ()
-        except psutil.Error:
-            continue
-        if env.get("AGENTHOST_DAEMON") == identity and env.get("AGENTHOST_AGENT_ID") == agent_id:
-            kernel_id = env.get("AGENTHOST_KERNEL_ID")
-            with contextlib.suppress(OSError):
-                if kernel_id and proc.pid == os.getpgid(proc.pid):
-                    found[KernelId(kernel_id)].append(proc.pid)
-    return found
+def _kill_leaders(leaders: list[Found]) -> None:
+    for leader in leaders:
+        stat = _stat(leader.pid)
+        if stat is None or stat[1] != leader.start:
+            continue  # gone, or its pid now names another process
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(leader.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(leader.pid, signal.SIGKILL)
+
+
+def _remove_groups(groups: list[KernelGroups]) -> None:
+    for group in groups:
+        kill_remaining(group)
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(process group id, start time in clock ticks) of pid, or None when it is gone."""
+    try:
+        with open(f"{PROC}/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(b")") + 2 :].split()
+    # After the command: state(0) ppid(1) pgrp(2) ... starttime(19)
+    try:
+        return int(fields[2]), int(fields[19])
+    except (IndexError, ValueError):
+        return None

@@ -12,7 +12,14 @@ import grpc
 import pytest
 
 from protos import agent_pb2 as pb
-from tests.servers import agent_info, daemon_config, eventually, running_daemon, sleeper
+from tests.servers import (
+    agent_info,
+    daemon_config,
+    eventually,
+    kernels_dir_of,
+    running_daemon,
+    sleeper,
+)
 
 MIB = 1 << 20
 
@@ -110,7 +117,7 @@ class TestConcurrentCreates:
             )
             info = await agent_info(d.stub, "a0")
             assert (info.occupied.memory_bytes, info.occupied.ports, info.kernel_count) == (0, 0, 0)
-            workdirs = tmp_path / "state" / "agents" / "a0" / "kernels"
+            workdirs = kernels_dir_of(tmp_path) / "a0"
             assert not workdirs.exists() or list(workdirs.iterdir()) == []
 
     async def test_a_request_no_slice_could_hold_is_a_failed_precondition(

@@ -27,6 +27,7 @@ from tests.servers import (
     eventually,
     execute,
     get,
+    kernels_dir_of,
     running_daemon,
     sleeper,
 )
@@ -152,7 +153,9 @@ class TestLimits:
 
 
 class TestExecute:
-    async def test_runs_in_the_kernels_directory_with_its_env(self, daemon: Daemon) -> None:
+    async def test_runs_in_the_kernels_directory_with_its_env(
+        self, daemon: Daemon, tmp_path: Path
+    ) -> None:
         await daemon.stub.CreateKernels(
             pb.CreateKernelsRequest(
                 agent_id="a1",
@@ -168,7 +171,7 @@ class TestExecute:
         )
         lines = out.decode().splitlines()
         assert lines[0] == f"hi e {kernel.ports['web']}"
-        assert lines[1].endswith("/agents/a1/kernels/e")
+        assert lines[1] == str(kernels_dir_of(tmp_path) / "a1" / "e")
 
 
 class TestExits:

@@ -28,7 +28,7 @@ from tests.managers import (
     run,
     running_manager,
 )
-from tests.servers import Daemon, eventually, running_daemon, sleeper
+from tests.servers import Daemon, eventually, kernels_dir_of, running_daemon, sleeper
 
 
 @dataclass
@@ -65,7 +65,8 @@ class TestExecute:
     ) -> None:
         stub = setup.manager.stub
         await create(stub, sleeper("k1"))
-        go = setup.tmp_path / "go"
+        # Where the kernel (a uid of its own, which cannot search tmp_path) can see it.
+        go = kernels_dir_of(setup.tmp_path / "d") / "go"
         # The command waits for a file the test creates only after it has received
         # the first line through the manager: a buffered relay would never finish.
         script = f"echo one; while [ ! -e {go} ]; do sleep 0.02; done; echo two >&2; exit 3"

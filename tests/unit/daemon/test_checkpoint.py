@@ -4,6 +4,8 @@ state file can be unusable, each refused with the one thing the operator should 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +108,25 @@ class TestRoundTrip:
             checkpoint.save([])
         assert checkpoint.path.read_bytes() == before
         assert [p.name for p in checkpoint.path.parent.iterdir()] == ["state.json"]
+
+
+class TestDirectorySync:
+    def test_write_fsyncs_the_file_and_leaves_the_directory_to_sync(
+        self, checkpoint: Checkpoint, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        synced: list[str] = []
+        real = os.fsync
+
+        def recording(fd: int) -> None:
+            synced.append("directory" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+            real(fd)
+
+        monkeypatch.setattr("common.atomic_file.os.fsync", recording)
+        checkpoint.write(checkpoint.encode(KERNELS))
+        assert synced == ["file"]
+        checkpoint.sync()
+        assert synced == ["file", "directory"]
+        assert checkpoint.load() == KERNELS
 
 
 @dataclass(frozen=True)

@@ -339,7 +339,7 @@ MALFORMED = [
         '[defaults]\nbackendd = "local"\n\n' + A0 + A1,
         (
             "{file}: defaults: unknown key 'backendd'; valid: backend, scaling_group, resources, "
-            "kill_grace, log_max_bytes, docker, kubernetes",
+            "kill_grace, log_max_bytes, local, docker, kubernetes",
         ),
     ),
     Malformed(

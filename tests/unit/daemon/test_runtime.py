@@ -6,6 +6,7 @@ the config comes from a real TOML file, as the daemon reads it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import textwrap
 from dataclasses import dataclass, field
@@ -15,7 +16,8 @@ import pytest
 
 from common.errors import AgentHostError, InvalidArgument, NotFound, Unavailable
 from common.ids import ID_SYNTAX, AgentId, KernelId
-from daemon.config import load_config
+from daemon.agent import Agent
+from daemon.config import AgentConfig, load_config
 from daemon.kernels import AggregateKernelRegistry, Kernel, KernelRegistry, KernelSpec
 from daemon.resources import HostCapacity
 from daemon.runtime import AgentRuntime
@@ -230,3 +232,89 @@ class TestReconcile:
         assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
             (logging.WARNING, "agent a1: reconcile failed: docker engine does not answer")
         ]
+
+    async def test_agents_reconcile_together(self, tmp_path: Path) -> None:
+        rt = runtime(tmp_path)
+        inside = 0
+        most = 0
+
+        async def reconcile() -> None:
+            nonlocal inside, most
+            inside += 1
+            most = max(most, inside)
+            await asyncio.sleep(0)
+            inside -= 1
+
+        for agent in rt.agents.values():
+            agent.reconcile = reconcile  # type: ignore[method-assign]
+        await rt.reconcile()
+        assert most == 3  # so what their backends scan per pass, they scan once
+
+
+@dataclass
+class Built:
+    """A stand-in for Agent.create: records that it ran, and can refuse."""
+
+    ids: tuple[str, ...]
+    refuse: str | None = None
+    started: list[str] = field(default_factory=list)
+    closed: list[str] = field(default_factory=list)
+    everyone: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def create(
+        self,
+        config: AgentConfig,
+        registry: KernelRegistry,
+        state_dir: Path,
+        identity: str,
+        *shared: object,
+    ) -> object:
+        self.started.append(config.id)
+        # Every agent gets here before any finishes: they are built at once.
+        if len(self.started) == len(self.ids):
+            self.everyone.set()
+        await self.everyone.wait()
+        if config.id == self.refuse:
+            raise Unavailable(f"agent {config.id!r}: docker engine does not answer")
+        built = self
+
+        class Closing(StandIn):
+            async def close(self, destroy_kernels: bool) -> None:
+                built.closed.append(self.id)
+
+        return Closing(config.id, registry)
+
+
+class TestCreate:
+    async def test_agents_are_built_at_once_with_their_directories(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        config = load_config(write_config(tmp_path, ("a0", "a1", "a2"), None), HOST)
+        built = Built(("a0", "a1", "a2"))
+        monkeypatch.setattr(Agent, "create", built.create)
+        rt = await asyncio.wait_for(AgentRuntime.create(config), timeout=30)
+        try:
+            assert list(rt.agents) == ["a0", "a1", "a2"]
+            assert sorted(built.started) == ["a0", "a1", "a2"]
+            modes = {
+                p: p.stat().st_mode & 0o777
+                for p in (
+                    config.state_dir,
+                    config.kernels_dir,
+                    *(a.kernels_dir for a in config.agents),
+                )
+            }
+            assert modes[config.state_dir] == 0o700
+            assert set(modes.values()) == {0o700, 0o711}
+        finally:
+            await rt.close()
+
+    async def test_one_agent_that_cannot_be_built_closes_the_others_and_says_why(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        config = load_config(write_config(tmp_path, ("a0", "a1", "a2"), None), HOST)
+        built = Built(("a0", "a1", "a2"), refuse="a1")
+        monkeypatch.setattr(Agent, "create", built.create)
+        with pytest.raises(Unavailable, match="agent 'a1': docker engine does not answer"):
+            await asyncio.wait_for(AgentRuntime.create(config), timeout=30)
+        assert sorted(built.closed) == ["a0", "a2"]

@@ -503,6 +503,33 @@ class TestDurability:
         assert [(k.kernel_id, k.status_message) for k in on_disk(state)] == [("k2", "still here")]
 
 
+class TestDirectorySync:
+    async def test_the_directory_is_fsynced_after_a_burst_and_flush_waits_for_it(
+        self, state: CheckpointedState, checkpoint: GatedCheckpoint, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        synced: list[int] = []  # how many writes had been made at each directory fsync
+        monkeypatch.setattr(checkpoint, "sync", lambda: synced.append(len(checkpoint.writes)))
+        await running(state, kernel("k1"), kernel("k2"))
+        await state.flush()
+        assert synced and synced[-1] == len(checkpoint.writes)
+
+    async def test_a_directory_that_cannot_be_fsynced_fails_no_change(
+        self,
+        state: CheckpointedState,
+        checkpoint: GatedCheckpoint,
+        monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        def broken() -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        monkeypatch.setattr(checkpoint, "sync", broken)
+        await running(state, kernel("k1"))
+        await state.flush()
+        assert [k.kernel_id for k in on_disk(state)] == ["k1"]
+        assert "cannot fsync the directory of" in caplog.text
+
+
 @pytest.fixture(autouse=True)
 def _no_gate_left_closed(checkpoint: GatedCheckpoint) -> Iterator[None]:
     """A failing test must not leave a writer thread blocked."""

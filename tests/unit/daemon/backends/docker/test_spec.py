@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from common.ids import AgentId, KernelId
 from daemon.backends.base import LaunchSpec
-from daemon.backends.docker.spec import container_config, container_name
+from daemon.backends.docker.spec import container_config, container_name, numeric_user
 
 MIB = 1 << 20
 
@@ -66,3 +68,27 @@ class TestContainerConfig:
         assert container_name("abc", "d0", "k1") == "agenthost-abc-d0-k1"
         assert container_name("abc", "d0", "k1") != container_name("abd", "d0", "k1")
         assert container_name("abc", "d0", "k1") != container_name("abc", "d1", "k1")
+
+    def test_run_as_becomes_the_containers_user(self) -> None:
+        config = container_config(
+            launch(), "img:1", "0.0.0.0", init=False, stop_timeout=1, user="1000:1000"
+        )
+        assert config["User"] == "1000:1000"
+        assert "User" not in container_config(launch(), "img:1", "0.0.0.0", False, 1)
+
+
+@pytest.mark.parametrize(
+    ("user", "ids"),
+    [
+        (None, (None, None)),
+        ("1000", (1000, 1000)),
+        ("1000:50", (1000, 50)),
+        ("nobody", (None, None)),
+        ("1000:staff", (1000, None)),
+    ],
+    ids=["image-default", "uid", "uid-gid", "name", "uid-group-name"],
+)
+def test_a_numeric_user_is_reported_as_uid_and_gid(
+    user: str | None, ids: tuple[int | None, int | None]
+) -> None:
+    assert numeric_user(user) == ids
