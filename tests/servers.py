@@ -94,6 +94,15 @@ def kernels_dir_of(tmp_path: Path) -> Path:
     return KERNELS_ROOT / hashlib.sha256(str(tmp_path).encode()).hexdigest()[:12]
 
 
+def visible_to_kernels(tmp_path: Path) -> Path:
+    """A directory for tmp_path's test that kernels of any uid can search (0755), for
+    files a kernel's command waits for; tmp_path itself is 0700."""
+    directory = KERNELS_ROOT / ("shared-" + hashlib.sha256(str(tmp_path).encode()).hexdigest()[:12])
+    directory.mkdir(mode=0o755, exist_ok=True)
+    directory.chmod(0o755)
+    return directory
+
+
 def identity_of(tmp_path: Path) -> str:
     """The daemon identity of a daemon whose config daemon_config wrote into tmp_path."""
     return daemon_identity(tmp_path / "state")

@@ -25,7 +25,7 @@ from protos import agent_pb2 as pb
 from protos import manager_pb2 as mpb
 from protos import manager_pb2_grpc
 from tests.managers import free_port, reap
-from tests.servers import AGENTHOST
+from tests.servers import AGENTHOST, visible_to_kernels
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -214,7 +214,7 @@ class TestWalkthrough:
         try:
             assert watch.stdout is not None
             assert watch.stdout.readline().split()[1:] == ["synced"]  # nothing there yet
-            go = up.cwd / "go"
+            go = visible_to_kernels(up.cwd) / "go"
             script = f"while [ ! -e {go} ]; do sleep 0.05; done; exit 3"
             kernel_id = kernel_ids(up.ok("kernel", "create", "--", "sh", "-c", script))[0]
             still = up.run("kernel", "wait", kernel_id, "--timeout", "0.1")

@@ -32,7 +32,7 @@ from tests.managers import (
     reap,
     user_channel,
 )
-from tests.servers import daemon_process, eventually
+from tests.servers import daemon_process, eventually, visible_to_kernels
 
 RUNNING, STARTING = mpb.GROUP_PHASE_RUNNING, mpb.GROUP_PHASE_STARTING
 
@@ -69,7 +69,7 @@ class TestGroupsAcrossAManagerRestart:
     async def test_kill_9_keeps_every_group_and_reconciling_goes_on(self, tmp_path: Path) -> None:
         address = f"127.0.0.1:{free_port()}"
         config = manager_config(tmp_path, listen=address, missed_heartbeats=10)
-        flag = tmp_path / "go"
+        flag = visible_to_kernels(tmp_path) / "go"
         d1 = linked_daemon_config(
             tmp_path, "d1", address, agents_toml(("x0", "default", 48700, ""))
         )

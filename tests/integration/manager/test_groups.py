@@ -39,7 +39,7 @@ from tests.managers import (
     running_manager,
     user_channel,
 )
-from tests.servers import AGENTHOST, eventually
+from tests.servers import AGENTHOST, eventually, visible_to_kernels
 
 ROOT = Path(__file__).resolve().parents[3]
 PENDING, STARTING = mpb.GROUP_PHASE_PENDING, mpb.GROUP_PHASE_STARTING
@@ -269,7 +269,7 @@ class TestStart:
     async def test_waves_start_a_role_only_once_its_dependencies_are_ready(
         self, cluster: Cluster
     ) -> None:
-        flag = cluster.tmp_path / "coordinator-ready"
+        flag = visible_to_kernels(cluster.tmp_path) / "coordinator-ready"
         text = document(
             "w1",
             role(
