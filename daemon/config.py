@@ -65,6 +65,13 @@ class DaemonSection(StrictModel):
     manager: HostPort | None = Field(
         None, description="host:port of the manager to register with and heartbeat to"
     )
+    metrics_listen: HostPort | None = Field(
+        None,
+        description=(
+            "host:port of the Prometheus metrics endpoint (GET /metrics, plain HTTP, no "
+            "authentication: bind it where only your Prometheus reaches); unset: none"
+        ),
+    )
     node: str = Field(
         default_factory=socket.gethostname, description="node name reported to the manager"
     )
