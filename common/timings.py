@@ -5,8 +5,9 @@ reconcile passes, the manager's scheduling decisions and routed calls) and read
 by a metrics collector when Prometheus scrapes, so the measured code imports no
 metrics library and there is nothing to keep in step: observing is a lock, a
 bisection and two additions. Safe to observe from threads (checkpoint writes run
-in one). `DURATION_BUCKETS` is the one bucket layout of every duration the
-servers export (RPC latency histograms too). Knows nothing of Prometheus.
+in one). `DURATION_BUCKETS` is the bucket layout of every duration the servers
+export that crosses a process or a disk (RPC latency histograms too),
+`FAST_BUCKETS` that of steps that stay in memory. Knows nothing of Prometheus.
 """
 
 from __future__ import annotations
@@ -36,6 +37,22 @@ DURATION_BUCKETS: tuple[float, ...] = (
     10.0,
     30.0,
     60.0,
+)
+
+# Seconds: steps that never leave the process (a scheduling decision).
+FAST_BUCKETS: tuple[float, ...] = (
+    0.00001,
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.1,
 )
 
 

@@ -42,6 +42,13 @@ class ManagerSection(BaseModel):
             "TLS); default: the listen host, port + 100 (6100 for 6000)"
         ),
     )
+    metrics_listen: HostPort | None = Field(
+        None,
+        description=(
+            "host:port of the Prometheus metrics endpoint (GET /metrics, plain HTTP, no "
+            "authentication: bind it where only your Prometheus reaches); unset: none"
+        ),
+    )
     insecure: bool = Field(
         False,
         description=(

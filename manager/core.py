@@ -594,9 +594,14 @@ class Manager:
             f"kernel {kernel_id!r} is not yours: {principal} reaches only the kernels it created"
         )
 
+    def handle(self, agent: AgentRecord) -> AgentHandle:
+        """The handle on agent at its daemon's address (no second lookup): the one way
+        every part of the manager reaches an agent."""
+        return self.client.agent(agent.agent_id, agent.daemon_address, agent.daemon_id, agent.node)
+
     def _on(self, agent: AgentRecord) -> AgentHandle:
-        """The handle on agent at its daemon's address (no second lookup)."""
-        return self.client.agent(agent.agent_id, agent.daemon_address)
+        """The handle on agent (see handle)."""
+        return self.handle(agent)
 
     def _reachable(self, record: KernelRecord) -> AgentHandle:
         """The handle on the kernel's agent; AgentLost while that agent is LOST."""
