@@ -29,9 +29,10 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
-from common.addresses import HostPort
+from common.addresses import HostPort, same_port_problem
 from common.atomic_file import write_atomically
 from common.config import StrictModel, describe_errors, read_toml
 from common.credentials import LoadedTls, TlsFiles, resolve_tls
@@ -133,6 +134,16 @@ class DaemonSection(StrictModel):
             "identity at the manager is the certificate's name"
         ),
     )
+
+    @model_validator(mode="after")
+    def _metrics_port_of_its_own(self) -> DaemonSection:
+        if self.metrics_listen is not None:
+            problem = same_port_problem(
+                "metrics_listen", self.metrics_listen, {"listen": self.listen}
+            )
+            if problem is not None:
+                raise ValueError(problem)
+        return self
 
 
 class ResourcesConfig(StrictModel):

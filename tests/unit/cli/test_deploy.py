@@ -297,6 +297,69 @@ class TestCommand:
         ]
 
 
+class TestMetrics:
+    METRICS = 'metrics_listen = "0.0.0.0:9464"'
+
+    def test_with_metrics_the_daemon_and_manager_pods_name_the_port_and_ask_to_be_scraped(
+        self, tmp_path: Path
+    ) -> None:
+        path = daemon_toml(tmp_path, KUBE + LOCAL, daemon=self.METRICS)
+        objects = documents(render("--config", str(path)))
+        for o in objects:
+            report = schemas.validate(o, o["kind"], o["apiVersion"])
+            assert (report.decode_errors, report.causes, report.unknown_fields) == ([], [], []), o
+        daemon_pod = find(objects, "DaemonSet", "agenthost-daemon")["spec"]["template"]
+        assert daemon_pod["metadata"]["annotations"] == {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": "9464",
+            "prometheus.io/path": "/metrics",
+        }
+        assert container(objects, "DaemonSet", "agenthost-daemon")["ports"] == [
+            {"containerPort": 6001, "hostPort": 6001, "name": "grpc", "protocol": "TCP"},
+            {"containerPort": 9464, "hostPort": 9464, "name": "metrics", "protocol": "TCP"},
+        ]
+        manager_pod = find(objects, "Deployment", "agenthost-manager")["spec"]["template"]
+        assert manager_pod["metadata"]["annotations"]["prometheus.io/port"] == "9465"
+        manager_ports = container(objects, "Deployment", "agenthost-manager")["ports"]
+        assert {"containerPort": 9465, "name": "metrics", "protocol": "TCP"} in manager_ports
+        manager_toml = find(objects, "ConfigMap", "agenthost-manager")["data"]["manager.toml"]
+        assert 'metrics_listen = "0.0.0.0:9465"' in manager_toml
+
+    def test_without_metrics_nothing_is_annotated_and_the_manager_serves_none(
+        self, tmp_path: Path
+    ) -> None:
+        objects = documents(render("--config", str(daemon_toml(tmp_path, KUBE))))
+        for kind, name in (("DaemonSet", "agenthost-daemon"), ("Deployment", "agenthost-manager")):
+            assert "annotations" not in find(objects, kind, name)["spec"]["template"]["metadata"]
+            assert "metrics" not in {p["name"] for p in container(objects, kind, name)["ports"]}
+        manager_toml = find(objects, "ConfigMap", "agenthost-manager")["data"]["manager.toml"]
+        assert "metrics_listen" not in manager_toml
+
+    @pytest.mark.parametrize(
+        ("listen", "problem"),
+        [
+            (
+                "127.0.0.1:9464",
+                "daemon.metrics_listen: 127.0.0.1:9464 is a loopback address Prometheus cannot "
+                "scrape from its pod; listen on 0.0.0.0:9464",
+            ),
+            (
+                "0.0.0.0:0",
+                "daemon.metrics_listen: port 0 is any free port, which the pods' scrape "
+                'annotation cannot name; give a fixed port (e.g. "0.0.0.0:9464")',
+            ),
+        ],
+        ids=["loopback", "any_port"],
+    )
+    def test_metrics_no_scrape_could_reach_are_refused(
+        self, tmp_path: Path, listen: str, problem: str
+    ) -> None:
+        path = daemon_toml(tmp_path, KUBE, daemon=f'metrics_listen = "{listen}"')
+        result = render("--config", str(path))
+        assert result.exit_code == 2
+        assert result.stderr == f"error: {path}: {problem}\n"
+
+
 class TestShippedManifests:
     def test_deploy_kubernetes_holds_what_render_prints_for_its_daemon_toml(self) -> None:
         result = render("--config", str(SAMPLE.relative_to(ROOT)))

@@ -566,6 +566,16 @@ MALFORMED += [
             "[daemon] node, to the node's Kubernetes name",
         ),
     ),
+    Malformed(
+        "metrics_on_the_grpc_port",
+        '[daemon]\nlisten = "127.0.0.1:6001"\nmetrics_listen = "0.0.0.0:6001"\n\n' + A0,
+        ("{file}: daemon: metrics_listen: port 6001 is listen's too; give each its own port",),
+    ),
+    Malformed(
+        "metrics_not_host_port",
+        '[daemon]\nmetrics_listen = "9464"\n\n' + A0,
+        ("{file}: daemon: metrics_listen: '9464' is not host:port (e.g. \"127.0.0.1:6001\")",),
+    ),
 ]
 
 
