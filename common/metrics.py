@@ -6,7 +6,8 @@ as the text exposition format on `http://<metrics_listen>/metrics`. It is a
 small HTTP/1.1 responder on the server's event loop: one request per
 connection, a bounded request head and a deadline to send it, GET and HEAD only.
 Collectors therefore run on the loop, between the handlers, and read live state
-without locks.
+without locks; the families they return are then formatted in a thread (most of
+a scrape's cost), so a scrape stalls the calls only for the collecting.
 
 `RpcMetrics` is the call hook (see `common/interceptors.py`) that times every
 call, outermost, so refused calls count too: a histogram of seconds by method,
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import HistogramMetricFamily
+from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 
 from common.addresses import check_host_port
 from common.interceptors import CallHook
@@ -199,7 +200,7 @@ class MetricsEndpoint:
                     head = await reader.readuntil(b"\r\n\r\n")
             except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
                 return
-            status, headers, body = self._answer(head)
+            status, headers, body = await self._answer(head)
             lines = [f"HTTP/1.1 {status}", *(f"{k}: {v}" for k, v in headers.items())]
             writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
             await writer.drain()
@@ -210,7 +211,7 @@ class MetricsEndpoint:
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
 
-    def _answer(self, head: bytes) -> tuple[str, dict[str, str], bytes]:
+    async def _answer(self, head: bytes) -> tuple[str, dict[str, str], bytes]:
         """Status line, headers and body for one request head."""
         request_line, *header_lines = head.decode("latin-1").split("\r\n")
         parts = request_line.split(" ")
@@ -223,13 +224,27 @@ class MetricsEndpoint:
             return _plain("405 Method Not Allowed", "GET or HEAD only\n", {"Allow": "GET, HEAD"})
         accept = _header(header_lines, "accept")
         encoder, content_type = choose_encoder(accept)
-        body = encoder(self.registry)
+        # Collected here, on the loop (collectors read live state between handlers);
+        # the snapshot is then formatted in a thread, where it cannot stall the calls.
+        collected = Collected(list(self.registry.collect()))
+        body = await asyncio.to_thread(encoder, collected)
         headers = {
             "Content-Type": content_type,
             "Content-Length": str(len(body)),
             "Connection": "close",
         }
         return "200 OK", headers, b"" if verb == "HEAD" else body
+
+
+class Collected:
+    """The metric families of one scrape, as a registry the encoders can format."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> list[Metric]:
+        """The families, as collected."""
+        return self.families
 
 
 def _header(lines: Iterable[str], name: str) -> str:
