@@ -24,7 +24,7 @@ from common.config import read_toml
 from common.errors import ConfigError
 from common.metrics import METRICS_PATH
 from daemon.backends.kubernetes.names import dns_label_problem
-from daemon.config import DaemonConfig, parse_config
+from daemon.config import DaemonConfig, names_node, parse_config
 from daemon.resources import HostCapacity
 
 CONFIG_DIR = PurePosixPath("/etc/agenthost")  # where the daemon's TOML is in its pod
@@ -72,6 +72,7 @@ class DaemonPlan:
     state_dirs: tuple[PurePosixPath, ...]  # host directories the state lives in
     kubeconfig_agents: tuple[str, ...]  # agents naming a kubeconfig of their own
     metrics_port: int | None = None  # [daemon] metrics_listen's port: Prometheus scrapes it
+    ids_per_node: bool = False  # some agent id carries {node}
 
 
 def in_pod(path: Path) -> PurePosixPath:
@@ -163,6 +164,10 @@ def plan_daemon(path: Path) -> DaemonPlan:
             if a.backend == "kubernetes" and a.kubernetes.kubeconfig is not None
         ),
         metrics_port=metrics_port,
+        ids_per_node=any(
+            isinstance(entry, dict) and names_node(entry.get("id"))
+            for entry in (raw.get("agent"), *(raw.get("agents") or []))
+        ),
     )
 
 
@@ -205,6 +210,12 @@ def notes(plan: DaemonPlan, options: Options) -> list[str]:
         found.append(
             f"[daemon] manager is {plan.manager or 'not set'}; the rendered manager's daemon "
             f"port is {expected}: set it there for the daemons to register"
+        )
+    if not plan.ids_per_node:
+        found.append(
+            "no agent id carries {node}: every node would register the same agent ids, and "
+            "the manager keeps one agent per id; with more than one node, name them per node "
+            '(e.g. id = "gpu0-{node}")'
         )
     for agent_id in plan.kubeconfig_agents:
         found.append(

@@ -252,9 +252,22 @@ class TestCommand:
             "note: [daemon] manager is agenthost-manager.agenthost.svc:6100; the rendered "
             "manager's daemon port is agenthost-manager.ah.svc:6100: set it there for the "
             "daemons to register",
+            "note: no agent id carries {node}: every node would register the same agent ids, "
+            "and the manager keeps one agent per id; with more than one node, name them per "
+            'node (e.g. id = "gpu0-{node}")',
             "note: agent 'k1' names a kubeconfig: mount it into the daemon's pod yourself, or "
             "leave it out to use the DaemonSet's service account",
         ]
+
+    def test_ids_named_per_node_need_no_note_and_the_file_keeps_the_placeholder(
+        self, tmp_path: Path
+    ) -> None:
+        path = daemon_toml(tmp_path, KUBE.replace('id = "k0"', 'id = "k0-{node}"'))
+        result = render("--config", str(path))
+        assert result.exit_code == 0
+        assert not [line for line in result.stderr.splitlines() if "{node}" in line]
+        config_map = find(documents(result), "ConfigMap", "agenthost-daemon")
+        assert 'id = "k0-{node}"' in config_map["data"]["daemon.toml"]
 
     def test_a_plaintext_daemon_is_refused(self, tmp_path: Path) -> None:
         path = daemon_toml(tmp_path, KUBE, trust="insecure = true\n").with_name("daemon.toml")
