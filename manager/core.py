@@ -225,7 +225,7 @@ class Manager:
         for beat in request.agents:
             agent_id = AgentId(beat.agent_id)
             agent = self.registry.find(agent_id)
-            if agent is None or agent.daemon_id != session.daemon_id:
+            if agent is None or not session.owns(agent):
                 continue
             self.scheduler.set_schedulable(agent_id, agent.schedulable)
             applied = self.reconciler.heartbeat(
