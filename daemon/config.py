@@ -35,7 +35,13 @@ from pydantic import (
 from common.addresses import HostPort, same_port_problem
 from common.atomic_file import write_atomically
 from common.config import StrictModel, describe_errors, read_toml
-from common.credentials import LoadedTls, TlsFiles, resolve_tls
+from common.credentials import (
+    LoadedTls,
+    TlsFiles,
+    carries_daemon_host,
+    daemon_host,
+    resolve_tls,
+)
 from common.errors import ConfigError, InvalidArgument, NotFound
 from common.ids import ID_PATTERN, ID_SYNTAX, AgentId, is_valid_id
 from common.limits import MAX_BATCH, MAX_DURATION
@@ -427,6 +433,13 @@ def parse_config(
             )
         except InvalidArgument as exc:
             problems.append(f"{where_file}: {exc}")
+    if tls is not None and daemon.manager and not carries_daemon_host(tls.cert):
+        problems.append(
+            f"{where_file}: daemon.tls.cert: {daemon.tls.cert if daemon.tls else ''} does not "
+            f"name {daemon_host(tls.identity.name)}, the name the manager checks a daemon's "
+            "certificate against (it was issued by an older agenthost): issue it again with "
+            f"agenthost certs issue --role daemon --name {tls.identity.name}"
+        )
     if problems:
         raise ConfigError(problems)
     division = divide_host(_claims(valid), daemon.allocation_mode, host)

@@ -1,8 +1,10 @@
 """Calls from the manager to daemons, routed by agent_id.
 
-One grpc.aio channel per daemon address (mutual TLS with the manager's
-certificate, or plaintext for a plaintext manager), shared by every agent on that daemon.
-`client.agent(agent_id, address)` returns a handle whose every call goes to that
+One grpc.aio channel per daemon, that is per (address, daemon identity), shared by
+every agent on that daemon: mutual TLS with the manager's certificate, where the
+daemon's certificate must name the identity that registered it (`daemon_host`)
+rather than the address dialed; or plaintext for a plaintext manager.
+`client.agent(agent_id, address, daemon_id)` returns a handle whose every call goes to that
 daemon and carries that agent_id; the caller has resolved the agent already, so
 the client never looks it up again. Every call has a deadline. Idempotent calls
 (GetKernel, ListKernels, GetKernelLogs, ListAgents) are retried with backoff when
@@ -25,6 +27,7 @@ from typing import Any
 
 import grpc
 
+from common.credentials import daemon_host
 from common.errors import AgentHostError
 from common.status import error_class
 from common.timings import Timings
@@ -77,8 +80,9 @@ class DaemonClient:
         self.retries = retries
         self.backoff = backoff
         self.credentials = credentials  # the manager's certificate (mutual TLS); None: plaintext
-        self._channels: dict[str, grpc.aio.Channel] = {}
-        self._stubs: dict[str, agent_pb2_grpc.AgentServiceStub] = {}
+        # By (address, daemon id): with TLS, the daemon id its certificate must name.
+        self._channels: dict[tuple[str, str], grpc.aio.Channel] = {}
+        self._stubs: dict[tuple[str, str], agent_pb2_grpc.AgentServiceStub] = {}
         # Which daemon (id, node) is at each address, as the last handle on it said.
         self._daemons: dict[str, tuple[str, str]] = {}
         # How long routed calls took, by (daemon id, node, method, status code): read
@@ -94,31 +98,40 @@ class DaemonClient:
         daemon_id and node name the daemon there (its routed calls are timed under them).
         """
         self._daemons[address] = (daemon_id, node)
-        return AgentHandle(self, agent_id, address, self.stub(address))
+        return AgentHandle(self, agent_id, address, self.stub(address, daemon_id))
 
-    def stub(self, address: str) -> agent_pb2_grpc.AgentServiceStub:
-        """The stub over the one channel to address (opened on first use)."""
-        stub = self._stubs.get(address)
+    def stub(self, address: str, daemon_id: str = "") -> agent_pb2_grpc.AgentServiceStub:
+        """The stub over the one channel to daemon_id at address (opened on first use).
+
+        With TLS the daemon's certificate must carry daemon_id, its identity, as a host
+        name (`daemon_host`): the manager checks a daemon by its name, not by the
+        address it dials, which in a cluster is a pod IP no certificate names.
+        Without daemon_id the address itself is checked.
+        """
+        key = (address, daemon_id)
+        stub = self._stubs.get(key)
         if stub is None:
-            channel = (
-                grpc.aio.secure_channel(address, self.credentials, options=CHANNEL_OPTIONS)
-                if self.credentials is not None
-                else grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-            )
-            self._channels[address] = channel
-            stub = self._stubs[address] = agent_pb2_grpc.AgentServiceStub(channel)
+            if self.credentials is None:
+                channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            else:
+                options: list[tuple[str, int | str]] = list(CHANNEL_OPTIONS)
+                if daemon_id:
+                    options.append(("grpc.ssl_target_name_override", daemon_host(daemon_id)))
+                channel = grpc.aio.secure_channel(address, self.credentials, options=options)
+            self._channels[key] = channel
+            stub = self._stubs[key] = agent_pb2_grpc.AgentServiceStub(channel)
         return stub
 
     @property
     def addresses(self) -> set[str]:
         """Daemon addresses with an open channel."""
-        return set(self._channels)
+        return {address for address, _ in self._channels}
 
-    async def close_unused(self, in_use: set[str]) -> None:
-        """Close the channels to daemons no agent is on any more."""
-        for address in set(self._channels) - in_use:
-            self._stubs.pop(address, None)
-            await self._channels.pop(address).close(None)
+    async def close_unused(self, in_use: set[tuple[str, str]]) -> None:
+        """Close the channels to daemons, (address, daemon id), no agent is on any more."""
+        for key in [k for k in self._channels if k not in in_use]:
+            self._stubs.pop(key, None)
+            await self._channels.pop(key).close(None)
 
     async def close(self) -> None:
         """Close every channel."""

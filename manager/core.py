@@ -166,7 +166,7 @@ class Manager:
             _offer(self.scheduler, record)
         await self.store.save_agents(registration.agents, self.registry.interval_of)
         await self.store.delete_agents(registration.dropped)
-        await self.client.close_unused(self.registry.addresses())
+        await self.client.close_unused(self.registry.daemons_in_use())
         pending = PendingRegistration(request, registration, list(request.kernels))
         if request.more_kernels:
             self._pending[registration.session_id] = pending

@@ -315,9 +315,9 @@ class Registry:
             if not scaling_group or r.scaling_group == scaling_group
         ]
 
-    def addresses(self) -> set[str]:
-        """Every daemon address in use by some agent."""
-        return {r.daemon_address for r in self._agents.values()}
+    def daemons_in_use(self) -> set[tuple[str, str]]:
+        """Every daemon, (address, daemon id), some agent is on."""
+        return {(r.daemon_address, r.daemon_id) for r in self._agents.values()}
 
 
 def _daemon_id(claimed: str, address: str, identity: str | None) -> str:

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cli.main import main
+from common import credentials
 from common.errors import ConfigError, NotFound
 from daemon.config import load_config, parse_config, set_scaling_group
 from daemon.resources import HostCapacity
@@ -1124,6 +1125,24 @@ class TestTrust:
             f"daemon.tls.cert: {files.cert} holds a manager certificate; this process needs a "
             "daemon certificate (agenthost certs issue --role daemon --name NAME)"
         ]
+
+    def test_a_certificate_the_manager_cannot_check_by_name_is_refused_with_a_manager(
+        self, tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # As an older agenthost issued it: without <name>.daemon.agenthost.invalid.
+        with monkeypatch.context() as m:
+            m.setattr(credentials, "daemon_host", lambda name: "node1.example")
+            cert, key = credentials.issue(pki.directory, "daemon", "old", ["10.0.0.5"])
+        table = f'tls = {{ ca = "{pki.ca}", cert = "{cert}", key = "{key}" }}'
+        assert self.problems(tmp_path, f'manager = "10.0.0.2:6100"\n{table}') == [
+            f"daemon.tls.cert: {cert} does not name old.daemon.agenthost.invalid, the name "
+            "the manager checks a daemon's certificate against (it was issued by an older "
+            "agenthost): issue it again with agenthost certs issue --role daemon --name old"
+        ]
+        # Without a manager nothing checks it by name: the daemon serves with it.
+        path = tmp_path / "alone.toml"
+        path.write_text(f"[daemon]\n{table}\n" + agent())
+        assert load_config(path, HOST).tls is not None
 
     def test_relative_paths_are_read_beside_the_config_file(self, tmp_path: Path, pki: Pki) -> None:
         files = pki.files("daemon", "node7")
