@@ -43,7 +43,10 @@ def certs_init(directory: Path | None) -> None:
     "--san",
     "sans",
     multiple=True,
-    help="a host name or address the holder serves on (repeatable; managers and daemons)",
+    help=(
+        "a host name or address the holder serves on (repeatable): managers; daemons only "
+        "for clients that dial them directly (the manager checks a daemon by its name)"
+    ),
 )
 @click.option("--admin", is_flag=True, help="user certificates: may call daemons and everything")
 @click.option(

@@ -25,7 +25,15 @@ import click
 
 from common.addresses import host_of
 from common.console import fail, log_level_option
-from common.credentials import CA_CERT, TlsFiles, cert_paths, init_ca, issue, load_tls
+from common.credentials import (
+    CA_CERT,
+    TlsFiles,
+    carries_daemon_host,
+    cert_paths,
+    init_ca,
+    issue,
+    load_tls,
+)
 from common.errors import AgentHostError, ConfigError
 from common.home import pki_dir
 from common.ids import is_valid_id
@@ -69,9 +77,11 @@ def up_trust(
 
 
 def _certificate(directory: Path, role: str, name: str, sans: Sequence[str]) -> TlsFiles:
-    """The certificate of role/name in directory, issued now if missing."""
+    """The certificate of role/name in directory, issued now if missing (or made by an
+    older agenthost, without the name the manager checks daemons by)."""
     cert, key = cert_paths(directory, role, name)
-    if not cert.exists() or not key.exists():
+    outdated = role == "daemon" and cert.exists() and not carries_daemon_host(cert.read_bytes())
+    if not cert.exists() or not key.exists() or outdated:
         issue(directory, role, name, sans)
         log.info("up: issued a %s certificate %s", role, cert)
     return TlsFiles(ca=directory / CA_CERT, cert=cert, key=key)

@@ -21,6 +21,21 @@ def host_of(address: str) -> str:
     return address.rpartition(":")[0].strip("[]")
 
 
+def port_of(address: str) -> int:
+    """The port of host:port."""
+    return int(address.rpartition(":")[2])
+
+
+def same_port_problem(key: str, address: str, others: dict[str, str | None]) -> str | None:
+    """Why address (of key) cannot be bound beside the other listen addresses of the same
+    process: it repeats one's fixed port. None when it does not."""
+    port = port_of(address)
+    for other_key, other in others.items():
+        if other is not None and port and port_of(other) == port:
+            return f"{key}: port {port} is {other_key}'s too; give each its own port"
+    return None
+
+
 def is_loopback(address: str) -> bool:
     """True when host:port names this host's loopback interface."""
     host = host_of(address)

@@ -65,6 +65,20 @@ class Identity:
         return f"{self.role}/{self.name}" + (" (admin)" if self.admin else "")
 
 
+def daemon_host(name: str) -> str:
+    """The DNS name a daemon certificate carries besides the hosts it is issued for, so
+    that the manager can verify a daemon by its identity rather than by the address it
+    dialed: `<name>.daemon.agenthost.invalid`.
+
+    The manager dials a daemon at whatever address it registered from (in a cluster, a
+    pod IP no certificate made in advance can name) and checks the certificate against
+    this name instead (`grpc.ssl_target_name_override`). `.invalid` never resolves, so
+    the name cannot be anyone's real host. TLS compares host names without regard to
+    case: to this check, identities that differ only in case are one.
+    """
+    return f"{name}.daemon.{URI_SCHEME}.invalid"
+
+
 @functools.lru_cache(maxsize=4096)
 def parse_identity(uri: str) -> Identity | None:
     """The identity in an `agenthost://role/name[?scope=admin]` URI, or None.
@@ -162,7 +176,9 @@ def issue(
 ) -> tuple[Path, Path]:
     """Sign a certificate for role/name with the CA in directory; return (cert, key) paths.
 
-    sans are the host names and addresses a server certificate is reached at.
+    sans are the host names and addresses a server certificate is reached at; a daemon
+    certificate also carries `daemon_host(name)`, which the manager
+    checks it by.
     """
     if role not in ROLES:
         raise InvalidArgument(f"role {role!r} is not one of {', '.join(ROLES)}")
@@ -175,10 +191,13 @@ def issue(
     identity = Identity(role, name, admin)
     now = datetime.datetime.now(datetime.UTC)
     alt_names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(identity.uri)]
-    alt_names += [_san(host) for host in dict.fromkeys(sans)]
     usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
+    hosts = list(sans)
     if role != "user":
         usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
+    if role == "daemon":
+        hosts.append(daemon_host(name))  # verifiable by its name wherever it listens
+    alt_names += [_san(host) for host in dict.fromkeys(hosts)]
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{role}/{name}")]))
@@ -305,6 +324,18 @@ def load_tls(files: TlsFiles, base: Path, expect_role: str, where: str) -> Loade
             f"certificate (agenthost certs issue --role {expect_role} --name NAME)"
         )
     return LoadedTls(ca=data["ca"], cert=data["cert"], key=data["key"], identity=identity)
+
+
+def carries_daemon_host(pem: bytes) -> bool:
+    """Whether a daemon certificate names its identity as a host (see daemon_host): those
+    issued before the manager verified daemons by name do not."""
+    cert = x509.load_pem_x509_certificate(pem)
+    identity = certificate_identity(cert)
+    if identity is None or identity.role != "daemon":
+        return False
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    wanted = daemon_host(identity.name).lower()
+    return any(name.lower() == wanted for name in sans.get_values_for_type(x509.DNSName))
 
 
 def certificate_identity(cert: x509.Certificate) -> Identity | None:

@@ -43,7 +43,12 @@ _ERRORS: dict[grpc.StatusCode, type[AgentHostError]] = {
 
 def status_code(exc: AgentHostError) -> grpc.StatusCode:
     """The gRPC status code of a domain error (its nearest mapped base class)."""
-    for cls in type(exc).__mro__:
+    return status_code_of(type(exc))
+
+
+def status_code_of(error: type[BaseException]) -> grpc.StatusCode:
+    """The gRPC status code of a kind of domain error (its nearest mapped base class)."""
+    for cls in error.__mro__:
         code = STATUS_CODES.get(cls)
         if code is not None:
             return code

@@ -31,6 +31,7 @@ from common.errors import (
 from common.ids import AgentId, KernelId, new_kernel_id
 from common.kernel_events import EndReason
 from common.locks import KeyedLocks
+from common.timings import Timings
 from daemon.backends import create_backend
 from daemon.backends.base import (
     LABEL_AGENT_ID,
@@ -102,13 +103,14 @@ class Agent:
         self.backend = backend
         self.identity = identity
         self.dir = state_dir / "agents" / config.id
+        checkpoint = Checkpoint(self.dir / "state.json", config.id)
         self.state: AgentState = CheckpointedState(
             MemoryState(
                 registry,
                 ResourceAllocator(config.slice, node_cores),
                 PortPool(*config.port_range),
             ),
-            Checkpoint(self.dir / "state.json", config.id),
+            checkpoint,
         )
         self.healthy = True
         self.status_message = ""
@@ -123,6 +125,9 @@ class Agent:
         # Its checkpoint cannot be used: the agent serves nothing (and ends nothing) until
         # the operator acts on the message; the other agents are not affected.
         self.broken: CheckpointError | None = None
+        # How long reconcile passes and checkpoint writes take (the daemon's metrics).
+        self.reconcile_timings = Timings()
+        self.checkpoint_timings = checkpoint.write_timings
 
     @classmethod
     async def create(
@@ -359,7 +364,11 @@ class Agent:
 
     async def reconcile(self) -> None:
         """Check the backend and every running kernel; free what has ended; forget what
-        ended long ago; write a checkpoint a full disk held back."""
+        ended long ago; write a checkpoint a full disk held back. Timed."""
+        with self.reconcile_timings.timed():
+            await self._reconcile_pass()
+
+    async def _reconcile_pass(self) -> None:
         if self.broken is not None:
             await self._recover()  # the operator may have moved the file aside meanwhile
             return

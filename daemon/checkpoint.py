@@ -17,6 +17,7 @@ from pathlib import Path
 from pydantic import TypeAdapter, ValidationError
 
 from common.atomic_file import fsync_directory, write_atomically
+from common.timings import Timings
 from daemon.errors import CheckpointError
 from daemon.kernels import Kernel
 
@@ -34,6 +35,7 @@ class Checkpoint:
     def __init__(self, path: Path, agent_id: str) -> None:
         self.path = path
         self.agent_id = agent_id
+        self.write_timings = Timings()  # how long writes take (read by the daemon's metrics)
 
     def load(self) -> list[Kernel]:
         """The kernels recorded in the file; none when there is no file yet."""
@@ -103,7 +105,8 @@ class Checkpoint:
         one at once; only a crash of the machine before `sync` could bring back the
         previous, whole version.
         """
-        write_atomically(self.path, content, sync_directory=False)
+        with self.write_timings.timed():
+            write_atomically(self.path, content, sync_directory=False)
 
     def sync(self) -> None:
         """fsync the directory: the last write's rename survives a crash of the machine."""

@@ -80,9 +80,19 @@ def config() -> None:
 
 @config.command("check")
 @click.argument("file", type=click.Path(path_type=Path))
-def config_check(file: Path) -> None:
-    """Validate FILE and print each agent's resolved slice, or every error (exit 2)."""
-    cfg = load_or_exit(file)
+@click.option(
+    "--node",
+    envvar="AGENTHOST_DAEMON_NODE",
+    show_envvar=True,
+    default=None,
+    help="check as the daemon of this node would ({node} in agent ids becomes it)",
+)
+def config_check(file: Path, node: str | None) -> None:
+    """Validate FILE and print each agent's resolved slice, or every error (exit 2).
+
+    Agent ids with {node} are shown as on this host (its [daemon] node, or --node).
+    """
+    cfg = load_or_exit(file, node)
     rows = [
         [
             a.id,

@@ -29,12 +29,19 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
-from common.addresses import HostPort
+from common.addresses import HostPort, same_port_problem
 from common.atomic_file import write_atomically
 from common.config import StrictModel, describe_errors, read_toml
-from common.credentials import LoadedTls, TlsFiles, resolve_tls
+from common.credentials import (
+    LoadedTls,
+    TlsFiles,
+    carries_daemon_host,
+    daemon_host,
+    resolve_tls,
+)
 from common.errors import ConfigError, InvalidArgument, NotFound
 from common.ids import ID_PATTERN, ID_SYNTAX, AgentId, is_valid_id
 from common.limits import MAX_BATCH, MAX_DURATION
@@ -55,6 +62,14 @@ from daemon.state_dir import default_kernels_dir
 
 BACKENDS = ("local", "docker", "kubernetes")
 PORT_MIN, PORT_MAX = 1024, 65535
+# In an agent's id (and default_agent): the daemon's node, so that one file run on
+# every node of a cluster (a DaemonSet's ConfigMap) gives each node agents of its own.
+NODE_PLACEHOLDER = "{node}"
+
+
+def expand_node(agent_id: str, node: str) -> str:
+    """agent_id with {node} replaced by the daemon's node name."""
+    return agent_id.replace(NODE_PLACEHOLDER, node)
 
 
 class DaemonSection(StrictModel):
@@ -65,6 +80,13 @@ class DaemonSection(StrictModel):
     )
     manager: HostPort | None = Field(
         None, description="host:port of the manager to register with and heartbeat to"
+    )
+    metrics_listen: HostPort | None = Field(
+        None,
+        description=(
+            "host:port of the Prometheus metrics endpoint (GET /metrics, plain HTTP, no "
+            "authentication: bind it where only your Prometheus reaches); unset: none"
+        ),
     )
     node: str = Field(
         default_factory=socket.gethostname, description="node name reported to the manager"
@@ -94,7 +116,7 @@ class DaemonSection(StrictModel):
         ),
     )
     default_agent: str | None = Field(
-        None, description="agent used when a request leaves agent_id empty"
+        None, description="agent used when a request leaves agent_id empty ({node} as in ids)"
     )
     reconcile_interval: float = Field(
         5.0, gt=0, description="seconds between checks that kernels are still alive"
@@ -136,6 +158,16 @@ class DaemonSection(StrictModel):
             "identity at the manager is the certificate's name"
         ),
     )
+
+    @model_validator(mode="after")
+    def _metrics_port_of_its_own(self) -> DaemonSection:
+        if self.metrics_listen is not None:
+            problem = same_port_problem(
+                "metrics_listen", self.metrics_listen, {"listen": self.listen}
+            )
+            if problem is not None:
+                raise ValueError(problem)
+        return self
 
 
 class ResourcesConfig(StrictModel):
@@ -185,7 +217,14 @@ class ResourcesConfig(StrictModel):
 class AgentEntry(StrictModel):
     """One `[[agents]]` entry (after `[defaults]` is merged under it)."""
 
-    id: str = Field(..., pattern=ID_PATTERN, description="the agent_id; " + ID_SYNTAX)
+    id: str = Field(
+        ...,
+        pattern=ID_PATTERN,
+        description=(
+            "the agent_id; " + ID_SYNTAX + "; {node} in it stands for the daemon's node "
+            '(e.g. "gpu0-{node}": one file for every node, each with agents of its own)'
+        ),
+    )
     backend: Literal["local", "docker", "kubernetes"] = Field(
         "local", description="what a kernel is: local process group, docker container, pod"
     )
@@ -346,6 +385,10 @@ def parse_config(
         daemon_valid = True
     except ValidationError as exc:
         problems += describe_errors(exc, f"{where_file}: daemon", DAEMON_LITERALS)
+    if daemon.default_agent is not None:
+        daemon = daemon.model_copy(
+            update={"default_agent": expand_node(daemon.default_agent, daemon.node)}
+        )
 
     defaults: dict[str, Any] = {}
     if not isinstance(raw.get("defaults", {}), dict):
@@ -370,11 +413,23 @@ def parse_config(
         problems.append(f"{where_file}: no agents: add at least one [[agents]] entry")
 
     valid: list[tuple[str, AgentEntry]] = []
+    per_node = [e["id"] for _, e in entries if isinstance(e, dict) and names_node(e.get("id"))]
     for label, entry in entries:
         if not isinstance(entry, dict):
             problems.append(f"{where_file}: {label}: must be a table")
             continue
         agent_id = entry.get("id")
+        if isinstance(agent_id, str) and names_node(agent_id):
+            expanded = expand_node(agent_id, daemon.node)
+            if not is_valid_id(expanded):
+                problems.append(
+                    f'{where_file}: {label} (id "{agent_id}"): id: on node {daemon.node!r} it '
+                    f"is {expanded!r}, which is not a valid id: {ID_SYNTAX}; shorten the id "
+                    "around {node}, or set [daemon] node (agenthost daemon --node)"
+                )
+                continue
+            entry = {**entry, "id": expanded}
+            agent_id = expanded
         where = f"{where_file}: {label}" + (
             f' (id "{agent_id}")' if isinstance(agent_id, str) else ""
         )
@@ -408,6 +463,13 @@ def parse_config(
             )
         except InvalidArgument as exc:
             problems.append(f"{where_file}: {exc}")
+    if tls is not None and daemon.manager and not carries_daemon_host(tls.cert):
+        problems.append(
+            f"{where_file}: daemon.tls.cert: {daemon.tls.cert if daemon.tls else ''} does not "
+            f"name {daemon_host(tls.identity.name)}, the name the manager checks a daemon's "
+            "certificate against (it was issued by an older agenthost): issue it again with "
+            f"agenthost certs issue --role daemon --name {tls.identity.name}"
+        )
     if problems:
         raise ConfigError(problems)
     division = divide_host(_claims(valid), daemon.allocation_mode, host)
@@ -428,9 +490,18 @@ def parse_config(
         )
         for (_, e), s, k in zip(valid, division.slices, kubernetes, strict=True)
     )
-    return DaemonConfig(
-        path=path, daemon=daemon, agents=agents, host=host, notes=division.notes, tls=tls
-    )
+    notes = division.notes
+    if per_node:
+        notes += (
+            f"ids with {NODE_PLACEHOLDER} ({', '.join(per_node)}) are shown for node "
+            f"{daemon.node!r}; on every other node they carry its own name",
+        )
+    return DaemonConfig(path=path, daemon=daemon, agents=agents, host=host, notes=notes, tls=tls)
+
+
+def names_node(agent_id: Any) -> bool:
+    """Whether an id as written carries {node}."""
+    return isinstance(agent_id, str) and NODE_PLACEHOLDER in agent_id
 
 
 def _resolve_kubernetes(
@@ -587,21 +658,28 @@ def _slice_request(r: ResourcesConfig | None) -> SliceRequest | None:
 # ------------------------------------------------------------------ write-back
 
 
-def set_scaling_group(path: Path, agent_id: str, scaling_group: str) -> None:
+def set_scaling_group(path: Path, agent_id: str, scaling_group: str, node: str = "") -> None:
     """Persist agent_id's scaling group into path, touching nothing else.
 
     Edits only that agent's entry (comments kept, via tomlkit), writes a temporary
-    file, fsyncs it and renames it over the original, keeping a `.bak` copy.
+    file, fsyncs it and renames it over the original, keeping a `.bak` copy. An
+    entry whose id carries {node} is found by its id on node, and is every node's:
+    the change reaches every node that runs this file.
     """
     if not is_valid_id(scaling_group):
         raise ConfigError([f"scaling_group {scaling_group!r} is not valid: {ID_SYNTAX}"])
     text = path.read_text()
     doc = tomlkit.parse(text)
+
+    def is_it(candidate: Any) -> bool:
+        entry_id = candidate.get("id")
+        return isinstance(entry_id, str) and expand_node(entry_id, node) == agent_id
+
     entry: Any = None
-    if "agent" in doc and doc["agent"].get("id") == agent_id:
+    if "agent" in doc and is_it(doc["agent"]):
         entry = doc["agent"]
     for candidate in doc.get("agents", []):
-        if candidate.get("id") == agent_id:
+        if is_it(candidate):
             entry = candidate
     if entry is None:
         raise NotFound(f"agent {agent_id!r} has no entry in {path}")

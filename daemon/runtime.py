@@ -153,7 +153,9 @@ class AgentRuntime:
         agent = self.get_agent(agent_id)
         if not is_valid_id(scaling_group):
             raise InvalidArgument(f"scaling_group {scaling_group!r} is not valid: {ID_SYNTAX}")
-        await asyncio.to_thread(set_scaling_group, self.config.path, agent.id, scaling_group)
+        await asyncio.to_thread(
+            set_scaling_group, self.config.path, agent.id, scaling_group, self.config.daemon.node
+        )
         agent.scaling_group = scaling_group
         log.info("agent %s: scaling group is now %s", agent.id, scaling_group)
         return agent.status()

@@ -1,23 +1,26 @@
 """Running the daemon: startup -> serve -> shutdown.
 
-Startup builds the runtime whole, then binds one gRPC port (mutual TLS, or
+Startup builds the runtime whole, then (with `[daemon] metrics_listen`) the
+Prometheus endpoint, then binds one gRPC port (mutual TLS, or
 plaintext on loopback with `insecure = true`) serving AgentService,
 grpc.health.v1 (overall and one service name per agent) and server reflection;
 with `[daemon] manager` set, a `ManagerLink` registers the agents
 and heartbeats. Shutdown: health says NOT_SERVING, `server.stop(grace)` drains
-in-flight calls, agents stop (kernels keep running unless asked otherwise),
-checkpoints are flushed. Signal handlers only set a flag; a second signal forces exit.
+in-flight calls, the metrics endpoint closes, agents stop (kernels keep running
+unless asked otherwise), checkpoints are flushed. Signal handlers only set a flag;
+a second signal forces exit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from common.addresses import is_loopback
+from common.interceptors import CallHook
 from common.limits import Limits
 from common.serving import NOT_SERVING, SERVING, Listener, start_grpc_server, stop_signals
 from daemon.authz import daemon_policy
@@ -27,6 +30,9 @@ from daemon.runtime import AgentRuntime
 from daemon.service import AgentServicer
 from daemon.state_dir import StateDirLock
 from protos import agent_pb2, agent_pb2_grpc
+
+if TYPE_CHECKING:
+    from common.metrics import MetricsEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +57,14 @@ class DaemonServer:
         health_servicer: Any,
         address: str,
         lock: StateDirLock,
+        metrics: MetricsEndpoint | None = None,
     ) -> None:
         self.runtime = runtime
         self.lock = lock  # held while this daemon runs: one daemon per state_dir
         self.server = server
         self.health = health_servicer
         self.address = address
+        self.metrics = metrics  # the Prometheus endpoint, with [daemon] metrics_listen
         self._health_task = asyncio.create_task(self._health_forever(), name="health")
         manager = runtime.config.daemon.manager
         self.manager_link = ManagerLink(runtime, address, manager) if manager else None
@@ -79,7 +87,13 @@ class DaemonServer:
         except BaseException:
             lock.release()
             raise
+        hook: CallHook | None = None
+        endpoint: MetricsEndpoint | None = None
         try:
+            if config.daemon.metrics_listen:
+                from daemon.metrics import serve_metrics  # prometheus_client only when asked
+
+                hook, endpoint = await serve_metrics(runtime, config.daemon.metrics_listen)
             started = await start_grpc_server(
                 lambda server: agent_pb2_grpc.add_AgentServiceServicer_to_server(
                     AgentServicer(runtime), server
@@ -88,8 +102,11 @@ class DaemonServer:
                 [Listener(address, credentials)],
                 daemon_policy(insecure=config.tls is None),
                 Limits(max_batch=config.daemon.max_batch),
+                metrics=hook,
             )
         except BaseException:
+            if endpoint is not None:
+                await endpoint.stop()
             await runtime.close()
             lock.release()
             raise
@@ -100,7 +117,7 @@ class DaemonServer:
                 "kernels and run commands in them; use [daemon.tls] on shared hosts",
                 bound,
             )
-        daemon = cls(runtime, started.server, started.health, bound, lock)
+        daemon = cls(runtime, started.server, started.health, bound, lock, endpoint)
         await daemon._publish_health()
         for status in runtime.list_agents():
             log.info(
@@ -112,6 +129,8 @@ class DaemonServer:
                 status.port_range[1],
                 bound,
             )
+        if endpoint is not None:
+            log.info("daemon metrics on http://%s/metrics", endpoint.address)
         log.info("daemon listening on %s with %d agents", bound, len(runtime.agents))
         return daemon
 
@@ -124,6 +143,8 @@ class DaemonServer:
         await self.server.stop(
             self.runtime.config.daemon.shutdown_grace if grace is None else grace
         )
+        if self.metrics is not None:
+            await self.metrics.stop()
         await self.runtime.close(destroy_kernels=destroy_kernels)
         self.lock.release()
         log.info("daemon stopped%s", " (kernels destroyed)" if destroy_kernels else "")

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from common.addresses import HostPort
+from common.addresses import HostPort, same_port_problem
 from common.config import describe_errors, read_toml
 from common.credentials import LoadedTls, TlsFiles, resolve_tls
 from common.errors import ConfigError, InvalidArgument
@@ -40,6 +40,13 @@ class ManagerSection(BaseModel):
         description=(
             "host:port daemons register and heartbeat on, with their certificates (mutual "
             "TLS); default: the listen host, port + 100 (6100 for 6000)"
+        ),
+    )
+    metrics_listen: HostPort | None = Field(
+        None,
+        description=(
+            "host:port of the Prometheus metrics endpoint (GET /metrics, plain HTTP, no "
+            "authentication: bind it where only your Prometheus reaches); unset: none"
         ),
     )
     insecure: bool = Field(
@@ -117,6 +124,15 @@ class ManagerSection(BaseModel):
     shutdown_grace: float = Field(
         5.0, ge=0, description="seconds in-flight calls get to finish on shutdown"
     )
+
+    @model_validator(mode="after")
+    def _metrics_port_of_its_own(self) -> ManagerSection:
+        if self.metrics_listen is not None:
+            others = {"listen": self.listen, "daemon_listen": self.daemon_listen}
+            problem = same_port_problem("metrics_listen", self.metrics_listen, others)
+            if problem is not None:
+                raise ValueError(problem)
+        return self
 
 
 @dataclass(frozen=True)

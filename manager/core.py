@@ -175,7 +175,7 @@ class Manager:
             _offer(self.scheduler, record)
         await self.store.save_agents(registration.agents, self.registry.interval_of)
         await self.store.delete_agents(registration.dropped)
-        await self.client.close_unused(self.registry.addresses())
+        await self.client.close_unused(self.registry.daemons_in_use())
         pending = PendingRegistration(request, registration, list(request.kernels))
         if request.more_kernels:
             self._pending[registration.session_id] = pending
@@ -234,7 +234,7 @@ class Manager:
         for beat in request.agents:
             agent_id = AgentId(beat.agent_id)
             agent = self.registry.find(agent_id)
-            if agent is None or agent.daemon_id != session.daemon_id:
+            if agent is None or not session.owns(agent):
                 continue
             self.scheduler.set_schedulable(agent_id, agent.schedulable)
             applied = self.reconciler.heartbeat(
@@ -664,9 +664,14 @@ class Manager:
             if routed is not None:
                 routed.cancel()
 
+    def handle(self, agent: AgentRecord) -> AgentHandle:
+        """The handle on agent at its daemon's address (no second lookup): the one way
+        every part of the manager reaches an agent."""
+        return self.client.agent(agent.agent_id, agent.daemon_address, agent.daemon_id, agent.node)
+
     def _on(self, agent: AgentRecord) -> AgentHandle:
-        """The handle on agent at its daemon's address (no second lookup)."""
-        return self.client.agent(agent.agent_id, agent.daemon_address)
+        """The handle on agent (see handle)."""
+        return self.handle(agent)
 
     def _reachable(self, record: KernelRecord) -> AgentHandle:
         """The handle on the kernel's agent; AgentLost while that agent is LOST."""

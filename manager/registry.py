@@ -11,8 +11,11 @@ manager makes every daemon register again.
 
 An agent id belongs to the daemon identity that registered it (with TLS, the name
 in that daemon's certificate): another identity is refused, LOST or not, until an
-admin removes the agent (`remove`). A daemon authenticated by its certificate
-cannot register or heartbeat as another. Knows nothing of kernels, scheduling, storage or gRPC.
+admin removes the agent (`remove`). One identity may run on several nodes (the
+pods of a DaemonSet share one certificate): each (identity, node) has a session
+and agents of its own, so one node's registration never drops another's agents.
+A daemon authenticated by its certificate cannot register or heartbeat as
+another. Knows nothing of kernels, scheduling, storage or gRPC.
 """
 
 from __future__ import annotations
@@ -71,6 +74,10 @@ class DaemonSession:
     session_id: str  # empty: loaded from the store, waiting for the daemon to register
     last_seen: float = field(default_factory=time.monotonic)
 
+    def owns(self, record: AgentRecord) -> bool:
+        """Whether record is one of this session's agents (its identity, on its node)."""
+        return record.daemon_id == self.daemon_id and record.node == self.node
+
 
 @dataclass(frozen=True)
 class Registration:
@@ -82,13 +89,15 @@ class Registration:
 
 
 class Registry:
-    """Agents by id and daemon sessions by daemon id."""
+    """Agents by id, and daemon sessions by (daemon id, node)."""
 
     def __init__(self, missed_heartbeats: int = 3, heartbeat_timeout: float | None = None) -> None:
         self.missed_heartbeats = missed_heartbeats
         self.heartbeat_timeout = heartbeat_timeout
         self._agents: dict[AgentId, AgentRecord] = {}
-        self._daemons: dict[str, DaemonSession] = {}
+        # By (daemon id, node): one daemon identity may run on several nodes (a
+        # DaemonSet's pods share one certificate), each with its own session and agents.
+        self._daemons: dict[tuple[str, str], DaemonSession] = {}
         self._sessions: dict[str, DaemonSession] = {}
 
     # -------------------------------------------------------------- daemons
@@ -123,13 +132,22 @@ class Registry:
                 )
 
         interval = request.heartbeat_interval if request.heartbeat_interval > 0 else 5.0
-        previous = self._daemons.pop(daemon_id, None)
+        key = (daemon_id, request.node)
+        previous = self._daemons.pop(key, None)
         if previous is not None:
             self._sessions.pop(previous.session_id, None)
         kept = set(ids)
         dropped = tuple(a for a in (previous.agent_ids if previous else ()) if a not in kept)
         for agent_id in dropped:
             self._agents.pop(agent_id, None)
+        # An agent this identity registered from another node (the daemon's node was
+        # renamed) is now this session's alone.
+        for agent_id in ids:
+            current = self._agents.get(agent_id)
+            if current is not None and (current.daemon_id, current.node) != key:
+                other = self._daemons.get((current.daemon_id, current.node))
+                if other is not None:
+                    other.agent_ids = tuple(a for a in other.agent_ids if a != agent_id)
 
         session = DaemonSession(
             daemon_id=daemon_id,
@@ -139,7 +157,7 @@ class Registry:
             agent_ids=tuple(ids),
             session_id=uuid.uuid4().hex,
         )
-        self._daemons[daemon_id] = session
+        self._daemons[key] = session
         self._sessions[session.session_id] = session
         now = time.time()
         records = []
@@ -182,7 +200,7 @@ class Registry:
         regrouped = []
         for beat in request.agents:
             record = self._agents.get(AgentId(beat.agent_id))
-            if record is None or record.daemon_id != session.daemon_id:
+            if record is None or not session.owns(record):
                 continue
             info = record.info
             info.occupied.CopyFrom(beat.occupied)
@@ -200,11 +218,11 @@ class Registry:
         now = time.monotonic() if now is None else now
         expired = [d for d in self._daemons.values() if now - d.last_seen > self.timeout_of(d)]
         for daemon in expired:
-            del self._daemons[daemon.daemon_id]
+            del self._daemons[(daemon.daemon_id, daemon.node)]
             self._sessions.pop(daemon.session_id, None)
             for agent_id in daemon.agent_ids:
                 record = self._agents.get(agent_id)
-                if record is not None and record.daemon_id == daemon.daemon_id:
+                if record is not None and daemon.owns(record):
                     record.status = Liveness.LOST
         return expired
 
@@ -234,7 +252,7 @@ class Registry:
                 "from its config first"
             )
         del self._agents[record.agent_id]
-        daemon = self._daemons.get(record.daemon_id)
+        daemon = self._daemons.get((record.daemon_id, record.node))
         if daemon is not None:
             daemon.agent_ids = tuple(a for a in daemon.agent_ids if a != record.agent_id)
         return record
@@ -248,7 +266,8 @@ class Registry:
         self._agents[record.agent_id] = record
         if record.status is not Liveness.ALIVE:
             return
-        daemon = self._daemons.get(record.daemon_id)
+        key = (record.daemon_id, record.node)
+        daemon = self._daemons.get(key)
         if daemon is None:
             daemon = DaemonSession(
                 daemon_id=record.daemon_id,
@@ -258,13 +277,13 @@ class Registry:
                 agent_ids=(),
                 session_id="",
             )
-            self._daemons[record.daemon_id] = daemon
+            self._daemons[key] = daemon
         daemon.agent_ids = (*daemon.agent_ids, record.agent_id)
 
     def interval_of(self, agent_id: AgentId) -> float:
         """The heartbeat interval of agent_id's daemon (5 s when unknown)."""
         record = self._agents.get(agent_id)
-        daemon = self._daemons.get(record.daemon_id) if record else None
+        daemon = self._daemons.get((record.daemon_id, record.node)) if record else None
         return daemon.heartbeat_interval if daemon else 5.0
 
     # --------------------------------------------------------------- agents
@@ -296,9 +315,9 @@ class Registry:
             if not scaling_group or r.scaling_group == scaling_group
         ]
 
-    def addresses(self) -> set[str]:
-        """Every daemon address in use by some agent."""
-        return {r.daemon_address for r in self._agents.values()}
+    def daemons_in_use(self) -> set[tuple[str, str]]:
+        """Every daemon, (address, daemon id), some agent is on."""
+        return {(r.daemon_address, r.daemon_id) for r in self._agents.values()}
 
 
 def _daemon_id(claimed: str, address: str, identity: str | None) -> str:

@@ -24,12 +24,17 @@ concurrent creates on the event loop can never over-commit an agent; a failed
 create releases its reservation. Usage is kept in columnar numpy arrays so a
 decision over 10,000 agents is a handful of vector operations.
 
+Each decision is timed and counted by outcome where it is made (`decision_timings`,
+`decisions`), for the manager's metrics to read.
+
 Knows agents only as ids with a scaling group, a capacity and a flag saying
 whether they may receive kernels; nothing of daemons, gRPC or storage.
 """
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NoReturn
@@ -39,6 +44,7 @@ import numpy.typing as npt
 
 from common.formatting import format_bytes, plural
 from common.ids import AgentId, KernelId
+from common.timings import FAST_BUCKETS, Timings
 from manager.config import POLICIES, Policy
 from manager.errors import AgentLost, AllAgentsBusy, BadRequest, NoAgentFits
 from protos import agent_pb2 as pb
@@ -157,6 +163,9 @@ class Scheduler:
         self._groups: dict[str, int] = {}
         self._group_names: list[str] = []
         self._holds: dict[KernelId, Reservation] = {}
+        # Every decision, timed and by outcome (read by the manager's metrics).
+        self.decision_timings = Timings(FAST_BUCKETS)
+        self.decisions: Counter[type[Exception] | None] = Counter()
 
     # --------------------------------------------------------------- agents
 
@@ -231,7 +240,30 @@ class Scheduler:
         agent_id: AgentId | None = None,
         exclude: Iterable[AgentId] = (),
     ) -> Reservation:
-        """Pick an agent for demand (or check the pinned one) and hold it, in one step."""
+        """Pick an agent for demand (or check the pinned one) and hold it, in one step.
+
+        Each call is one decision: timed, and counted under its outcome (None: an
+        agent was reserved; else the kind of error that refused it).
+        """
+        start = time.perf_counter()
+        outcome: type[Exception] | None = None
+        try:
+            return self._reserve(kernel_id, demand, scaling_group, agent_id, exclude)
+        except Exception as exc:
+            outcome = type(exc)
+            raise
+        finally:
+            self.decision_timings.observe(time.perf_counter() - start)
+            self.decisions[outcome] += 1
+
+    def _reserve(
+        self,
+        kernel_id: KernelId,
+        demand: Demand,
+        scaling_group: str,
+        agent_id: AgentId | None,
+        exclude: Iterable[AgentId],
+    ) -> Reservation:
         if kernel_id in self._holds:
             raise BadRequest(f"kernel {kernel_id!r} already holds a reservation")
         if agent_id is not None:

@@ -2,21 +2,23 @@
 
 Startup builds the core whole (store opened, registry and holds rebuilt) and the
 group controller (every stored group's runner going on where it was), then
-binds one gRPC port serving ManagerService, grpc.health.v1 and server reflection.
+(with `[manager] metrics_listen`) the Prometheus endpoint, then binds one gRPC
+port serving ManagerService, grpc.health.v1 and server reflection.
 Shutdown: health says NOT_SERVING, `server.stop(grace)` drains in-flight calls,
-the group runners stop (groups go on at the next start), the core closes its
-channels and the store. Signal handlers only set a flag; a
-second signal forces exit.
+the metrics endpoint closes, the group runners stop (groups go on at the next
+start), the core closes its channels and the store. Signal handlers only set a
+flag; a second signal forces exit.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from common.addresses import is_loopback
+from common.interceptors import CallHook
 from common.serving import Listener, start_grpc_server, stop_signals
 from manager.authz import manager_policy
 from manager.config import ManagerConfig
@@ -24,6 +26,9 @@ from manager.core import Manager
 from manager.groups.controller import GroupController
 from manager.service import ManagerServicer
 from protos import manager_pb2, manager_pb2_grpc
+
+if TYPE_CHECKING:
+    from common.metrics import MetricsEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,7 @@ class ManagerServer:
         health_servicer: Any,
         address: str,
         daemon_address: str,
+        metrics: MetricsEndpoint | None = None,
     ) -> None:
         self.manager = manager
         self.groups = groups
@@ -48,6 +54,7 @@ class ManagerServer:
         self.health = health_servicer
         self.address = address  # users (and, plaintext, daemons)
         self.daemon_address = daemon_address  # where daemons register (= address if plaintext)
+        self.metrics = metrics  # the Prometheus endpoint, with [manager] metrics_listen
 
     @classmethod
     async def start(
@@ -61,7 +68,13 @@ class ManagerServer:
         except BaseException:
             await manager.close()
             raise
+        hook: CallHook | None = None
+        endpoint: MetricsEndpoint | None = None
         try:
+            if config.manager.metrics_listen:
+                from manager.metrics import serve_metrics  # prometheus_client only when asked
+
+                hook, endpoint = await serve_metrics(manager, groups, config.manager.metrics_listen)
             started = await start_grpc_server(
                 lambda server: manager_pb2_grpc.add_ManagerServiceServicer_to_server(
                     ManagerServicer(manager, groups), server
@@ -69,8 +82,11 @@ class ManagerServer:
                 SERVICE_NAME,
                 listeners,
                 manager_policy(manager.tokens, insecure=config.tls is None),
+                metrics=hook,
             )
         except BaseException:
+            if endpoint is not None:
+                await endpoint.stop()
             await groups.close()
             await manager.close()
             raise
@@ -90,7 +106,9 @@ class ManagerServer:
             config.db_path,
             config.admin_token_file,
         )
-        return cls(manager, groups, started.server, started.health, bound, daemons)
+        if endpoint is not None:
+            log.info("manager metrics on http://%s/metrics", endpoint.address)
+        return cls(manager, groups, started.server, started.health, bound, daemons, endpoint)
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful shutdown: NOT_SERVING, drain, close the core."""
@@ -98,6 +116,8 @@ class ManagerServer:
         await self.server.stop(
             self.manager.config.manager.shutdown_grace if grace is None else grace
         )
+        if self.metrics is not None:
+            await self.metrics.stop()
         await self.groups.close()
         await self.manager.close()
         log.info("manager stopped")

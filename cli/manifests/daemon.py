@@ -10,6 +10,8 @@ kernels are processes of the daemon's pod, so it gets the host's PID and network
 namespaces (kernels' ports are host ports) and the cgroup tree (memory limits);
 a docker agent gets its engine's socket; a daemon of kubernetes agents only
 needs its service account token. No capabilities beyond the defaults' removal.
+With `[daemon] metrics_listen` the pod also names its `metrics` port and carries
+the `prometheus.io/*` scrape annotations.
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ from pathlib import PurePosixPath
 
 from kubernetes import client
 
-from cli.manifests.plan import CONFIG_FILE, STATE_HOST_DIR, DaemonPlan, Options
+from cli.manifests.plan import (
+    CONFIG_FILE,
+    STATE_HOST_DIR,
+    DaemonPlan,
+    Options,
+    scrape_annotations,
+)
 from cli.manifests.rbac import DAEMON_ACCOUNT, labels
 
 NAME = "agenthost-daemon"
@@ -101,11 +109,13 @@ def daemon_set(plan: DaemonPlan, options: Options) -> client.V1DaemonSet:
         ],
         ports=[
             client.V1ContainerPort(
-                name="grpc",
-                container_port=plan.listen_port,
-                host_port=plan.listen_port if plan.local else None,
+                name=name,
+                container_port=port,
+                host_port=port if plan.local else None,
                 protocol="TCP",
             )
+            for name, port in (("grpc", plan.listen_port), ("metrics", plan.metrics_port))
+            if port is not None
         ],
         readiness_probe=probe,
         liveness_probe=probe,
@@ -138,7 +148,10 @@ def daemon_set(plan: DaemonPlan, options: Options) -> client.V1DaemonSet:
             selector=client.V1LabelSelector(match_labels=labels("daemon")),
             update_strategy=client.V1DaemonSetUpdateStrategy(type="RollingUpdate"),
             template=client.V1PodTemplateSpec(
-                metadata=client.V1ObjectMeta(labels=labels("daemon")), spec=pod
+                metadata=client.V1ObjectMeta(
+                    labels=labels("daemon"), annotations=scrape_annotations(plan.metrics_port)
+                ),
+                spec=pod,
             ),
         ),
     )

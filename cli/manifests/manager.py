@@ -5,8 +5,9 @@ rolls, so two managers never open it at once) on a ReadWriteOnce claim, its
 certificate from the Secret `agenthost-manager-tls`, its bootstrap admin token
 kept on the claim beside the store. Its configuration is generated here and
 checked against the manager's own model: users reach it on the Service's `api`
-port, daemons on its `daemons` port. It runs as a non-root user with nothing to
-escalate to and no API access.
+port, daemons on its `daemons` port; when the daemons serve metrics, so does the
+manager (its `metrics` port, with the `prometheus.io/*` scrape annotations). It
+runs as a non-root user with nothing to escalate to and no API access.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ import tomllib
 
 from kubernetes import client
 
-from cli.manifests.plan import MANAGER_API_PORT, MANAGER_DAEMON_PORT, MANAGER_NAME, Options
+from cli.manifests.plan import (
+    MANAGER_API_PORT,
+    MANAGER_DAEMON_PORT,
+    MANAGER_METRICS_PORT,
+    MANAGER_NAME,
+    Options,
+    scrape_annotations,
+)
 from cli.manifests.rbac import labels
 from manager.config import ManagerSection
 
@@ -33,6 +41,11 @@ daemon_listen = "0.0.0.0:{MANAGER_DAEMON_PORT}"  # daemons: mutual TLS
 db_path = "{DATA_DIR}/manager.db"
 # The bootstrap admin token, made on first start (kubectl exec ... cat it):
 admin_token_file = "{DATA_DIR}/token"
+"""
+METRICS_TOML = f"""\
+metrics_listen = "0.0.0.0:{MANAGER_METRICS_PORT}"  # Prometheus scrapes /metrics here
+"""
+TLS_TOML = f"""\
 
 [manager.tls]  # from the Secret {TLS_SECRET}
 ca = "tls/ca.crt"
@@ -41,21 +54,26 @@ key = "tls/tls.key"
 """
 
 
-def manager_section() -> ManagerSection:
+def manager_toml(metrics: bool) -> str:
+    """The manager's TOML file (with metrics when the daemons serve theirs)."""
+    return MANAGER_TOML + (METRICS_TOML if metrics else "") + TLS_TOML
+
+
+def manager_section(metrics: bool) -> ManagerSection:
     """The rendered configuration, read by the manager's own model (it must validate)."""
-    return ManagerSection.model_validate(tomllib.loads(MANAGER_TOML)["manager"])
+    return ManagerSection.model_validate(tomllib.loads(manager_toml(metrics))["manager"])
 
 
-def config_map(options: Options) -> client.V1ConfigMap:
+def config_map(options: Options, metrics: bool) -> client.V1ConfigMap:
     """The manager's TOML file."""
-    manager_section()
+    manager_section(metrics)
     return client.V1ConfigMap(
         api_version="v1",
         kind="ConfigMap",
         metadata=client.V1ObjectMeta(
             name=MANAGER_NAME, namespace=options.namespace, labels=labels("manager")
         ),
-        data={"manager.toml": MANAGER_TOML},
+        data={"manager.toml": manager_toml(metrics)},
     )
 
 
@@ -74,7 +92,7 @@ def claim(options: Options) -> client.V1PersistentVolumeClaim:
     )
 
 
-def deployment(options: Options) -> client.V1Deployment:
+def deployment(options: Options, metrics: bool) -> client.V1Deployment:
     """One manager."""
     files = [("ca.crt", "ca.crt"), ("tls.crt", "tls.crt"), ("tls.key", "tls.key")]
     mounts = [
@@ -106,6 +124,15 @@ def deployment(options: Options) -> client.V1Deployment:
             client.V1ContainerPort(name="api", container_port=MANAGER_API_PORT, protocol="TCP"),
             client.V1ContainerPort(
                 name="daemons", container_port=MANAGER_DAEMON_PORT, protocol="TCP"
+            ),
+            *(
+                [
+                    client.V1ContainerPort(
+                        name="metrics", container_port=MANAGER_METRICS_PORT, protocol="TCP"
+                    )
+                ]
+                if metrics
+                else []
             ),
         ],
         readiness_probe=probe,
@@ -156,7 +183,11 @@ def deployment(options: Options) -> client.V1Deployment:
             strategy=client.V1DeploymentStrategy(type="Recreate"),
             selector=client.V1LabelSelector(match_labels=labels("manager")),
             template=client.V1PodTemplateSpec(
-                metadata=client.V1ObjectMeta(labels=labels("manager")), spec=pod
+                metadata=client.V1ObjectMeta(
+                    labels=labels("manager"),
+                    annotations=scrape_annotations(MANAGER_METRICS_PORT if metrics else None),
+                ),
+                spec=pod,
             ),
         ),
     )
@@ -185,6 +216,11 @@ def service(options: Options) -> client.V1Service:
     )
 
 
-def manager_objects(options: Options) -> list[object]:
-    """The manager's ConfigMap, claim, Deployment and Service."""
-    return [config_map(options), claim(options), deployment(options), service(options)]
+def manager_objects(options: Options, metrics: bool) -> list[object]:
+    """The manager's ConfigMap, claim, Deployment and Service (metrics: serve /metrics)."""
+    return [
+        config_map(options, metrics),
+        claim(options),
+        deployment(options, metrics),
+        service(options),
+    ]

@@ -5,8 +5,9 @@ only the node has: the files it names (its `[daemon.tls]` material comes from a
 Secret, kubeconfigs are the operator's to mount) and the node's capacity (a host
 large enough for every slice stands in, so a manual slice naming core 63 passes
 on a laptop; the daemon checks it on the node at start). Then the rules a
-cluster adds: the daemon must serve TLS on an address other pods reach. Pure but
-for reading the file; knows nothing of the manifests' shapes.
+cluster adds: the daemon must serve TLS on an address other pods reach, and its
+metrics (if any) on a fixed port Prometheus reaches. Pure but for reading the
+file; knows nothing of the manifests' shapes.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 
-from common.addresses import is_loopback
+from common.addresses import is_loopback, port_of
 from common.config import read_toml
 from common.errors import ConfigError
+from common.metrics import METRICS_PATH
 from daemon.backends.kubernetes.names import dns_label_problem
-from daemon.config import DaemonConfig, parse_config
+from daemon.config import DaemonConfig, names_node, parse_config
 from daemon.resources import HostCapacity
 
 CONFIG_DIR = PurePosixPath("/etc/agenthost")  # where the daemon's TOML is in its pod
@@ -32,6 +34,7 @@ DOCKER_SOCKET = "unix:///var/run/docker.sock"
 MANAGER_NAME = "agenthost-manager"  # its Deployment and Service
 MANAGER_API_PORT = 6000
 MANAGER_DAEMON_PORT = 6100
+MANAGER_METRICS_PORT = 9465  # the manager's /metrics, rendered when the daemons have theirs
 # The roomy host a file is validated against (see the module docstring).
 ANY_CORES = tuple(range(4096))
 ANY_MEMORY = 1 << 60
@@ -68,6 +71,8 @@ class DaemonPlan:
     tls: tuple[TlsMount, ...]
     state_dirs: tuple[PurePosixPath, ...]  # host directories the state lives in
     kubeconfig_agents: tuple[str, ...]  # agents naming a kubeconfig of their own
+    metrics_port: int | None = None  # [daemon] metrics_listen's port: Prometheus scrapes it
+    ids_per_node: bool = False  # some agent id carries {node}
 
 
 def in_pod(path: Path) -> PurePosixPath:
@@ -108,7 +113,19 @@ def plan_daemon(path: Path) -> DaemonPlan:
     elif is_loopback(section.listen):
         problems.append(
             f"{path}: daemon.listen: {section.listen} is a loopback address no other pod "
-            f"reaches; listen on 0.0.0.0:{section.listen.rpartition(':')[2]}"
+            f"reaches; listen on 0.0.0.0:{port_of(section.listen)}"
+        )
+    metrics = section.metrics_listen
+    metrics_port = port_of(metrics) if metrics else None
+    if metrics and is_loopback(metrics):
+        problems.append(
+            f"{path}: daemon.metrics_listen: {metrics} is a loopback address Prometheus "
+            f"cannot scrape from its pod; listen on 0.0.0.0:{metrics_port}"
+        )
+    elif metrics_port == 0:
+        problems.append(
+            f"{path}: daemon.metrics_listen: port 0 is any free port, which the pods' scrape "
+            'annotation cannot name; give a fixed port (e.g. "0.0.0.0:9464")'
         )
     if problems:
         raise ConfigError(problems)
@@ -131,7 +148,7 @@ def plan_daemon(path: Path) -> DaemonPlan:
     )
     return DaemonPlan(
         config_text=path.read_text(),
-        listen_port=int(section.listen.rpartition(":")[2]),
+        listen_port=port_of(section.listen),
         manager=section.manager,
         shutdown_grace=section.shutdown_grace,
         agent_namespaces=tuple(
@@ -146,7 +163,23 @@ def plan_daemon(path: Path) -> DaemonPlan:
             for a in config.agents
             if a.backend == "kubernetes" and a.kubernetes.kubeconfig is not None
         ),
+        metrics_port=metrics_port,
+        ids_per_node=any(
+            isinstance(entry, dict) and names_node(entry.get("id"))
+            for entry in (raw.get("agent"), *(raw.get("agents") or []))
+        ),
     )
+
+
+def scrape_annotations(port: int | None) -> dict[str, str] | None:
+    """The prometheus.io annotations of a pod serving /metrics on port (None: no metrics)."""
+    if port is None:
+        return None
+    return {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(port),
+        "prometheus.io/path": METRICS_PATH,
+    }
 
 
 def option_problems(options: Options) -> list[str]:
@@ -177,6 +210,12 @@ def notes(plan: DaemonPlan, options: Options) -> list[str]:
         found.append(
             f"[daemon] manager is {plan.manager or 'not set'}; the rendered manager's daemon "
             f"port is {expected}: set it there for the daemons to register"
+        )
+    if not plan.ids_per_node:
+        found.append(
+            "no agent id carries {node}: every node would register the same agent ids, and "
+            "the manager keeps one agent per id; with more than one node, name them per node "
+            '(e.g. id = "gpu0-{node}")'
         )
     for agent_id in plan.kubeconfig_agents:
         found.append(

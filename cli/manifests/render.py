@@ -48,7 +48,7 @@ def deployment_objects(plan: DaemonPlan, options: Options) -> list[dict[str, Any
     objects: list[object] = [namespace(n) for n in names if n not in BUILT_IN_NAMESPACES]
     objects += rbac_objects(plan, options)
     objects += daemon_objects(plan, options)
-    objects += manager_objects(options)
+    objects += manager_objects(options, metrics=plan.metrics_port is not None)
     api = client.ApiClient()
     return [api.sanitize_for_serialization(o) for o in objects]
 

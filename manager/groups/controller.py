@@ -30,7 +30,7 @@ from manager.groups.discovery import LABEL_UID, Endpoint, peers_env
 from manager.groups.document import load_group, parse_documents
 from manager.groups.placement import Placer
 from manager.groups.plan import GroupPlan, resolve_kernels
-from manager.groups.record import GroupRecord, phase_name
+from manager.groups.record import PHASE_NAMES, GroupRecord, phase_name
 from manager.groups.runner import GroupRunner
 from manager.kernels import ChangeKind, KernelChange, KernelTable
 from manager.store import Store
@@ -139,6 +139,14 @@ class GroupController:
             for r in self._runners.values()
             if principal.admin or r.record.owner == caller
         ]
+
+    def count_by_phase(self) -> dict[str, int]:
+        """How many groups are in each phase (every phase named, zeros included)."""
+        counts = dict.fromkeys(PHASE_NAMES.values(), 0)
+        for runner in self._runners.values():
+            name = phase_name(runner.record.status.phase)
+            counts[name] = counts.get(name, 0) + 1
+        return counts
 
     async def delete_group(self, principal: Principal, name: str) -> mpb.Group:
         """End every member and forget the group; answers the group as it ended."""

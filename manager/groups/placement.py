@@ -174,7 +174,7 @@ class Placer:
         m = self.manager
         ids = [r.kernel_id for r in requests]
         m.reconciler.creating.update(ids)
-        handle = m.client.agent(agent.agent_id, agent.daemon_address)
+        handle = m.handle(agent)
         try:
             kernels = await handle.create_kernels([r.spec for r in requests])
         except AgentHostError as exc:

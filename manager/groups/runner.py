@@ -477,10 +477,15 @@ class GroupRunner:
             if state == KERNEL_RUNNING:
                 why = None
                 if readiness is not None:
-                    handle = self.controller.manager.client.agent(
-                        record.agent_id, record.daemon_address
+                    manager = self.controller.manager
+                    agent = manager.registry.find(record.agent_id)
+                    why = (
+                        await probe(
+                            readiness, manager.handle(agent), m.kernel_id, m.host, dict(m.ports)
+                        )
+                        if agent is not None
+                        else f"its agent {record.agent_id} is not registered"
                     )
-                    why = await probe(readiness, handle, m.kernel_id, m.host, dict(m.ports))
                 if why is None:
                     m.ready = True
                     m.ready_at = time.time()

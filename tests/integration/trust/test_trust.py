@@ -20,11 +20,13 @@ from pathlib import Path
 import grpc
 import pytest
 
+from common.credentials import issue
 from common.principal import bind_caller_to_log_records
 from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc, manager_pb2_grpc
 from protos import manager_pb2 as mpb
 from tests.managers import (
+    HEARTBEAT,
     Manager,
     admin_token,
     agents_by_id,
@@ -237,6 +239,64 @@ class TestDaemonIdentity:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await cluster.manager.stub.RemoveAgent(mpb.RemoveAgentRequest(agent_id="w2"))
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+class TestOneCertificateForEveryNode:
+    """A DaemonSet's pods share one daemon certificate, made before any pod had an address."""
+
+    async def test_the_manager_reaches_each_node_by_the_certificates_name(
+        self, pki: Pki, tmp_path: Path
+    ) -> None:
+        cert, key = issue(pki.directory, "daemon", "nodes", sans=())  # names no address
+        trust = f'tls = {{ ca = "{pki.ca}", cert = "{cert}", key = "{key}" }}'
+        config = manager_config(
+            tmp_path, tls=pki.files("manager", "m1").table(), daemon_listen="127.0.0.1:0"
+        )
+        async with running_manager(config, credentials=pki.server_only_credentials()) as manager:
+            daemon_port = manager.server.daemon_address
+            async with (
+                running_daemon(
+                    linked_daemon_config(
+                        tmp_path,
+                        "node-a",
+                        daemon_port,
+                        agents_toml(("w-{node}", "g1", 48200, "")),
+                        trust=trust,
+                    )
+                ),
+                running_daemon(
+                    linked_daemon_config(
+                        tmp_path,
+                        "node-b",
+                        daemon_port,
+                        agents_toml(("w-{node}", "g1", 48210, "")),
+                        trust=trust,
+                    )
+                ),
+            ):
+
+                async def registered() -> bool:
+                    return len(await agents_by_id(manager.stub)) == 2
+
+                await eventually(registered)
+                registry = manager.server.manager.registry
+
+                def agents() -> dict[str, tuple[str, str, str]]:
+                    return {r.agent_id: (r.daemon_id, r.node, r.status) for r in registry.list()}
+
+                assert agents() == {
+                    "w-node-a": ("nodes", "node-a", "alive"),
+                    "w-node-b": ("nodes", "node-b", "alive"),
+                }
+                for agent_id in agents():  # dialed at 127.0.0.1, which the certificate lacks
+                    created = await manager.stub.CreateKernel(
+                        mpb.CreateKernelRequest(spec=sleeper(), agent_id=agent_id)
+                    )
+                    assert created.kernel.kernel.agent_id == agent_id
+                # Neither node's registration or heartbeats ended the other's session.
+                await asyncio.sleep(5 * HEARTBEAT)
+                assert {status for _, _, status in agents().values()} == {"alive"}
+                assert len(agents()) == 2
 
 
 class TestTokens:

@@ -252,9 +252,22 @@ class TestCommand:
             "note: [daemon] manager is agenthost-manager.agenthost.svc:6100; the rendered "
             "manager's daemon port is agenthost-manager.ah.svc:6100: set it there for the "
             "daemons to register",
+            "note: no agent id carries {node}: every node would register the same agent ids, "
+            "and the manager keeps one agent per id; with more than one node, name them per "
+            'node (e.g. id = "gpu0-{node}")',
             "note: agent 'k1' names a kubeconfig: mount it into the daemon's pod yourself, or "
             "leave it out to use the DaemonSet's service account",
         ]
+
+    def test_ids_named_per_node_need_no_note_and_the_file_keeps_the_placeholder(
+        self, tmp_path: Path
+    ) -> None:
+        path = daemon_toml(tmp_path, KUBE.replace('id = "k0"', 'id = "k0-{node}"'))
+        result = render("--config", str(path))
+        assert result.exit_code == 0
+        assert not [line for line in result.stderr.splitlines() if "{node}" in line]
+        config_map = find(documents(result), "ConfigMap", "agenthost-daemon")
+        assert 'id = "k0-{node}"' in config_map["data"]["daemon.toml"]
 
     def test_a_plaintext_daemon_is_refused(self, tmp_path: Path) -> None:
         path = daemon_toml(tmp_path, KUBE, trust="insecure = true\n").with_name("daemon.toml")
@@ -295,6 +308,69 @@ class TestCommand:
             "digits and '-', starting and ending with a letter or digit",
             'error: --storage: \'lots\' is not a size (e.g. "1Gi", "500Mi")',
         ]
+
+
+class TestMetrics:
+    METRICS = 'metrics_listen = "0.0.0.0:9464"'
+
+    def test_with_metrics_the_daemon_and_manager_pods_name_the_port_and_ask_to_be_scraped(
+        self, tmp_path: Path
+    ) -> None:
+        path = daemon_toml(tmp_path, KUBE + LOCAL, daemon=self.METRICS)
+        objects = documents(render("--config", str(path)))
+        for o in objects:
+            report = schemas.validate(o, o["kind"], o["apiVersion"])
+            assert (report.decode_errors, report.causes, report.unknown_fields) == ([], [], []), o
+        daemon_pod = find(objects, "DaemonSet", "agenthost-daemon")["spec"]["template"]
+        assert daemon_pod["metadata"]["annotations"] == {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": "9464",
+            "prometheus.io/path": "/metrics",
+        }
+        assert container(objects, "DaemonSet", "agenthost-daemon")["ports"] == [
+            {"containerPort": 6001, "hostPort": 6001, "name": "grpc", "protocol": "TCP"},
+            {"containerPort": 9464, "hostPort": 9464, "name": "metrics", "protocol": "TCP"},
+        ]
+        manager_pod = find(objects, "Deployment", "agenthost-manager")["spec"]["template"]
+        assert manager_pod["metadata"]["annotations"]["prometheus.io/port"] == "9465"
+        manager_ports = container(objects, "Deployment", "agenthost-manager")["ports"]
+        assert {"containerPort": 9465, "name": "metrics", "protocol": "TCP"} in manager_ports
+        manager_toml = find(objects, "ConfigMap", "agenthost-manager")["data"]["manager.toml"]
+        assert 'metrics_listen = "0.0.0.0:9465"' in manager_toml
+
+    def test_without_metrics_nothing_is_annotated_and_the_manager_serves_none(
+        self, tmp_path: Path
+    ) -> None:
+        objects = documents(render("--config", str(daemon_toml(tmp_path, KUBE))))
+        for kind, name in (("DaemonSet", "agenthost-daemon"), ("Deployment", "agenthost-manager")):
+            assert "annotations" not in find(objects, kind, name)["spec"]["template"]["metadata"]
+            assert "metrics" not in {p["name"] for p in container(objects, kind, name)["ports"]}
+        manager_toml = find(objects, "ConfigMap", "agenthost-manager")["data"]["manager.toml"]
+        assert "metrics_listen" not in manager_toml
+
+    @pytest.mark.parametrize(
+        ("listen", "problem"),
+        [
+            (
+                "127.0.0.1:9464",
+                "daemon.metrics_listen: 127.0.0.1:9464 is a loopback address Prometheus cannot "
+                "scrape from its pod; listen on 0.0.0.0:9464",
+            ),
+            (
+                "0.0.0.0:0",
+                "daemon.metrics_listen: port 0 is any free port, which the pods' scrape "
+                'annotation cannot name; give a fixed port (e.g. "0.0.0.0:9464")',
+            ),
+        ],
+        ids=["loopback", "any_port"],
+    )
+    def test_metrics_no_scrape_could_reach_are_refused(
+        self, tmp_path: Path, listen: str, problem: str
+    ) -> None:
+        path = daemon_toml(tmp_path, KUBE, daemon=f'metrics_listen = "{listen}"')
+        result = render("--config", str(path))
+        assert result.exit_code == 2
+        assert result.stderr == f"error: {path}: {problem}\n"
 
 
 class TestShippedManifests:

@@ -11,6 +11,7 @@ from cryptography import x509
 from common.credentials import (
     Identity,
     TlsFiles,
+    carries_daemon_host,
     certificate_identity,
     identity_of,
     init_ca,
@@ -71,8 +72,12 @@ class TestIssue:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert sans.get_values_for_type(x509.UniformResourceIdentifier) == [uri]
-        assert sans.get_values_for_type(x509.DNSName) == ["node1.example"]
+        # A daemon also names its identity as a host: the manager checks it by that name
+        # wherever it listens.
+        by_name = [f"{name}.daemon.agenthost.invalid"] if role == "daemon" else []
+        assert sans.get_values_for_type(x509.DNSName) == ["node1.example", *by_name]
         assert certificate_identity(cert) == Identity(role, name, admin)
+        assert carries_daemon_host(cert_path.read_bytes()) is (role == "daemon")
 
     @pytest.mark.parametrize(
         ("role", "name", "admin", "message"),

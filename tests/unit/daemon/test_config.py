@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cli.main import main
+from common import credentials
 from common.errors import ConfigError, NotFound
 from daemon.config import load_config, parse_config, set_scaling_group
 from daemon.resources import HostCapacity
@@ -566,6 +567,16 @@ MALFORMED += [
             "[daemon] node, to the node's Kubernetes name",
         ),
     ),
+    Malformed(
+        "metrics_on_the_grpc_port",
+        '[daemon]\nlisten = "127.0.0.1:6001"\nmetrics_listen = "0.0.0.0:6001"\n\n' + A0,
+        ("{file}: daemon: metrics_listen: port 6001 is listen's too; give each its own port",),
+    ),
+    Malformed(
+        "metrics_not_host_port",
+        '[daemon]\nmetrics_listen = "9464"\n\n' + A0,
+        ("{file}: daemon: metrics_listen: '9464' is not host:port (e.g. \"127.0.0.1:6001\")",),
+    ),
 ]
 
 
@@ -959,6 +970,79 @@ class TestKubernetesAgents:
         assert len(problems_of(path)) == 1  # read, the missing files are a problem
 
 
+class TestNodeInIds:
+    """One file for every node of a cluster: {node} in an id is the daemon's node."""
+
+    TEXT = (
+        '[daemon]\nallocation_mode = "shared"\ndefault_agent = "gpu0-{node}"\n\n'
+        + agent("gpu0-{node}", resources=None)
+        + agent("batch", "[30100, 30199]", resources=None)
+    )
+
+    def test_each_node_gets_agents_of_its_own_from_one_file(self, tmp_path: Path) -> None:
+        path = write(tmp_path, self.TEXT)
+        on = {node: load_config(path, HOST, node=node) for node in ("node-a", "node-b")}
+        assert [a.id for a in on["node-a"].agents] == ["gpu0-node-a", "batch"]
+        assert [a.id for a in on["node-b"].agents] == ["gpu0-node-b", "batch"]
+        assert on["node-b"].daemon.default_agent == "gpu0-node-b"
+        assert on["node-a"].notes == (
+            "ids with {node} (gpu0-{node}) are shown for node 'node-a'; on every other node "
+            "they carry its own name",
+        )
+
+    def test_an_id_too_long_on_its_node_is_refused_naming_the_node(self, tmp_path: Path) -> None:
+        path = write(tmp_path, agent("gpu0-{node}"))
+        node = "n" * 60
+        with pytest.raises(ConfigError) as info:
+            load_config(path, HOST, node=node)
+        assert info.value.problems == [
+            f'{path}: agents[0] (id "gpu0-{{node}}"): id: on node {node!r} it is '
+            f"'gpu0-{node}', which is not a valid id: {ID_SYNTAX}; shorten the id around "
+            "{node}, or set [daemon] node (agenthost daemon --node)"
+        ]
+
+    def test_the_same_id_twice_on_one_node_is_a_duplicate(self, tmp_path: Path) -> None:
+        text = agent("w-{node}") + agent(
+            "w-n1", "[30100, 30199]", '{ cpus = [1], memory = "1GiB" }'
+        )
+        path = write(tmp_path, text)
+        assert problems_of_node(path, "n1") == [
+            f'{path}: agents[1] (id "w-n1"): id \'w-n1\' is already used by agents[0] (id "w-n1")'
+        ]
+        assert [a.id for a in load_config(path, HOST, node="n2").agents] == ["w-n2", "w-n1"]
+
+    def test_scaling_group_write_back_finds_the_entry_and_keeps_the_placeholder(
+        self, tmp_path: Path
+    ) -> None:
+        path = write(tmp_path, self.TEXT)
+        set_scaling_group(path, "gpu0-node-a", "gpu", node="node-a")
+        text = path.read_text()
+        assert 'id = "gpu0-{node}"' in text
+        on_b = load_config(path, HOST, node="node-b")
+        assert [(a.id, a.scaling_group) for a in on_b.agents] == [
+            ("gpu0-node-b", "gpu"),
+            ("batch", "default"),
+        ]
+
+    def test_config_check_shows_the_ids_of_the_node_it_is_given(self, tmp_path: Path) -> None:
+        path = write(tmp_path, self.TEXT)
+        result = CliRunner().invoke(main, ["config", "check", str(path), "--node", "worker-7"])
+        assert result.exit_code == 0, result.output
+        ids = [line.split()[0] for line in result.stdout.splitlines()[2:4]]
+        assert ids == ["gpu0-worker-7", "batch"]
+        assert "shown for node 'worker-7'" in result.stdout.splitlines()[-1]
+        from_env = CliRunner().invoke(
+            main, ["config", "check", str(path)], env={"AGENTHOST_DAEMON_NODE": "worker-8"}
+        )
+        assert from_env.stdout.splitlines()[2].startswith("gpu0-worker-8 ")
+
+
+def problems_of_node(path: Path, node: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, HOST, node=node)
+    return info.value.problems
+
+
 class TestConfigCheckCommand:
     @pytest.fixture(autouse=True)
     def two_core_host(self, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1041,6 +1125,24 @@ class TestTrust:
             f"daemon.tls.cert: {files.cert} holds a manager certificate; this process needs a "
             "daemon certificate (agenthost certs issue --role daemon --name NAME)"
         ]
+
+    def test_a_certificate_the_manager_cannot_check_by_name_is_refused_with_a_manager(
+        self, tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # As an older agenthost issued it: without <name>.daemon.agenthost.invalid.
+        with monkeypatch.context() as m:
+            m.setattr(credentials, "daemon_host", lambda name: "node1.example")
+            cert, key = credentials.issue(pki.directory, "daemon", "old", ["10.0.0.5"])
+        table = f'tls = {{ ca = "{pki.ca}", cert = "{cert}", key = "{key}" }}'
+        assert self.problems(tmp_path, f'manager = "10.0.0.2:6100"\n{table}') == [
+            f"daemon.tls.cert: {cert} does not name old.daemon.agenthost.invalid, the name "
+            "the manager checks a daemon's certificate against (it was issued by an older "
+            "agenthost): issue it again with agenthost certs issue --role daemon --name old"
+        ]
+        # Without a manager nothing checks it by name: the daemon serves with it.
+        path = tmp_path / "alone.toml"
+        path.write_text(f"[daemon]\n{table}\n" + agent())
+        assert load_config(path, HOST).tls is not None
 
     def test_relative_paths_are_read_beside_the_config_file(self, tmp_path: Path, pki: Pki) -> None:
         files = pki.files("daemon", "node7")

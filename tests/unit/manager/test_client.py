@@ -13,11 +13,13 @@ from typing import Any
 import grpc
 import pytest
 
+from common.credentials import issue
 from common.errors import AgentHostError, FailedPrecondition, NotFound
 from manager.client import DaemonClient
 from manager.errors import DaemonUnreachable
 from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc
+from tests.pki import Pki
 
 
 class ScriptedDaemon(agent_pb2_grpc.AgentServiceServicer):
@@ -124,8 +126,19 @@ class TestRouting:
         here, elsewhere = client.agent("a0", address), client.agent("a1", "127.0.0.1:1")
         assert here.stub is not elsewhere.stub
         assert (here.address, elsewhere.address) == (address, "127.0.0.1:1")
-        await client.close_unused({address})
+        await client.close_unused({(address, "")})
         assert client.addresses == {address}
+
+    async def test_another_daemon_at_the_same_address_gets_its_own_channel(
+        self, daemon: tuple[ScriptedDaemon, str], client: DaemonClient
+    ) -> None:
+        # A pod IP given to another daemon: the channel checks one identity only.
+        _, address = daemon
+        before, after = client.agent("a0", address, "d1"), client.agent("a0", address, "d2")
+        assert before.stub is not after.stub
+        await client.close_unused({(address, "d2")})
+        assert client.agent("a0", address, "d2").stub is after.stub
+        assert client.agent("a0", address, "d1").stub is not before.stub  # opened anew
 
 
 class TestRetries:
@@ -207,3 +220,44 @@ class TestErrors:
         finally:
             await client.close()
         assert str(err.value).startswith("the daemon of agent 'a0' at 127.0.0.1:1 is down")
+
+
+class TestDaemonCheckedByName:
+    """With TLS the client checks a daemon's certificate against the identity it expects
+    there, not the address it dials (in a cluster, a pod IP no certificate names)."""
+
+    @pytest.fixture
+    async def tls_daemon(self, pki: Pki) -> AsyncIterator[str]:
+        # Named "nodes" (one certificate for every node), no address among its names.
+        cert, key = issue(pki.directory, "daemon", "nodes", sans=())
+        server = grpc.aio.server()
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(ScriptedDaemon(), server)
+        credentials = grpc.ssl_server_credentials(
+            [(key.read_bytes(), cert.read_bytes())],
+            root_certificates=pki.ca.read_bytes(),
+            require_client_auth=True,
+        )
+        port = server.add_secure_port("127.0.0.1:0", credentials)
+        await server.start()
+        yield f"127.0.0.1:{port}"
+        await server.stop(0)
+
+    @pytest.fixture
+    async def tls_client(self, pki: Pki) -> AsyncIterator[DaemonClient]:
+        credentials = pki.files("manager", "m1").channel_credentials()
+        c = DaemonClient(call_timeout=2.0, retries=0, credentials=credentials)
+        yield c
+        await c.close()
+
+    async def test_the_daemon_that_registered_is_reached_at_an_address_its_certificate_lacks(
+        self, tls_daemon: str, tls_client: DaemonClient
+    ) -> None:
+        kernel = await tls_client.agent("w-node-a", tls_daemon, "nodes", "node-a").get_kernel("k")
+        assert kernel.agent_id == "w-node-a"
+
+    @pytest.mark.parametrize("expected", ["node-a", ""], ids=["another_identity", "by_address"])
+    async def test_a_certificate_of_another_name_is_not_the_daemon(
+        self, tls_daemon: str, tls_client: DaemonClient, expected: str
+    ) -> None:
+        with pytest.raises(DaemonUnreachable):
+            await tls_client.agent("a0", tls_daemon, expected).get_kernel("k")

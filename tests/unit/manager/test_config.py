@@ -64,8 +64,19 @@ class TestErrors:
                 "letters, digits, '_', '.', '-', starting with a letter or digit",
             ),
             ("[daemon]\n", "unknown key 'daemon'; valid top-level tables: manager"),
+            (
+                "[manager]\ndaemon_listen = '0.0.0.0:6100'\nmetrics_listen = '0.0.0.0:6100'\n",
+                "manager: metrics_listen: port 6100 is daemon_listen's too; give each its own port",
+            ),
         ],
-        ids=["bad listen", "unknown policy", "zero missed heartbeats", "bad group", "wrong table"],
+        ids=[
+            "bad listen",
+            "unknown policy",
+            "zero missed heartbeats",
+            "bad group",
+            "wrong table",
+            "metrics on the daemons' port",
+        ],
     )
     def test_error_names_file_and_key(self, tmp_path: Path, text: str, problem: str) -> None:
         path = tmp_path / "m.toml"

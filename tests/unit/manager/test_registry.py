@@ -15,11 +15,15 @@ from protos import manager_pb2 as mpb
 
 
 def registration(
-    *agent_ids: str, address: str = "127.0.0.1:7001", daemon_id: str = "n1/d1", interval: float = 1
+    *agent_ids: str,
+    address: str = "127.0.0.1:7001",
+    daemon_id: str = "n1/d1",
+    interval: float = 1,
+    node: str = "n1",
 ) -> mpb.RegisterAgentsRequest:
     return mpb.RegisterAgentsRequest(
         daemon_address=address,
-        node="n1",
+        node=node,
         daemon_id=daemon_id,
         heartbeat_interval=interval,
         agents=[pb.AgentInfo(agent_id=a, scaling_group="default", healthy=True) for a in agent_ids],
@@ -138,6 +142,53 @@ class TestHeartbeats:
         registry.register(registration("a0"))
         with pytest.raises(UnknownSession):
             registry.heartbeat(beat(old, a0="default"))
+
+
+class TestOneIdentityOnManyNodes:
+    """The pods of a DaemonSet share one daemon certificate: one identity, many nodes."""
+
+    def register_node(
+        self, registry: Registry, node: str, address: str, *agent_ids: str, interval: float = 1
+    ) -> str:
+        request = registration(
+            *agent_ids, address=address, daemon_id="", node=node, interval=interval
+        )
+        return registry.register(request, identity="nodes").session_id
+
+    def test_each_node_keeps_its_own_session_and_agents(self) -> None:
+        registry = Registry()
+        a = self.register_node(registry, "node-a", "10.0.0.1:6001", "w-node-a")
+        b = self.register_node(registry, "node-b", "10.0.0.2:6001", "w-node-b")
+        assert [r.agent_id for r in registry.list()] == ["w-node-a", "w-node-b"]
+        # Neither registration ended the other's session.
+        registry.heartbeat(
+            beat(a, address="10.0.0.1:6001", **{"w-node-a": "default"}), identity="nodes"
+        )
+        registry.heartbeat(
+            beat(b, address="10.0.0.2:6001", **{"w-node-b": "default"}), identity="nodes"
+        )
+        assert {r.daemon_id for r in registry.list()} == {"nodes"}
+
+    def test_a_silent_node_loses_only_its_own_agents(self) -> None:
+        registry = Registry(missed_heartbeats=3)
+        self.register_node(registry, "node-a", "10.0.0.1:6001", "w-node-a", interval=1)
+        b = self.register_node(registry, "node-b", "10.0.0.2:6001", "w-node-b", interval=100)
+        expired = registry.expire(time.monotonic() + 10)
+        assert [d.node for d in expired] == ["node-a"]
+        assert registry.get("w-node-a").status is Liveness.LOST
+        assert registry.get("w-node-b").status is Liveness.ALIVE
+        registry.heartbeat(
+            beat(b, address="10.0.0.2:6001", **{"w-node-b": "default"}), identity="nodes"
+        )
+
+    def test_a_renamed_node_takes_its_agents_with_it(self) -> None:
+        registry = Registry(missed_heartbeats=3)
+        self.register_node(registry, "old", "10.0.0.1:6001", "a0", interval=1)
+        self.register_node(registry, "new", "10.0.0.1:6001", "a0", interval=100)
+        assert registry.get("a0").node == "new"
+        [stale] = registry.expire(time.monotonic() + 10)
+        assert (stale.node, stale.agent_ids) == ("old", ())  # a0 moved: nothing goes LOST
+        assert registry.get("a0").status is Liveness.ALIVE
 
 
 class TestExpiry:
