@@ -106,6 +106,8 @@ def config_check(file: Path) -> None:
             rows,
         )
     )
+    if cfg.hooks:
+        click.echo(f"hooks: {', '.join(h.name for h in cfg.hooks)}")
     for note in cfg.notes:
         click.echo(f"note: {note}")
 

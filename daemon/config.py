@@ -5,7 +5,9 @@ default, description); each backend's own table is declared by that backend
 (`daemon/backends/<name>/settings.py`, dependency-free because every daemon
 reads them) and only referenced here. `load_config` turns a file into a
 `DaemonConfig` holding a tuple of fully resolved `AgentConfig`s, or raises
-`ConfigError` listing every problem, each naming the file, the agent and the key.
+`ConfigError` listing every problem, each naming the file, the agent and the key;
+the lifecycle hooks `[daemon] hooks` names are imported and built here, so a bad one
+is a config error like any other (`daemon/hooks.py`).
 How the host is divided among agents, and the core, device and memory rules
 across agents, are `daemon/slices.py`'s: this module hands it each entry's
 `resources` as an `AgentClaim` and knows no allocation policy. `set_scaling_group`
@@ -42,6 +44,7 @@ from daemon.backends.docker.settings import DockerSettings
 from daemon.backends.kubernetes.names import dns_subdomain_problem, label_value_problem
 from daemon.backends.kubernetes.settings import KubernetesSettings
 from daemon.backends.local.settings import LocalSettings
+from daemon.hooks import HookError, LoadedHook, load_hook, parse_entry
 from daemon.resources import HostCapacity, ResourceSlice
 from daemon.slices import (
     ALLOCATION_MODES,
@@ -103,7 +106,11 @@ class DaemonSection(StrictModel):
         5.0, gt=0, description="seconds between heartbeats to the manager"
     )
     shutdown_grace: float = Field(
-        10.0, ge=0, le=3600, description="seconds in-flight calls get to finish on shutdown"
+        10.0,
+        ge=0,
+        le=3600,
+        description="seconds in-flight calls, and then running post hooks, get to finish on "
+        "shutdown",
     )
     kernel_retention: float = Field(
         3600.0,
@@ -119,6 +126,15 @@ class DaemonSection(StrictModel):
         ge=1,
         le=4096,
         description="most kernel specs one CreateKernels call may carry",
+    )
+    hooks: list[str] = Field(
+        default_factory=list,
+        description=(
+            'lifecycle hooks, each "package.module:Factory": the factory is called with no '
+            "arguments at load and gives an object with any of pre_create (return None to "
+            "allow a kernel or a reason to refuse it), post_create, post_terminate; the "
+            "module must be importable by the daemon's Python"
+        ),
     )
     insecure: bool = Field(
         False,
@@ -270,6 +286,7 @@ class DaemonConfig:
     host: HostCapacity
     notes: tuple[str, ...] = ()
     tls: LoadedTls | None = None  # None: plaintext (insecure = true)
+    hooks: tuple[LoadedHook, ...] = ()  # loaded from [daemon] hooks, in order
 
     @property
     def state_dir(self) -> Path:
@@ -311,7 +328,8 @@ def load_config(
     DaemonSet gives each pod its node's name). With check_files False the file
     describes a daemon elsewhere (deploy render): the files it names (the
     `[daemon.tls]` material, kubeconfigs) are neither read nor required here, so
-    the config's `tls` is None whatever the table says.
+    the config's `tls` is None whatever the table says; likewise the hooks are
+    checked for their form only, not imported, and `hooks` is empty.
     """
     path = Path(path)
     raw = read_toml(path)
@@ -408,6 +426,10 @@ def parse_config(
             )
         except InvalidArgument as exc:
             problems.append(f"{where_file}: {exc}")
+    hooks: list[LoadedHook] = []
+    if daemon_valid:
+        hooks, found = _load_hooks(daemon.hooks, f"{where_file}: daemon.hooks", check_files)
+        problems += found
     if problems:
         raise ConfigError(problems)
     division = divide_host(_claims(valid), daemon.allocation_mode, host)
@@ -429,8 +451,34 @@ def parse_config(
         for (_, e), s, k in zip(valid, division.slices, kubernetes, strict=True)
     )
     return DaemonConfig(
-        path=path, daemon=daemon, agents=agents, host=host, notes=division.notes, tls=tls
+        path=path,
+        daemon=daemon,
+        agents=agents,
+        host=host,
+        notes=division.notes,
+        tls=tls,
+        hooks=tuple(hooks),
     )
+
+
+def _load_hooks(
+    entries: Sequence[str], where: str, check_files: bool
+) -> tuple[list[LoadedHook], list[str]]:
+    """Every [daemon] hooks entry loaded (their factories called), and the problems.
+
+    Without check_files the hooks run elsewhere: only their form is checked.
+    """
+    hooks: list[LoadedHook] = []
+    problems: list[str] = []
+    for i, entry in enumerate(entries):
+        try:
+            if check_files:
+                hooks.append(load_hook(entry))
+            else:
+                parse_entry(entry)
+        except HookError as exc:
+            problems.append(f'{where}[{i}] "{entry}": {exc}')
+    return hooks, problems
 
 
 def _resolve_kubernetes(
