@@ -157,13 +157,17 @@ def check_labels(where: str, labels: Mapping[str, str]) -> None:
         check_text(f"{where}label {key!r}", value, MAX_LABEL_VALUE)
 
 
+def spec_place(kernel_id: str, index: int | None = None) -> str:
+    """How a message about one spec of a batch begins: by its kernel id when it has a
+    valid one, else by its place in the batch (`kernels[2]: `)."""
+    if is_valid_id(kernel_id):
+        return f"kernel {kernel_id!r}: "
+    return f"kernels[{index}]: " if index is not None else ""
+
+
 def check_spec(spec: Any, index: int | None = None) -> None:
     """One KernelSpec."""
-    where = (
-        f"kernel {spec.kernel_id!r}: "
-        if is_valid_id(spec.kernel_id)
-        else (f"kernels[{index}]: " if index is not None else "")
-    )
+    where = spec_place(spec.kernel_id, index)
     check_id("kernel_id", spec.kernel_id, required=False)
     check_text(f"{where}image", spec.image, MAX_IMAGE)
     check_argv(f"{where}command", spec.command, required=False)

@@ -1,8 +1,10 @@
 """`Agent`: one agent of the daemon, owning its state (slice, ports, records) and backend.
 
-Kernel lifecycle lives here: all-or-nothing batch creation, destroy, restart,
-exec, logs; recovery from the checkpoint at start and a periodic reconcile loop,
-so a kernel that ended behind the daemon's back never keeps its slots or ports.
+Kernel lifecycle lives here: all-or-nothing batch creation (admitted first by the
+pre_create hooks, before anything is allocated), destroy, restart, exec, logs;
+recovery from the checkpoint at start and a periodic reconcile loop, so a kernel
+that ended behind the daemon's back never keeps its slots or ports. Every end is a
+`terminate` of the state, which is how post_terminate hooks hear of it.
 Every change to a kernel goes through the agent's `CheckpointedState`
 (`daemon/state.py`), which writes it to disk; the agent awaits that write before
 it reports the change. Knows nothing of gRPC or of other agents (the registry
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import shutil
 import time
@@ -49,6 +52,7 @@ from daemon.backends.logfiles import LogTail
 from daemon.checkpoint import Checkpoint
 from daemon.config import AgentConfig
 from daemon.errors import CheckpointError
+from daemon.hooks import KernelHooks
 from daemon.kernels import Kernel, KernelRegistry, KernelSpec, KernelState
 from daemon.ports import PortPool
 from daemon.resources import Allocation, NodeCores, ResourceAllocator, ResourceSlice
@@ -95,8 +99,10 @@ class Agent:
         identity: str,
         node_cores: NodeCores | None = None,
         retention: float = 0.0,
+        hooks: KernelHooks | None = None,
     ) -> None:
         self.config = config
+        self.hooks = hooks or KernelHooks()
         self.retention = retention  # seconds an ended kernel is kept; 0: until destroyed
         self.id: AgentId = config.id
         self.scaling_group = config.scaling_group
@@ -138,6 +144,7 @@ class Agent:
         identity: str,
         node_cores: NodeCores | None = None,
         retention: float = 0.0,
+        hooks: KernelHooks | None = None,
     ) -> Agent:
         """Build the agent whole: backend connected, checkpoint recovered, dangling reaped.
 
@@ -145,7 +152,7 @@ class Agent:
         what to do) instead of failing the daemon.
         """
         backend = await create_backend(config.backend, config.id, config.backend_settings, identity)
-        agent = cls(config, backend, registry, state_dir, identity, node_cores, retention)
+        agent = cls(config, backend, registry, state_dir, identity, node_cores, retention, hooks)
         await agent._recover()
         return agent
 
@@ -154,8 +161,11 @@ class Agent:
     async def create_kernels(self, specs: Sequence[KernelSpec]) -> list[Kernel]:
         """Create every kernel of specs or none; a failure returns all it took.
 
-        specs were validated at the edge (`common/validation.py`).
+        specs were validated at the edge (`common/validation.py`). The pre_create
+        hooks see each spec before anything (even an id) is allocated; one refusal
+        refuses the batch.
         """
+        await self.hooks.admit(self.id, specs)
         specs = [
             s if s.kernel_id else s.model_copy(update={"kernel_id": new_kernel_id()}) for s in specs
         ]
@@ -203,6 +213,7 @@ class Agent:
             raise self._unwritable(exc, "the create was undone") from None
         for k in kernels:
             self._watch(k)
+        self.hooks.created(kernels)
         log.info("agent %s: created kernels %s", self.id, ", ".join(ids))
         return kernels
 
@@ -454,6 +465,7 @@ class Agent:
         """Rebuild from the checkpoint and what really runs; reap what nobody owns."""
         restored: list[Kernel] = []
         watched: list[KernelId] = []
+        lost: list[KernelId] = []  # running when the daemon stopped, gone since
         try:
             loaded = await self.state.load()
         except CheckpointError as exc:
@@ -494,13 +506,18 @@ class Agent:
                     continue
                 with contextlib.suppress(AgentHostError):
                     await self.backend.stop(kernel.handle, 0)
-                kernel = kernel.ended(None, "ended while the daemon was down", EndReason.LOST)
+                lost.append(kernel.kernel_id)
                 log.info(
                     "agent %s: kernel %s ended while the daemon was down", self.id, kernel.kernel_id
                 )
             restored.append(kernel)
+        restoring = self.state.restore(restored)  # the re-adopted slots and ports
+        for kernel_id in lost:
+            # Restored as it was, then ended like any kernel that ends, so whoever hears of
+            # ends (post_terminate hooks, watchers) hears of it; one write holds both.
+            self.state.terminate(kernel_id, None, "ended while the daemon was down", EndReason.LOST)
         try:
-            await self.state.restore(restored)  # the re-adopted slots and ports, on disk
+            await restoring  # on disk
         except OSError as exc:  # a full disk must not keep the agent from serving
             log.warning("agent %s: %s", self.id, self._unwritable(exc, "written later"))
         for kernel_id in watched:
@@ -584,8 +601,12 @@ class Agent:
         return self.config.kernels_dir / kernel_id
 
     def _watch(self, kernel: Kernel) -> None:
+        # In a context of its own: the call that started the watch (a create, a restart)
+        # is not the caller of the kernel's end, for the logs nor for the hooks.
         self._watchers[kernel.kernel_id] = asyncio.create_task(
-            self._await_exit(kernel), name=f"watch {self.id}/{kernel.kernel_id}"
+            self._await_exit(kernel),
+            name=f"watch {self.id}/{kernel.kernel_id}",
+            context=contextvars.Context(),
         )
 
     def _stop_watching(self, kernel_id: KernelId) -> None:

@@ -116,6 +116,8 @@ def config_check(file: Path, node: str | None) -> None:
             rows,
         )
     )
+    if cfg.hooks:
+        click.echo(f"hooks: {', '.join(h.name for h in cfg.hooks)}")
     for note in cfg.notes:
         click.echo(f"note: {note}")
 

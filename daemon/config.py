@@ -5,7 +5,9 @@ default, description); each backend's own table is declared by that backend
 (`daemon/backends/<name>/settings.py`, dependency-free because every daemon
 reads them) and only referenced here. `load_config` turns a file into a
 `DaemonConfig` holding a tuple of fully resolved `AgentConfig`s, or raises
-`ConfigError` listing every problem, each naming the file, the agent and the key.
+`ConfigError` listing every problem, each naming the file, the agent and the key;
+the lifecycle hooks `[daemon] hooks` names are imported and built here, so a bad one
+is a config error like any other (`daemon/hooks.py`).
 How the host is divided among agents, and the core, device and memory rules
 across agents, are `daemon/slices.py`'s: this module hands it each entry's
 `resources` as an `AgentClaim` and knows no allocation policy. `set_scaling_group`
@@ -49,6 +51,7 @@ from daemon.backends.docker.settings import DockerSettings
 from daemon.backends.kubernetes.names import dns_subdomain_problem, label_value_problem
 from daemon.backends.kubernetes.settings import KubernetesSettings
 from daemon.backends.local.settings import LocalSettings
+from daemon.hooks import HookError, LoadedHook, load_hook, parse_entry
 from daemon.resources import HostCapacity, ResourceSlice
 from daemon.slices import (
     ALLOCATION_MODES,
@@ -125,7 +128,11 @@ class DaemonSection(StrictModel):
         5.0, gt=0, description="seconds between heartbeats to the manager"
     )
     shutdown_grace: float = Field(
-        10.0, ge=0, le=3600, description="seconds in-flight calls get to finish on shutdown"
+        10.0,
+        ge=0,
+        le=3600,
+        description="seconds in-flight calls, and then running post hooks, get to finish on "
+        "shutdown",
     )
     kernel_retention: float = Field(
         3600.0,
@@ -141,6 +148,15 @@ class DaemonSection(StrictModel):
         ge=1,
         le=4096,
         description="most kernel specs one CreateKernels call may carry",
+    )
+    hooks: list[str] = Field(
+        default_factory=list,
+        description=(
+            'lifecycle hooks, each "package.module:Factory": the factory is called with no '
+            "arguments at load and gives an object with any of pre_create (return None to "
+            "allow a kernel or a reason to refuse it), post_create, post_terminate; the "
+            "module must be importable by the daemon's Python"
+        ),
     )
     insecure: bool = Field(
         False,
@@ -309,6 +325,7 @@ class DaemonConfig:
     host: HostCapacity
     notes: tuple[str, ...] = ()
     tls: LoadedTls | None = None  # None: plaintext (insecure = true)
+    hooks: tuple[LoadedHook, ...] = ()  # loaded from [daemon] hooks, in order
 
     @property
     def state_dir(self) -> Path:
@@ -350,7 +367,8 @@ def load_config(
     DaemonSet gives each pod its node's name). With check_files False the file
     describes a daemon elsewhere (deploy render): the files it names (the
     `[daemon.tls]` material, kubeconfigs) are neither read nor required here, so
-    the config's `tls` is None whatever the table says.
+    the config's `tls` is None whatever the table says; likewise the hooks are
+    checked for their form only, not imported, and `hooks` is empty.
     """
     path = Path(path)
     raw = read_toml(path)
@@ -470,6 +488,10 @@ def parse_config(
             "certificate against (it was issued by an older agenthost): issue it again with "
             f"agenthost certs issue --role daemon --name {tls.identity.name}"
         )
+    hooks: list[LoadedHook] = []
+    if daemon_valid:
+        hooks, found = _load_hooks(daemon.hooks, f"{where_file}: daemon.hooks", check_files)
+        problems += found
     if problems:
         raise ConfigError(problems)
     division = divide_host(_claims(valid), daemon.allocation_mode, host)
@@ -496,12 +518,40 @@ def parse_config(
             f"ids with {NODE_PLACEHOLDER} ({', '.join(per_node)}) are shown for node "
             f"{daemon.node!r}; on every other node they carry its own name",
         )
-    return DaemonConfig(path=path, daemon=daemon, agents=agents, host=host, notes=notes, tls=tls)
+    return DaemonConfig(
+        path=path,
+        daemon=daemon,
+        agents=agents,
+        host=host,
+        notes=notes,
+        tls=tls,
+        hooks=tuple(hooks),
+    )
 
 
 def names_node(agent_id: Any) -> bool:
     """Whether an id as written carries {node}."""
     return isinstance(agent_id, str) and NODE_PLACEHOLDER in agent_id
+
+
+def _load_hooks(
+    entries: Sequence[str], where: str, check_files: bool
+) -> tuple[list[LoadedHook], list[str]]:
+    """Every [daemon] hooks entry loaded (their factories called), and the problems.
+
+    Without check_files the hooks run elsewhere: only their form is checked.
+    """
+    hooks: list[LoadedHook] = []
+    problems: list[str] = []
+    for i, entry in enumerate(entries):
+        try:
+            if check_files:
+                hooks.append(load_hook(entry))
+            else:
+                parse_entry(entry)
+        except HookError as exc:
+            problems.append(f'{where}[{i}] "{entry}": {exc}')
+    return hooks, problems
 
 
 def _resolve_kubernetes(

@@ -1,7 +1,8 @@
 """`AgentRuntime`: every agent of the process, built whole before the server serves.
 
 `get_agent` is the one routing function: every per-agent request goes through it.
-The runtime also owns the aggregate kernel registry, the reconcile loop and the
+The runtime also owns the aggregate kernel registry, the lifecycle hooks (attached
+to its journal before any agent recovers), the reconcile loop and the
 scaling-group write-back. Knows nothing of gRPC.
 """
 
@@ -18,6 +19,7 @@ from common.ids import ID_SYNTAX, AgentId, is_valid_id
 from common.paging import R, rendered_page
 from daemon.agent import Agent, AgentStatus
 from daemon.config import DaemonConfig, set_scaling_group
+from daemon.hooks import KernelHooks
 from daemon.kernels import AggregateKernelRegistry, Kernel, KernelState
 from daemon.resources import NodeCores
 from daemon.state_dir import daemon_identity, prepare
@@ -34,11 +36,13 @@ class AgentRuntime:
         agents: Mapping[AgentId, Agent],
         kernels: AggregateKernelRegistry,
         identity: str,
+        hooks: KernelHooks | None = None,
     ) -> None:
         self.config = config
         self.agents = dict(agents)
         self.kernels = kernels
         self.identity = identity
+        self.hooks = hooks or KernelHooks()
         self._default: AgentId | None = (
             AgentId(config.daemon.default_agent)
             if config.daemon.default_agent
@@ -62,6 +66,8 @@ class AgentRuntime:
         await asyncio.to_thread(make_directories, config)
         identity = daemon_identity(state_dir)
         kernels = AggregateKernelRegistry()
+        # Before any agent recovers: a kernel found gone at recovery is an end to hear of.
+        hooks = KernelHooks(config.hooks, kernels.journal)
         node_cores = NodeCores()  # exclusive cores, across agents whose slices overlap
         registries = {a.id: kernels.new_registry(a.id) for a in config.agents}
         built = await asyncio.gather(
@@ -73,6 +79,7 @@ class AgentRuntime:
                     identity,
                     node_cores,
                     config.daemon.kernel_retention,
+                    hooks,
                 )
                 for a in config.agents
             ),
@@ -88,8 +95,9 @@ class AgentRuntime:
             for agent in agents.values():
                 with contextlib.suppress(Exception):
                     await agent.close(destroy_kernels=False)
+            await hooks.close(config.daemon.shutdown_grace)
             raise failures[0]
-        runtime = cls(config, agents, kernels, identity)
+        runtime = cls(config, agents, kernels, identity, hooks)
         runtime._reconciler = asyncio.create_task(runtime._reconcile_forever(), name="reconcile")
         return runtime
 
@@ -171,7 +179,8 @@ class AgentRuntime:
             log.warning("agent %s: reconcile failed: %s", agent.id, exc)
 
     async def close(self, destroy_kernels: bool = False) -> None:
-        """Stop reconciling; close every agent (destroying kernels only when asked)."""
+        """Stop reconciling; close every agent (destroying kernels only when asked); let
+        the post hooks those ends started finish (shutdown_grace), cancel the rest."""
         if self._reconciler is not None:
             self._reconciler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -180,6 +189,7 @@ class AgentRuntime:
             *(agent.close(destroy_kernels) for agent in self.agents.values()),
             return_exceptions=True,
         )
+        await self.hooks.close(self.config.daemon.shutdown_grace)
 
     async def _reconcile_forever(self) -> None:
         while True:

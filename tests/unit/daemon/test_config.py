@@ -1155,3 +1155,88 @@ class TestTrust:
         )
         config = load_config(path, HOST)
         assert config.tls is not None and config.tls.identity.name == "node7"
+
+
+class TestHooks:
+    """[daemon] hooks: loaded (factories called) at load time; a bad entry is a config error."""
+
+    def test_hooks_are_loaded_in_order(self, tmp_path: Path) -> None:
+        path = write(
+            tmp_path,
+            '[daemon]\nhooks = ["tests.hooks_fixture:Recorder", "tests.hooks_fixture:RaisingPre"]'
+            "\n\n" + A0,
+        )
+        config = load_config(path, HOST)
+        assert [h.name for h in config.hooks] == [
+            "tests.hooks_fixture:Recorder",
+            "tests.hooks_fixture:RaisingPre",
+        ]
+        assert load_config(write(tmp_path, A0, "none.toml"), HOST).hooks == ()
+
+    def test_every_bad_entry_is_a_problem_naming_it(self, tmp_path: Path) -> None:
+        path = write(
+            tmp_path,
+            "[daemon]\nhooks = ["
+            '"tests.hooks_fixture:Recorder", "nowhere.policy:Hook", '
+            '"tests.hooks_fixture:Missing", "tests.hooks_fixture:Nothing", "no colon"'
+            "]\n\n" + A0,
+        )
+        assert problems_of(path) == [
+            f"{path}: daemon.hooks[1] \"nowhere.policy:Hook\": no module 'nowhere.policy' on "
+            "the daemon's Python path (install it, or add its directory to PYTHONPATH)",
+            f'{path}: daemon.hooks[2] "tests.hooks_fixture:Missing": module '
+            "'tests.hooks_fixture' has no attribute 'Missing'",
+            f'{path}: daemon.hooks[3] "tests.hooks_fixture:Nothing": Nothing() gave a Nothing '
+            "object with none of the hook methods pre_create, post_create, post_terminate",
+            f'{path}: daemon.hooks[4] "no colon": not of the form "package.module:Factory" '
+            "(an importable module, a colon, a callable in it)",
+        ]
+
+    def test_a_hook_problem_is_reported_with_the_others(self, tmp_path: Path) -> None:
+        path = write(
+            tmp_path,
+            '[daemon]\nhooks = ["nowhere.policy:Hook"]\n\n'
+            + A0
+            + agent("a1", "[30050, 30150]", '{ cpus = [1], memory = "1GiB" }'),
+        )
+        problems = problems_of(path)
+        assert len(problems) == 2
+        assert any("daemon.hooks[0]" in p for p in problems)
+        assert any("overlaps agent" in p for p in problems)
+
+    def test_hooks_must_be_a_list_of_strings(self, tmp_path: Path) -> None:
+        path = write(tmp_path, '[daemon]\nhooks = "tests.hooks_fixture:Recorder"\n\n' + A0)
+        assert problems_of(path) == [
+            f"{path}: daemon: hooks: Input should be a valid list "
+            "(got 'tests.hooks_fixture:Recorder')"
+        ]
+
+    def test_without_check_files_only_the_form_is_checked(self, tmp_path: Path) -> None:
+        elsewhere = write(tmp_path, '[daemon]\nhooks = ["site_policy:Hook"]\n\n' + A0)
+        assert load_config(elsewhere, HOST, check_files=False).hooks == ()
+        malformed = write(tmp_path, '[daemon]\nhooks = ["site_policy"]\n\n' + A0, "bad.toml")
+        with pytest.raises(ConfigError) as caught:
+            load_config(malformed, HOST, check_files=False)
+        assert caught.value.problems == [
+            f'{malformed}: daemon.hooks[0] "site_policy": not of the form '
+            '"package.module:Factory" (an importable module, a colon, a callable in it)'
+        ]
+
+    def test_config_check_reports_a_bad_hook_and_lists_good_ones(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(HostCapacity, "detect", classmethod(lambda cls: HOST))
+        bad = write(tmp_path, '[daemon]\nhooks = ["nowhere.policy:Hook"]\n\n' + A0)
+        result = CliRunner().invoke(main, ["config", "check", str(bad)])
+        assert result.exit_code == 2
+        assert result.stderr.splitlines() == [
+            f'error: {bad}: daemon.hooks[0] "nowhere.policy:Hook": no module '
+            "'nowhere.policy' on the daemon's Python path (install it, or add its directory "
+            "to PYTHONPATH)"
+        ]
+        good = write(
+            tmp_path, '[daemon]\nhooks = ["tests.hooks_fixture:Recorder"]\n\n' + A0, "g.toml"
+        )
+        result = CliRunner().invoke(main, ["config", "check", str(good)])
+        assert result.exit_code == 0, result.output
+        assert "hooks: tests.hooks_fixture:Recorder" in result.stdout.splitlines()
