@@ -42,6 +42,14 @@ class ManagerSection(BaseModel):
             "TLS); default: the listen host, port + 100 (6100 for 6000)"
         ),
     )
+    advertise_address: HostPort | None = Field(
+        None,
+        description=(
+            "host:port of the user API as kernels created with delegate reach it (their "
+            "AGENTHOST_MANAGER); default: the listen address as bound, a wildcard host "
+            "as 127.0.0.1 (set it when kernels run on other hosts or in containers)"
+        ),
+    )
     insecure: bool = Field(
         False,
         description=(
