@@ -41,6 +41,7 @@ MAX_STATES = 8
 MAX_AGENTS_PER_DAEMON = 10_000
 MAX_KERNELS_PER_MESSAGE = 2000  # registration and heartbeat chunks (well under 4 MiB)
 MAX_SCALING_GROUPS = 64  # of one token
+MAX_DELEGATED_KERNELS = 10_000  # a delegating kernel's --delegate-kernels
 MAX_DURATION = 10 * 365 * 86400.0  # seconds: token lifetimes, retention, pruning
 QUOTE = 32  # characters of a refused value shown back
 

@@ -27,6 +27,12 @@ class Principal:
     scaling_groups: tuple[str, ...] = ()  # where a non-admin may create (a viewer: look)
     token_id: str = ""
     viewer: bool = False  # read-only: sees kernels of its scaling groups (all if none)
+    parent_kernel_id: str = ""  # a kernel's delegated token: the kernel that holds it
+
+    @property
+    def delegated(self) -> bool:
+        """A kernel's delegated token (it acts only on kernels it created, within limits)."""
+        return bool(self.parent_kernel_id)
 
     def __str__(self) -> str:
         if self.kind == "token":

@@ -26,6 +26,7 @@ from common.limits import (
     MAX_ARGV_BYTES,
     MAX_ARGV_ITEMS,
     MAX_CORES,
+    MAX_DELEGATED_KERNELS,
     MAX_DEVICE_KINDS,
     MAX_DEVICES,
     MAX_DURATION,
@@ -335,6 +336,19 @@ def _create_kernel(r: Any, limits: Limits) -> None:
     check_id("agent_id", r.agent_id, required=False)
     check_id("scaling_group", r.scaling_group, required=False)
     check_spec(r.spec)
+    if r.HasField("delegate_limits"):
+        if not r.delegate:
+            raise InvalidArgument(
+                "delegate_limits: given without delegate (limits bound what a delegating "
+                "kernel creates; set delegate too)"
+            )
+        asked = r.delegate_limits
+        check_count("delegate_limits.cores", asked.cores, MAX_CORES)
+        check_count("delegate_limits.kernels", asked.kernels, MAX_DELEGATED_KERNELS)
+        if asked.memory_bytes > MAX_MEMORY:
+            raise InvalidArgument(
+                f"delegate_limits.memory_bytes: {asked.memory_bytes} is more than any host has"
+            )
 
 
 def _register_agents(r: Any, limits: Limits) -> None:

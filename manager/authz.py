@@ -6,6 +6,9 @@ Deny by default, decided here for every method:
   is the certificate's name;
 - user calls need a bearer token (`authorization: Bearer aht_...` metadata), or an
   admin user certificate; admin-only calls (tokens, removing agents) need an admin;
+- a kernel's delegated token may only make the kernel calls of `DELEGATED_METHODS`
+  (create, list, get, wait, watch, exec, logs, destroy; the core then holds it to
+  its own kernels, its scaling group and its limits);
 - health and reflection answer anyone who reached the port.
 What a principal may do with a particular kernel or scaling group is decided by
 the core, which receives the principal. A plaintext manager (`insecure = true`,
@@ -30,6 +33,21 @@ SERVICE = "/agenthost.v1.ManagerService/"
 DAEMON_METHODS = frozenset(SERVICE + m for m in ("RegisterAgents", "RegisterKernels", "Heartbeat"))
 ADMIN_METHODS = frozenset(
     SERVICE + m for m in ("RemoveAgent", "CreateToken", "ListTokens", "RevokeToken", "PruneKernels")
+)
+DELEGATED_METHODS = frozenset(
+    SERVICE + m
+    for m in (
+        "ListAgents",
+        "CreateKernel",
+        "ListKernels",
+        "GetKernel",
+        "DestroyKernel",
+        "Execute",
+        "GetKernelLogs",
+        "StreamKernelLogs",
+        "WaitKernel",
+        "WatchKernels",
+    )
 )
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 TOKEN_HINT = (
@@ -76,6 +94,12 @@ def manager_policy(tokens: TokenTable, insecure: bool) -> Policy:
         principal = tokens.authenticate(token).principal()
         if method in ADMIN_METHODS and not principal.admin:
             raise PermissionDenied(f"{principal} may not call {method}: it needs an admin token")
+        if principal.delegated and method not in DELEGATED_METHODS:
+            raise PermissionDenied(
+                f"{principal} is the delegated token of kernel {principal.parent_kernel_id!r}: "
+                f"it may not call {method}, only create, list, get, wait for, watch, exec in, "
+                "read the logs of and destroy kernels"
+            )
         return principal
 
     return policy

@@ -49,6 +49,14 @@ class ManagerSection(BaseModel):
             "authentication: bind it where only your Prometheus reaches); unset: none"
         ),
     )
+    advertise_address: HostPort | None = Field(
+        None,
+        description=(
+            "host:port of the user API as kernels created with delegate reach it (their "
+            "AGENTHOST_MANAGER); default: the listen address as bound, a wildcard host "
+            "as 127.0.0.1 (set it when kernels run on other hosts or in containers)"
+        ),
+    )
     insecure: bool = Field(
         False,
         description=(

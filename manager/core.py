@@ -15,6 +15,15 @@ non-admin creates only in its scaling groups and reaches only its own kernels;
 kernel env values are shown only to their owner and admins. Tokens live in the
 `TokenTable` the policy checks against, written through to the store.
 
+Delegated spawning: a kernel created with `delegate` gets a token of its own in its
+env (`manager/delegation.py` has the rules and the arithmetic). Its children carry
+the `agenthost.parent` label and are owned by that token's principal, which creates
+only in the kernel's scaling group and within its limits (checked against the
+kernel table, plus creates in flight, before anything is reserved). When a kernel
+ends (its record TERMINATED or forgotten, however the manager learnt it) its token
+is revoked at once and its children are destroyed, theirs in turn; DestroyKernel
+answers once its kernel's whole tree is gone.
+
 Knows protocol messages and the parts above; nothing of gRPC servers or contexts,
 of SQL, or of the reconciliation rules themselves.
 """
@@ -36,23 +45,46 @@ from common.errors import (
     NotFound,
     PermissionDenied,
     ResourceExhausted,
+    Unauthenticated,
 )
+from common.formatting import format_bytes
 from common.ids import ID_SYNTAX, AgentId, KernelId, is_valid_id, new_kernel_id
 from common.kernel_events import EndReason, waited
 from common.paging import rendered_page
 from common.principal import Principal
 from manager.client import AgentHandle, DaemonClient
 from manager.config import ManagerConfig
+from manager.delegation import (
+    DELEGATION_ENV,
+    PARENT_LABEL,
+    ZERO,
+    Budget,
+    delegation_env,
+    owned_by,
+    refusal,
+    resolve_limits,
+    used,
+)
 from manager.errors import (
     AgentLost,
     AllAgentsBusy,
     BadRequest,
     DaemonUnreachable,
+    DelegationExhausted,
     StoreError,
     UnknownSession,
 )
 from manager.groups.document import KernelTemplateDocument
-from manager.kernels import TERMINATED, KernelRecord, KernelTable, account
+from manager.kernels import (
+    REDACTED,
+    TERMINATED,
+    ChangeKind,
+    KernelChange,
+    KernelRecord,
+    KernelTable,
+    account,
+    scrub_secrets,
+)
 from manager.reconcile import GONE, Reconciler
 from manager.registry import AgentRecord, Liveness, Registration, Registry
 from manager.scheduler import Demand, Scheduler
@@ -62,6 +94,7 @@ from manager.tokens import (
     ADMIN_TOKEN_NAME,
     TokenRecord,
     TokenTable,
+    new_delegated_token,
     new_token,
     record_for,
 )
@@ -75,6 +108,10 @@ _STATUS = {Liveness.ALIVE: mpb.AGENT_STATUS_ALIVE, Liveness.LOST: mpb.AGENT_STAT
 # Agents tried for one CreateKernel when daemons answer RESOURCE_EXHAUSTED (their
 # view, e.g. host ports bound by other processes, can be narrower than ours).
 CREATE_ATTEMPTS = 3
+# On a delegating kernel: the id of its token (which delegation is this kernel's,
+# should a later kernel reuse its id).
+DELEGATION_LABEL = "agenthost.delegation"
+MANAGER_LABELS = (PARENT_LABEL, DELEGATION_LABEL)  # set by the manager alone
 
 
 @dataclass
@@ -113,8 +150,16 @@ class Manager:
         # Registrations whose kernels are still arriving in chunks, by session id.
         self._pending: dict[str, PendingRegistration] = {}
         self._persisted_info: dict[AgentId, bytes] = {}  # AgentInfo as last written
+        # Where kernels given a delegated token reach the manager (see `listening_on`).
+        self.address = config.manager.advertise_address or config.manager.listen
+        # Creates of delegated principals in flight: owner -> kernel id -> its charge.
+        self._charging: dict[str, dict[KernelId, Budget]] = {}
+        # Children being ended because their parent ended, by the parent's token id.
+        self._cascades: dict[str, asyncio.Task[None]] = {}
         self._liveness = asyncio.create_task(self._watch_liveness(), name="liveness")
         self._pruning = asyncio.create_task(self._prune_forever(), name="kernel retention")
+        self._unsubscribe = kernels.subscribe(self._on_kernel_change)
+        self._sweep_delegations()
 
     @classmethod
     async def create(cls, config: ManagerConfig) -> Manager:
@@ -154,9 +199,20 @@ class Manager:
         )
         return cls(config, store, registry, scheduler, client, kernels, tokens, templates)
 
+    def listening_on(self, address: str) -> None:
+        """The user port is bound at address: what delegating kernels are told, unless
+        [manager] advertise_address says otherwise (a wildcard host becomes loopback)."""
+        if self.config.manager.advertise_address:
+            return
+        host, _, port = address.rpartition(":")
+        if host in ("0.0.0.0", "[::]", "::", ""):
+            host = "127.0.0.1"
+        self.address = f"{host}:{port}"
+
     async def close(self) -> None:
         """Stop the liveness loop and background work; close channels and the store."""
-        tasks = [self._liveness, self._pruning, *self._tasks]
+        self._unsubscribe()
+        tasks = [self._liveness, self._pruning, *self._tasks, *self._cascades.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -321,7 +377,7 @@ class Manager:
             lambda pair: (pair[0].kernel.created_at, pair[0].kernel_id),
             page_size,
             page_token,
-            lambda pair: _managed(pair[0], pair[1], principal),
+            lambda pair: self._managed(pair[0], pair[1], principal),
         )
 
     async def create_kernel(
@@ -331,11 +387,15 @@ class Manager:
         scaling_group: str = "",
         agent_id: str = "",
         template: str = "",
+        delegate: bool = False,
+        delegate_limits: mpb.DelegateLimits | None = None,
     ) -> mpb.ManagedKernel:
         """Schedule (or take the pinned agent), reserve, create on the daemon, record.
 
         With a template, spec's own fields go over the template's; its scaling group
         is the default, and only agents of its backend (if it names one) are tried.
+        With delegate, the kernel is given a delegated token (module docstring); a
+        delegated principal's kernel is charged to its delegation first.
         """
         backend = ""
         if template:
@@ -356,7 +416,9 @@ class Manager:
             raise AlreadyExists(f"kernel {kernel_id!r} already exists (on agent {where!r})")
         pinned = self.registry.get(agent_id) if agent_id else None
         if pinned is None:
-            group = scaling_group or self.config.manager.default_scaling_group
+            # A delegated token has one scaling group, its kernel's: that is its default.
+            default = principal.scaling_groups[0] if principal.delegated else ""
+            group = scaling_group or default or self.config.manager.default_scaling_group
         elif scaling_group and scaling_group != pinned.scaling_group:
             raise BadRequest(
                 f"agent {agent_id!r} is in scaling group {pinned.scaling_group!r}, "
@@ -371,6 +433,63 @@ class Manager:
                 f"{principal} may not create kernels in scaling group {group!r}; its scaling "
                 f"groups: {', '.join(principal.scaling_groups) or 'none'}"
             )
+        _claim_manager_labels(principal, spec)
+        limits = resolve_limits(spec, delegate_limits or mpb.DelegateLimits()) if delegate else None
+        if limits is not None:
+            given = sorted(k for k in DELEGATION_ENV if k in spec.env)
+            if given:
+                raise BadRequest(
+                    f"env {', '.join(given)}: set by the manager for a kernel created with "
+                    "delegate; leave them out"
+                )
+        owner = str(principal)
+        if principal.delegated:
+            self._charge(principal, kernel_id, Budget.of_spec(spec) + (limits or ZERO))
+        grant: TokenRecord | None = None
+        try:
+            if limits is not None:
+                token, grant = new_delegated_token(kernel_id, group, limits, owner)
+                # Known before the kernel starts: its first call may come at once.
+                self.tokens.add(grant)
+                spec.labels[DELEGATION_LABEL] = grant.token_id
+                ca = self.config.tls.ca if self.config.tls is not None else None
+                spec.env.update(delegation_env(token, self.address, ca))
+            managed = await self._place(principal, spec, group, pinned, template, backend)
+        except BaseException:
+            if grant is not None:
+                self.tokens.discard(grant.token_id)
+            raise
+        finally:
+            self._charging.get(owner, {}).pop(kernel_id, None)
+        if principal.delegated:
+            await self._undo_if_orphaned(principal, kernel_id)
+        if grant is not None and limits is not None:
+            # As it is now: the kernel may have ended already, its token with it.
+            await self.store.save_token(self.tokens.get(grant.token_id) or grant)
+            log.info(
+                "kernel %s delegates (token %s): in scaling group %s, at most %d kernels, "
+                "%d cores, %s of memory",
+                kernel_id,
+                grant.token_id,
+                group,
+                limits.kernels,
+                limits.cores,
+                format_bytes(limits.memory_bytes),
+            )
+        return managed
+
+    async def _place(
+        self,
+        principal: Principal,
+        spec: pb.KernelSpec,
+        group: str,
+        pinned: AgentRecord | None,
+        template: str,
+        backend: str,
+    ) -> mpb.ManagedKernel:
+        """Reserve an agent of group (or pinned), create spec there and record it."""
+        kernel_id = KernelId(spec.kernel_id)
+        agent_id = pinned.agent_id if pinned else ""
         demand = Demand.of_spec(spec)
         tried: list[AgentId] = []
         if backend:
@@ -407,7 +526,7 @@ class Manager:
             account(agent.info, created, +1)
             await self._save([record])
             log.info("kernel %s created on agent %s", kernel_id, reservation.agent_id)
-            return _managed(record, agent, principal)
+            return self._managed(record, agent, principal)
         raise AllAgentsBusy(
             f"agents {', '.join(tried[-CREATE_ATTEMPTS:])} of scaling group {group!r} had no "
             f"room for "
@@ -421,7 +540,7 @@ class Manager:
         record = self._owned(principal, kernel_id, agent_id, viewing=True)
         agent = self.registry.find(record.agent_id)
         if agent is None or agent.status is Liveness.LOST:
-            return _managed(record, agent, principal)
+            return self._managed(record, agent, principal)
         fresh: pb.Kernel | None
         try:
             fresh = await self._on(agent).get_kernel(kernel_id)
@@ -429,17 +548,20 @@ class Manager:
             fresh = None
         if self.reconciler.fetched(record, fresh):
             await self._save([record])
-        return _managed(record, agent, principal)
+        return self._managed(record, agent, principal)
 
     async def destroy_kernel(
         self, principal: Principal, kernel_id: str, agent_id: str = "", grace_seconds: float = 0
     ) -> mpb.ManagedKernel:
-        """Destroy the kernel on its daemon and forget it (on a LOST agent: UNAVAILABLE)."""
+        """Destroy the kernel on its daemon and forget it (on a LOST agent: UNAVAILABLE);
+        answer once the kernels it created (and theirs) are gone too."""
         record = self._owned(principal, kernel_id, agent_id)
         agent = self.registry.find(record.agent_id)
         if agent is not None and agent.status is Liveness.LOST and record.holds_resources:
             raise _lost(agent, kernel_id)
-        return _managed(await self.remove_kernel(record, grace_seconds), agent, principal)
+        ended = self._managed(await self.remove_kernel(record, grace_seconds), agent, principal)
+        await self._children_ended(record)
+        return ended
 
     async def remove_kernel(self, record: KernelRecord, grace_seconds: float = 0) -> KernelRecord:
         """Destroy record's kernel on its daemon (if its agent is ALIVE) and forget it.
@@ -454,7 +576,9 @@ class Manager:
         if agent is not None and agent.status is Liveness.ALIVE:
             self.reconciler.destroying.add(kernel_id)
             try:
-                final = await self._on(agent).destroy_kernel(kernel_id, grace_seconds)
+                final = scrub_secrets(
+                    await self._on(agent).destroy_kernel(kernel_id, grace_seconds)
+                )
             except NotFound:
                 if final.state != TERMINATED:
                     final.state = TERMINATED
@@ -669,6 +793,154 @@ class Manager:
         every part of the manager reaches an agent."""
         return self.client.agent(agent.agent_id, agent.daemon_address, agent.daemon_id, agent.node)
 
+    def _managed(
+        self, record: KernelRecord, agent: AgentRecord | None, viewer: Principal
+    ) -> mpb.ManagedKernel:
+        """The kernel as viewer sees it (`_seen`), with its daemon, its agent's scaling
+        group and node, and its delegation if it has one."""
+        managed = mpb.ManagedKernel(
+            kernel=_seen(record, viewer),
+            daemon_address=record.daemon_address,
+            scaling_group=agent.scaling_group if agent else "",
+            node=agent.node if agent else "",
+            owner=record.owner,
+        )
+        grant = self._grant_of(record)
+        if grant is not None and grant.limits is not None:
+            limits = grant.limits
+            managed.delegation.CopyFrom(
+                mpb.Delegation(
+                    token_id=grant.token_id,
+                    principal=grant.owner,
+                    scaling_group=grant.scaling_groups[0] if grant.scaling_groups else "",
+                    cores=limits.cores,
+                    memory_bytes=limits.memory_bytes,
+                    kernels=limits.kernels,
+                    devices=limits.device_counts,
+                    active=not grant.revoked_at,
+                )
+            )
+        return managed
+
+    # ------------------------------------------------------------ delegation
+
+    def _grant_of(self, record: KernelRecord) -> TokenRecord | None:
+        """The delegated token record's kernel was given, if any (matched by its label,
+        so a later kernel reusing the id does not inherit it)."""
+        grant = self.tokens.delegation_of(record.kernel_id)
+        label = record.kernel.spec.labels.get(DELEGATION_LABEL)
+        return grant if grant is not None and label == grant.token_id else None
+
+    def _charge(self, principal: Principal, kernel_id: KernelId, charge: Budget) -> None:
+        """Count charge against principal's delegation while kernel_id is being created;
+        DelegationExhausted, naming each limit it would pass, when it does not fit."""
+        owner = str(principal)
+        grant = self.tokens.get(principal.token_id)
+        if grant is None or grant.limits is None:
+            raise PermissionDenied(f"{principal} is not a delegation this manager knows")
+        in_use = used(owner, owned_by(self.kernels.values()), self._grant_of)
+        for pending in self._charging.get(owner, {}).values():
+            in_use += pending
+        problem = refusal(grant.limits, in_use, charge)
+        if problem is not None:
+            raise DelegationExhausted(
+                f"kernel {kernel_id!r} would pass the limits kernel "
+                f"{principal.parent_kernel_id!r} was given for what it creates: {problem}"
+            )
+        self._charging.setdefault(owner, {})[kernel_id] = charge
+
+    async def _undo_if_orphaned(self, principal: Principal, kernel_id: KernelId) -> None:
+        """Destroy kernel_id again if principal's kernel ended while it was being created
+        (its children were being ended then, without it); Unauthenticated saying so."""
+        grant = self.tokens.get(principal.token_id)
+        if grant is not None and not grant.revoked_at:
+            return
+        record = self.kernels.get(kernel_id)
+        if record is not None:
+            await self.remove_kernel(record)
+            await self._children_ended(record)
+        raise Unauthenticated(
+            f"kernel {principal.parent_kernel_id!r} ended while kernel {kernel_id!r} was being "
+            "created for it: its delegated token no longer works, and that kernel was "
+            "destroyed again"
+        )
+
+    def _on_kernel_change(self, change: KernelChange) -> None:
+        """A kernel that ended: its token stops now, its children are ended after."""
+        record = change.record
+        # ADDED too: a kernel can be first heard of when it has ended already.
+        ended = change.kind is ChangeKind.FORGOTTEN or record.kernel.state == TERMINATED
+        if ended:
+            grant = self._grant_of(record)
+            if grant is not None:
+                self._end_delegation(grant, "it ended")
+
+    def _sweep_delegations(self) -> None:
+        """At start: end the delegations of kernels that ended while nobody listened."""
+        for grant in self.tokens.delegations():
+            record = self.kernels.get(KernelId(grant.parent_kernel_id))
+            if record is None or self._grant_of(record) is not grant or not record.holds_resources:
+                self._end_delegation(grant, "it ended while the manager was down")
+
+    def _end_delegation(self, grant: TokenRecord, why: str) -> None:
+        """Revoke grant (at once, in memory) and end the kernels created with it."""
+        if not grant.revoked_at:
+            grant = self.tokens.revoke(grant.token_id)
+            self._spawn(self.store.save_token(grant))
+            log.info(
+                "kernel %s: %s, so its delegated token %s no longer works",
+                grant.parent_kernel_id,
+                why,
+                grant.token_id,
+            )
+        running = self._cascades.get(grant.token_id)
+        if running is not None and not running.done():
+            return
+        if not any(r.owner == grant.owner for r in self.kernels.values()):
+            return
+        token_id = grant.token_id
+        task = asyncio.create_task(self._end_children(grant), name=f"end {grant.owner}")
+        self._cascades[token_id] = task
+
+        def done(finished: asyncio.Task[None]) -> None:
+            if self._cascades.get(token_id) is finished:
+                del self._cascades[token_id]
+
+        task.add_done_callback(done)
+
+    async def _end_children(self, grant: TokenRecord) -> None:
+        """Destroy (and forget) every kernel created with grant, and their children."""
+        await asyncio.sleep(0)  # out of the kernel table's callback
+        children = [r for r in self.kernels.values() if r.owner == grant.owner]
+        log.info(
+            "kernel %s ended: ending the %d kernels it created",
+            grant.parent_kernel_id,
+            len(children),
+        )
+        results = await asyncio.gather(
+            *(self._end_child(r) for r in children), return_exceptions=True
+        )
+        for record, result in zip(children, results, strict=True):
+            if isinstance(result, Exception):
+                log.warning(
+                    "kernel %s (created by kernel %s) not destroyed: %s",
+                    record.kernel_id,
+                    grant.parent_kernel_id,
+                    result,
+                )
+
+    async def _end_child(self, record: KernelRecord) -> None:
+        if self.kernels.get(record.kernel_id) is record:
+            await self.remove_kernel(record)
+        await self._children_ended(record)
+
+    async def _children_ended(self, record: KernelRecord) -> None:
+        """Return once the kernels record's kernel created are being ended no more."""
+        grant = self._grant_of(record)
+        task = self._cascades.get(grant.token_id) if grant is not None else None
+        if task is not None:
+            await asyncio.shield(task)
+
     def _on(self, agent: AgentRecord) -> AgentHandle:
         """The handle on agent (see handle)."""
         return self.handle(agent)
@@ -756,7 +1028,20 @@ def _managed_agent(agent: AgentRecord) -> mpb.ManagedAgent:
     )
 
 
-REDACTED = "<redacted>"
+def _claim_manager_labels(principal: Principal, spec: pb.KernelSpec) -> None:
+    """Labels only the manager sets: refuse them from callers; mark a delegated
+    principal's kernel with its parent."""
+    for key in MANAGER_LABELS:
+        if key not in spec.labels:
+            continue
+        if key == PARENT_LABEL and spec.labels[key] == principal.parent_kernel_id:
+            continue
+        raise BadRequest(
+            f"label {key!r} is set by the manager (on kernels created by a delegating "
+            "kernel, and on delegating kernels); leave it out"
+        )
+    if principal.delegated:
+        spec.labels[PARENT_LABEL] = principal.parent_kernel_id
 
 
 def _may_see(principal: Principal, record: KernelRecord, agent: AgentRecord | None) -> bool:
@@ -777,20 +1062,6 @@ def _seen(record: KernelRecord, viewer: Principal) -> pb.Kernel:
         for key in kernel.spec.env:
             kernel.spec.env[key] = REDACTED
     return kernel
-
-
-def _managed(
-    record: KernelRecord, agent: AgentRecord | None, viewer: Principal
-) -> mpb.ManagedKernel:
-    """The kernel as viewer sees it (`_seen`), with its daemon, its agent's scaling group
-    and node."""
-    return mpb.ManagedKernel(
-        kernel=_seen(record, viewer),
-        daemon_address=record.daemon_address,
-        scaling_group=agent.scaling_group if agent else "",
-        node=agent.node if agent else "",
-        owner=record.owner,
-    )
 
 
 def _daemon_identity(principal: Principal) -> str | None:

@@ -37,6 +37,10 @@ class AllAgentsBusy(ResourceExhausted):
     """Agents that could run the request exist, but none has the room right now."""
 
 
+class DelegationExhausted(ResourceExhausted):
+    """A delegating kernel's children would pass the limits its creator set."""
+
+
 class AgentLost(Unavailable):
     """The agent's daemon missed its heartbeats; calls to it wait until it is back."""
 

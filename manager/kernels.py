@@ -7,6 +7,12 @@ agent is LOST) holds what its daemon allocated it; a TERMINATED or forgotten one
 holds nothing. `account` shows a create or a destroy in an agent's occupancy at
 once, until that daemon's next heartbeat replaces the numbers with its own.
 
+Secrets: a kernel's `AGENTHOST_TOKEN` env value (a delegated token, or any token
+someone gave a kernel) is replaced by `REDACTED` whenever a daemon's word for a
+kernel enters the table (`scrub_secrets`), so no record, listing, stored row, event
+or log line of the manager holds it, for anyone, owners and admins included; the
+kernel itself and its daemon have it.
+
 Change notifications: `subscribe(callback)` has the table call callback with a
 `KernelChange` after a record is added, after its state changes (whoever changed
 it: every change of a record goes through one of the table's methods, which
@@ -32,6 +38,7 @@ from enum import StrEnum
 from common.errors import InvalidArgument, NotFound
 from common.ids import AgentId, KernelId
 from common.kernel_events import EndReason
+from manager.delegation import ENV_TOKEN
 from manager.errors import KernelNotFound
 from manager.scheduler import Demand, Scheduler
 from protos import agent_pb2 as pb
@@ -40,6 +47,17 @@ log = logging.getLogger(__name__)
 
 TERMINATED = pb.KERNEL_STATE_TERMINATED
 UNKNOWN = pb.KERNEL_STATE_UNKNOWN
+REDACTED = "<redacted>"
+SECRET_ENV = (ENV_TOKEN,)  # env values the manager never keeps, shows or stores
+
+
+def scrub_secrets(kernel: pb.Kernel) -> pb.Kernel:
+    """Replace kernel's secret env values (SECRET_ENV) by REDACTED, in place; kernel."""
+    env = kernel.spec.env
+    for key in SECRET_ENV:
+        if key in env and env[key] != REDACTED:
+            env[key] = REDACTED
+    return kernel
 
 
 @dataclass(slots=True)
@@ -153,6 +171,7 @@ class KernelTable(Mapping[KernelId, KernelRecord]):
         """Take the daemon's word for the kernel, and hold (or release) what it holds."""
         if record.kernel is not kernel:
             record.kernel = kernel
+        scrub_secrets(kernel)
         if record.holds_resources:
             self.scheduler.hold(
                 record.kernel_id, record.agent_id, Demand.of_resources(kernel.allocated)

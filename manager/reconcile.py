@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from common.ids import AgentId, KernelId
-from manager.kernels import TERMINATED, UNKNOWN, KernelRecord, KernelTable
+from manager.kernels import TERMINATED, UNKNOWN, KernelRecord, KernelTable, scrub_secrets
 from protos import agent_pb2 as pb
 from protos import manager_pb2 as mpb
 
@@ -169,7 +169,7 @@ class Reconciler:
                 return False
             self.table.terminate(record, GONE)
             return True
-        if kernel == record.kernel or record.kernel_id not in self.table:
+        if scrub_secrets(kernel) == record.kernel or record.kernel_id not in self.table:
             return False
         self.table.update(record, kernel)
         return True

@@ -92,6 +92,7 @@ class ManagerServer:
             raise
         bound = started.address
         daemons = started.addresses[-1]
+        manager.listening_on(bound)
         if config.tls is None:
             log.warning(
                 "manager serving PLAINTEXT on %s (insecure = true): tokens cross unencrypted and "

@@ -63,7 +63,13 @@ class ManagerServicer(manager_pb2_grpc.ManagerServiceServicer):
         self, request: mpb.CreateKernelRequest, context: Ctx
     ) -> mpb.CreateKernelResponse:
         kernel = await self.manager.create_kernel(
-            caller(), request.spec, request.scaling_group, request.agent_id, request.template
+            caller(),
+            request.spec,
+            request.scaling_group,
+            request.agent_id,
+            request.template,
+            request.delegate,
+            request.delegate_limits,
         )
         return mpb.CreateKernelResponse(kernel=kernel)
 
@@ -227,4 +233,5 @@ def token_info(record: TokenRecord) -> mpb.TokenInfo:
         revoked_at=record.revoked_at,
         created_by=record.created_by,
         viewer=record.viewer,
+        parent_kernel_id=record.parent_kernel_id,
     )

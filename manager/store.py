@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from common.ids import AgentId
+from manager.delegation import Budget
 from manager.errors import StoreError
 from manager.groups.document import load_template
 from manager.groups.record import GroupRecord
@@ -36,7 +37,7 @@ from manager.templates import TemplateRecord
 from manager.tokens import TokenRecord
 from protos import agent_pb2 as pb
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -98,6 +99,11 @@ _MIGRATIONS = (
         kernels TEXT NOT NULL,
         status BLOB NOT NULL
     );
+    """,
+    # 4: delegated tokens: the kernel each was given to, and its limits (JSON).
+    """
+    ALTER TABLE tokens ADD COLUMN parent_kernel_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE tokens ADD COLUMN limits TEXT NOT NULL DEFAULT '';
     """,
 )
 
@@ -247,10 +253,13 @@ class Store:
                     revoked_at=r[7],
                     created_by=r[8],
                     viewer=bool(r[9]),
+                    parent_kernel_id=r[10],
+                    limits=Budget.from_json(json.loads(r[11])) if r[11] else None,
                 )
                 for r in conn.execute(
                     "SELECT token_id, name, secret_hash, admin, scaling_groups, created_at, "
-                    "expires_at, revoked_at, created_by, viewer FROM tokens ORDER BY rowid"
+                    "expires_at, revoked_at, created_by, viewer, parent_kernel_id, limits "
+                    "FROM tokens ORDER BY rowid"
                 )
             ]
 
@@ -260,8 +269,8 @@ class Store:
         """Insert or replace one token record."""
         await self._write(
             "INSERT INTO tokens (token_id, name, secret_hash, admin, scaling_groups, "
-            "created_at, expires_at, revoked_at, created_by, viewer) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "created_at, expires_at, revoked_at, created_by, viewer, parent_kernel_id, limits) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (token_id) DO UPDATE SET name = excluded.name, "
             "secret_hash = excluded.secret_hash, admin = excluded.admin, "
             "scaling_groups = excluded.scaling_groups, expires_at = excluded.expires_at, "
@@ -278,6 +287,8 @@ class Store:
                     record.revoked_at,
                     record.created_by,
                     int(record.viewer),
+                    record.parent_kernel_id,
+                    json.dumps(record.limits.to_json()) if record.limits is not None else "",
                 )
             ],
         )

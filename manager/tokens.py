@@ -4,8 +4,13 @@ A token reads `aht_<token_id>_<secret>`. The manager keeps only the token id and
 SHA-256 hash of the secret (the secret is 256 random bits, so a plain hash cannot be
 reversed or guessed); the whole token is shown once, when it is made. `TokenTable`
 holds every token in memory, so checking a call costs a dict lookup and one hash,
-and a revocation or an expiry takes effect on the next call. Knows tokens and
-principals; nothing of gRPC or SQLite (`manager/store.py` persists the records).
+and a revocation or an expiry takes effect on the next call.
+
+A delegated token (`new_delegated_token`) belongs to one kernel: its secret is
+given only to that kernel (in its env), its scope is the kernel's scaling group and
+the limits of `manager/delegation.py`, and it is revoked when that kernel ends.
+`delegation_of` finds a kernel's token. Knows tokens and principals; nothing of
+gRPC or SQLite (`manager/store.py` persists the records).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dataclasses import dataclass, replace
 from common.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
 from common.ids import ID_SYNTAX, is_valid_id
 from common.principal import Principal
+from manager.delegation import Budget
 
 PREFIX = "aht"
 ADMIN_TOKEN_NAME = "admin"
@@ -39,6 +45,8 @@ class TokenRecord:
     revoked_at: float = 0.0  # 0: not revoked
     created_by: str = ""
     viewer: bool = False  # read-only: sees kernels of its scaling groups, env values redacted
+    parent_kernel_id: str = ""  # a delegated token: the kernel it was given to
+    limits: Budget | None = None  # a delegated token: what its kernels may reserve in all
 
     def active(self, now: float) -> bool:
         """Neither revoked nor expired at now."""
@@ -54,7 +62,13 @@ class TokenRecord:
             scaling_groups=self.scaling_groups,
             token_id=self.token_id,
             viewer=self.viewer,
+            parent_kernel_id=self.parent_kernel_id,
         )
+
+    @property
+    def owner(self) -> str:
+        """What the kernels created with this token record as their owner."""
+        return str(self.principal())
 
 
 def _hash(secret: str) -> str:
@@ -114,6 +128,35 @@ def new_token(
     return f"{PREFIX}_{token_id}_{secret}", record
 
 
+def new_delegated_token(
+    parent_kernel_id: str,
+    scaling_group: str,
+    limits: Budget,
+    created_by: str,
+    now: float | None = None,
+) -> tuple[str, TokenRecord]:
+    """A fresh token for the kernel parent_kernel_id (being created by created_by).
+
+    Its name carries the kernel id and the token id, so the owner its children record
+    names the kernel and is never shared with an earlier kernel of the same id.
+    """
+    now = time.time() if now is None else now
+    token_id = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    record = TokenRecord(
+        token_id=token_id,
+        name=f"kernel-{parent_kernel_id}.{token_id}",
+        secret_hash=_hash(secret),
+        admin=False,
+        scaling_groups=(scaling_group,),
+        created_at=now,
+        created_by=created_by,
+        parent_kernel_id=parent_kernel_id,
+        limits=limits,
+    )
+    return f"{PREFIX}_{token_id}_{secret}", record
+
+
 def record_for(token: str, name: str, admin: bool, now: float) -> TokenRecord:
     """The record of an existing token string (the bootstrap admin token read from a file)."""
     parts = split_token(token)
@@ -135,7 +178,12 @@ class TokenTable:
     """Every token, by id; the one place that decides whether a bearer token is valid."""
 
     def __init__(self, records: Iterable[TokenRecord] = ()) -> None:
-        self._by_id: dict[str, TokenRecord] = {r.token_id: r for r in records}
+        self._by_id: dict[str, TokenRecord] = {}
+        # Kernel id -> the delegated token given to it last (revoked ones too: a kernel
+        # that ended is still charged what its descendants hold).
+        self._by_parent: dict[str, TokenRecord] = {}
+        for record in sorted(records, key=lambda r: r.created_at):
+            self._put(record)
 
     def authenticate(self, token: str, now: float | None = None) -> TokenRecord:
         """The record of a valid token; Unauthenticated (saying why) for any other."""
@@ -147,6 +195,11 @@ class TokenTable:
         if record is None or not hmac.compare_digest(record.secret_hash, _hash(secret)):
             raise Unauthenticated("the bearer token is not known to this manager")
         now = time.time() if now is None else now
+        if record.revoked_at and record.parent_kernel_id:
+            raise Unauthenticated(
+                f"the delegated token of kernel {record.parent_kernel_id!r} no longer works: "
+                "that kernel has ended (or the token was revoked)"
+            )
         if record.revoked_at:
             raise Unauthenticated(f"token {record.name!r} was revoked")
         if record.expires_at and now >= record.expires_at:
@@ -162,7 +215,13 @@ class TokenTable:
                     f"a token named {record.name!r} exists already (id {other.token_id}); "
                     "revoke it first or choose another name"
                 )
-        self._by_id[record.token_id] = record
+        self._put(record)
+
+    def discard(self, token_id: str) -> None:
+        """Forget a token that was never handed out (its kernel was not created)."""
+        record = self._by_id.pop(token_id, None)
+        if record is not None and self._by_parent.get(record.parent_kernel_id) is record:
+            del self._by_parent[record.parent_kernel_id]
 
     def revoke(self, name_or_id: str, now: float | None = None) -> TokenRecord:
         """Revoke the active token with that name or id; return its new record."""
@@ -176,12 +235,31 @@ class TokenTable:
         if record is None:
             raise NotFound(f"no token named or with id {name_or_id[:64]!r} that is not revoked")
         revoked = replace(record, revoked_at=now)
-        self._by_id[record.token_id] = revoked
+        self._put(revoked)
         return revoked
 
     def get(self, token_id: str) -> TokenRecord | None:
         """The record with that id, if any."""
         return self._by_id.get(token_id)
+
+    def delegation_of(self, kernel_id: str) -> TokenRecord | None:
+        """The delegated token given to kernel_id last (possibly revoked), if any."""
+        return self._by_parent.get(kernel_id)
+
+    def delegations(self) -> list[TokenRecord]:
+        """The latest delegated token of every kernel that was given one."""
+        return list(self._by_parent.values())
+
+    def _put(self, record: TokenRecord) -> None:
+        self._by_id[record.token_id] = record
+        if record.parent_kernel_id:
+            known = self._by_parent.get(record.parent_kernel_id)
+            if (
+                known is None
+                or known.token_id == record.token_id
+                or (known.created_at <= record.created_at)
+            ):
+                self._by_parent[record.parent_kernel_id] = record
 
     def list(self, include_revoked: bool = False) -> list[TokenRecord]:
         """Tokens, oldest first."""

@@ -157,30 +157,73 @@ class ManagerListAgentsResponse(_message.Message):
     def __init__(self, agents: _Optional[_Iterable[_Union[ManagedAgent, _Mapping]]] = ...) -> None: ...
 
 class CreateKernelRequest(_message.Message):
-    __slots__ = ("spec", "scaling_group", "agent_id", "template")
+    __slots__ = ("spec", "scaling_group", "agent_id", "template", "delegate", "delegate_limits")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     SCALING_GROUP_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    DELEGATE_FIELD_NUMBER: _ClassVar[int]
+    DELEGATE_LIMITS_FIELD_NUMBER: _ClassVar[int]
     spec: _agent_pb2.KernelSpec
     scaling_group: str
     agent_id: str
     template: str
-    def __init__(self, spec: _Optional[_Union[_agent_pb2.KernelSpec, _Mapping]] = ..., scaling_group: _Optional[str] = ..., agent_id: _Optional[str] = ..., template: _Optional[str] = ...) -> None: ...
+    delegate: bool
+    delegate_limits: DelegateLimits
+    def __init__(self, spec: _Optional[_Union[_agent_pb2.KernelSpec, _Mapping]] = ..., scaling_group: _Optional[str] = ..., agent_id: _Optional[str] = ..., template: _Optional[str] = ..., delegate: _Optional[bool] = ..., delegate_limits: _Optional[_Union[DelegateLimits, _Mapping]] = ...) -> None: ...
+
+class DelegateLimits(_message.Message):
+    __slots__ = ("cores", "memory_bytes", "kernels")
+    CORES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    KERNELS_FIELD_NUMBER: _ClassVar[int]
+    cores: int
+    memory_bytes: int
+    kernels: int
+    def __init__(self, cores: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., kernels: _Optional[int] = ...) -> None: ...
+
+class Delegation(_message.Message):
+    __slots__ = ("token_id", "principal", "scaling_group", "cores", "memory_bytes", "kernels", "devices", "active")
+    class DevicesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    SCALING_GROUP_FIELD_NUMBER: _ClassVar[int]
+    CORES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    KERNELS_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    token_id: str
+    principal: str
+    scaling_group: str
+    cores: int
+    memory_bytes: int
+    kernels: int
+    devices: _containers.ScalarMap[str, int]
+    active: bool
+    def __init__(self, token_id: _Optional[str] = ..., principal: _Optional[str] = ..., scaling_group: _Optional[str] = ..., cores: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., kernels: _Optional[int] = ..., devices: _Optional[_Mapping[str, int]] = ..., active: _Optional[bool] = ...) -> None: ...
 
 class ManagedKernel(_message.Message):
-    __slots__ = ("kernel", "daemon_address", "scaling_group", "node", "owner")
+    __slots__ = ("kernel", "daemon_address", "scaling_group", "node", "owner", "delegation")
     KERNEL_FIELD_NUMBER: _ClassVar[int]
     DAEMON_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     SCALING_GROUP_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
+    DELEGATION_FIELD_NUMBER: _ClassVar[int]
     kernel: _agent_pb2.Kernel
     daemon_address: str
     scaling_group: str
     node: str
     owner: str
-    def __init__(self, kernel: _Optional[_Union[_agent_pb2.Kernel, _Mapping]] = ..., daemon_address: _Optional[str] = ..., scaling_group: _Optional[str] = ..., node: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
+    delegation: Delegation
+    def __init__(self, kernel: _Optional[_Union[_agent_pb2.Kernel, _Mapping]] = ..., daemon_address: _Optional[str] = ..., scaling_group: _Optional[str] = ..., node: _Optional[str] = ..., owner: _Optional[str] = ..., delegation: _Optional[_Union[Delegation, _Mapping]] = ...) -> None: ...
 
 class CreateKernelResponse(_message.Message):
     __slots__ = ("kernel",)
@@ -252,7 +295,7 @@ class RemoveAgentResponse(_message.Message):
     def __init__(self, agent: _Optional[_Union[ManagedAgent, _Mapping]] = ..., kernels_forgotten: _Optional[int] = ...) -> None: ...
 
 class TokenInfo(_message.Message):
-    __slots__ = ("token_id", "name", "admin", "scaling_groups", "created_at", "expires_at", "revoked_at", "created_by", "viewer")
+    __slots__ = ("token_id", "name", "admin", "scaling_groups", "created_at", "expires_at", "revoked_at", "created_by", "viewer", "parent_kernel_id")
     TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADMIN_FIELD_NUMBER: _ClassVar[int]
@@ -262,6 +305,7 @@ class TokenInfo(_message.Message):
     REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
     CREATED_BY_FIELD_NUMBER: _ClassVar[int]
     VIEWER_FIELD_NUMBER: _ClassVar[int]
+    PARENT_KERNEL_ID_FIELD_NUMBER: _ClassVar[int]
     token_id: str
     name: str
     admin: bool
@@ -271,7 +315,8 @@ class TokenInfo(_message.Message):
     revoked_at: float
     created_by: str
     viewer: bool
-    def __init__(self, token_id: _Optional[str] = ..., name: _Optional[str] = ..., admin: _Optional[bool] = ..., scaling_groups: _Optional[_Iterable[str]] = ..., created_at: _Optional[float] = ..., expires_at: _Optional[float] = ..., revoked_at: _Optional[float] = ..., created_by: _Optional[str] = ..., viewer: _Optional[bool] = ...) -> None: ...
+    parent_kernel_id: str
+    def __init__(self, token_id: _Optional[str] = ..., name: _Optional[str] = ..., admin: _Optional[bool] = ..., scaling_groups: _Optional[_Iterable[str]] = ..., created_at: _Optional[float] = ..., expires_at: _Optional[float] = ..., revoked_at: _Optional[float] = ..., created_by: _Optional[str] = ..., viewer: _Optional[bool] = ..., parent_kernel_id: _Optional[str] = ...) -> None: ...
 
 class CreateTokenRequest(_message.Message):
     __slots__ = ("name", "admin", "scaling_groups", "expires_in", "viewer")

@@ -3,7 +3,8 @@
 Every client command takes `--manager` (AGENTHOST_MANAGER, default
 127.0.0.1:6000), `--token` (AGENTHOST_TOKEN, else the file $AGENTHOST_HOME/token
 that `agenthost up` and a manager's first start write), `--ca` (AGENTHOST_CA, else
-$AGENTHOST_HOME/pki/ca.crt when it exists) and `--insecure` (AGENTHOST_INSECURE).
+$AGENTHOST_HOME/pki/ca.crt when it exists; a path, or the PEM text itself, which is
+how a kernel created with --delegate is given it) and `--insecure` (AGENTHOST_INSECURE).
 With a CA the manager is verified over TLS; without one, or with `--insecure`, the
 channel is plaintext, which is allowed only to a loopback address (the token would
 cross the network in the clear). Every call carries `authorization: Bearer <token>`.
@@ -59,7 +60,7 @@ class Connection:
 
     address: str
     token: str | None
-    ca: Path | None
+    ca: Path | bytes | None  # a CA file, or its PEM
     insecure: bool
 
     def channel(self) -> grpc.Channel:
@@ -77,9 +78,9 @@ class Connection:
             channel = grpc.insecure_channel(self.address)
         else:
             try:
-                root = ca.read_bytes()
+                root = ca if isinstance(ca, bytes) else ca.read_bytes()
             except OSError as exc:
-                fail([f"cannot read the CA certificate {ca}: {exc.strerror}"], 2)
+                fail([f"cannot read the CA certificate {ca!s}: {exc.strerror}"], 2)
             channel = grpc.secure_channel(self.address, grpc.ssl_channel_credentials(root))
         token = self.token if self.token is not None else _default_token()
         if token:
@@ -127,6 +128,15 @@ def _default_token() -> str | None:
         return None
 
 
+def _ca_source(value: str | None) -> Path | bytes | None:
+    """--ca as given: PEM text (it starts with a PEM header) or a path."""
+    if value is None or not value.strip():
+        return None
+    if value.lstrip().startswith("-----BEGIN"):
+        return value.encode()
+    return Path(value)
+
+
 def connection_options(f: F) -> F:
     """--manager, --token, --ca, --insecure, passed to the command as `conn`."""
 
@@ -150,9 +160,11 @@ def connection_options(f: F) -> F:
         "--ca",
         envvar="AGENTHOST_CA",
         show_envvar=True,
-        type=click.Path(path_type=Path),
         default=None,
-        help="CA certificate to verify the manager with (default: $AGENTHOST_HOME/pki/ca.crt)",
+        help=(
+            "CA certificate to verify the manager with, a file or its PEM text "
+            "(default: $AGENTHOST_HOME/pki/ca.crt)"
+        ),
     )
     @click.option(
         "--insecure",
@@ -166,11 +178,11 @@ def connection_options(f: F) -> F:
         *args: Any,
         manager_address: str,
         token: str | None,
-        ca: Path | None,
+        ca: str | None,
         insecure: bool,
         **kwargs: Any,
     ) -> Any:
-        conn = Connection(manager_address, token, ca, insecure)
+        conn = Connection(manager_address, token, _ca_source(ca), insecure)
         return f(*args, conn=conn, **kwargs)
 
     return wrapper  # type: ignore[return-value]

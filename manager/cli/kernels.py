@@ -44,15 +44,38 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
     return out
 
 
-def _memory(value: str) -> int:
+def _memory(value: str, option: str = "--memory") -> int:
     if not value:
         return 0
     try:
         return int(TypeAdapter(ByteSize).validate_python(value))
     except ValidationError:
         raise click.BadParameter(
-            f'{value!r} is not a memory size (e.g. "512MiB", "2GiB")', param_hint="--memory"
+            f'{value!r} is not a memory size (e.g. "512MiB", "2GiB")', param_hint=option
         ) from None
+
+
+def _delegate_limits(
+    delegate: bool, cores: int | None, memory: str | None, kernels: int | None
+) -> mpb.DelegateLimits | None:
+    """The --delegate-* limits (None without --delegate); unset ones stay unset."""
+    if not delegate:
+        given = [
+            f"--delegate-{name}"
+            for name, value in (("cores", cores), ("memory", memory), ("kernels", kernels))
+            if value is not None
+        ]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} only go with --delegate")
+        return None
+    limits = mpb.DelegateLimits()
+    if cores is not None:
+        limits.cores = cores
+    if memory is not None:
+        limits.memory_bytes = _memory(memory, "--delegate-memory")
+    if kernels is not None:
+        limits.kernels = kernels
+    return limits
 
 
 def _ports(values: tuple[str, ...]) -> list[pb.ServicePort]:
@@ -112,11 +135,40 @@ _KERNEL_HEADERS = [
     default="",
     help="start from this template; the other options (and COMMAND) override its fields",
 )
+@click.option(
+    "--delegate",
+    is_flag=True,
+    help=(
+        "give the kernel a token of its own (AGENTHOST_TOKEN, AGENTHOST_MANAGER, AGENTHOST_CA "
+        "in its env) to create and manage kernels of its own, within the --delegate-* limits"
+    ),
+)
+@click.option(
+    "--delegate-cores",
+    type=click.IntRange(min=0),
+    default=None,
+    help="cores the kernels it creates may reserve in all (default: its own --cpus)",
+)
+@click.option(
+    "--delegate-memory",
+    default=None,
+    help='memory they may reserve in all, e.g. "1GiB" (default: its own --memory)',
+)
+@click.option(
+    "--delegate-kernels",
+    type=click.IntRange(min=0),
+    default=None,
+    help="how many kernels it may have at once, their descendants included (default: 1)",
+)
 @click.argument("command", nargs=-1)
 @connection_options
 @json_option
 def kernel_create(
     template: str,
+    delegate: bool,
+    delegate_cores: int | None,
+    delegate_memory: str | None,
+    delegate_kernels: int | None,
     agent_id: str,
     scaling_group: str,
     kernel_id: str,
@@ -133,9 +185,13 @@ def kernel_create(
 ) -> None:
     """Create a kernel running COMMAND (give it after --) on an agent the manager picks.
 
-    With --template, COMMAND is optional (the template's is used)."""
+    With --template, COMMAND is optional (the template's is used). With --delegate the
+    kernel may create kernels itself, through the manager, in its own scaling group:
+    the --delegate-* limits bound all of them together (and what they create in turn);
+    they end when it ends."""
     if not command and not template:
         raise click.UsageError("give the COMMAND to run (after --), or --template")
+    limits = _delegate_limits(delegate, delegate_cores, delegate_memory, delegate_kernels)
     devices = {}
     for kind, count in _pairs(device, "--device").items():
         if not count.isdigit():
@@ -155,7 +211,12 @@ def kernel_create(
     with conn.stub() as stub:
         response = stub.CreateKernel(
             mpb.CreateKernelRequest(
-                spec=spec, scaling_group=scaling_group, agent_id=agent_id, template=template
+                spec=spec,
+                scaling_group=scaling_group,
+                agent_id=agent_id,
+                template=template,
+                delegate=delegate,
+                delegate_limits=limits,
             ),
             timeout=CREATE_TIMEOUT,
         )
@@ -269,9 +330,18 @@ def kernel_get(kernel_id: str, conn: Connection, as_json: bool) -> None:
         ("labels", ", ".join(f"{n}={v}" for n, v in sorted(k.spec.labels.items())) or "-"),
         ("created", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(k.created_at))),
     ]
+    if managed.HasField("delegation"):
+        fields.append(("delegation", _delegation_line(managed.delegation)))
     width = max(len(name) for name, _ in fields)
     for name, value in fields:
         click.echo(f"{name.ljust(width)}  {value}")
+
+
+def _delegation_line(d: mpb.Delegation) -> str:
+    limits = [f"{d.kernels} kernels", f"{d.cores} cores", f"{format_bytes(d.memory_bytes)} memory"]
+    limits += [f"{n} {kind} devices" for kind, n in sorted(d.devices.items())]
+    state = "active" if d.active else "ended"
+    return f"{state}, in {d.scaling_group}: {', '.join(limits)} (token {d.token_id})"
 
 
 @kernel_group.command("exec")

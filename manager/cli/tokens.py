@@ -125,6 +125,8 @@ def _scope(token: mpb.TokenInfo) -> str:
     if token.admin:
         return "admin"
     groups = ",".join(token.scaling_groups)
+    if token.parent_kernel_id:
+        return f"kernel {token.parent_kernel_id} in {groups}"
     return f"viewer:{groups or '*'}" if token.viewer else groups
 
 

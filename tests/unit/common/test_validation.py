@@ -127,6 +127,19 @@ BAD = [
         "kernel 'k': image 'a\\x00b' contains a NUL byte",
     ),
     Bad(
+        "delegate-limits-without-delegate",
+        mpb.CreateKernelRequest(spec=spec(), delegate_limits=mpb.DelegateLimits(kernels=2)),
+        "delegate_limits: given without delegate (limits bound what a delegating kernel "
+        "creates; set delegate too)",
+    ),
+    Bad(
+        "delegate-kernels-past-the-bound",
+        mpb.CreateKernelRequest(
+            spec=spec(), delegate=True, delegate_limits=mpb.DelegateLimits(kernels=10_001)
+        ),
+        "delegate_limits.kernels: 10001 given, at most 10000 allowed",
+    ),
+    Bad(
         "missing-kernel-id",
         pb.GetKernelRequest(agent_id="a0"),
         "kernel_id is required",
@@ -158,8 +171,11 @@ class TestAccepted:
                 states=[pb.KERNEL_STATE_RUNNING], labels={"agenthost.io/group": "g"}
             ),
             pb.ListAgentsRequest(),
+            mpb.CreateKernelRequest(
+                spec=spec(), delegate=True, delegate_limits=mpb.DelegateLimits(cores=0)
+            ),
         ],
-        ids=["batch", "get", "exec", "list-filtered", "no-rules"],
+        ids=["batch", "get", "exec", "list-filtered", "no-rules", "delegate"],
     )
     def test_passes(self, request_: Any) -> None:
         validate(request_)

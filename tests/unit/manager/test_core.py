@@ -18,9 +18,10 @@ import pytest
 from common.errors import Unauthenticated
 from common.principal import Principal
 from manager.config import ManagerConfig, ManagerSection
-from manager.core import Manager
-from manager.errors import AgentLost, StoreError
-from manager.tokens import new_token
+from manager.core import DELEGATION_LABEL, Manager
+from manager.delegation import Budget
+from manager.errors import AgentLost, BadRequest, DelegationExhausted, StoreError
+from manager.tokens import new_delegated_token, new_token
 from protos import agent_pb2 as pb
 from protos import manager_pb2 as mpb
 
@@ -245,6 +246,76 @@ class TestRestart:
             assert listed[0].daemon_address == "127.0.0.1:7001"
         finally:
             await again.close()
+
+
+class TestDelegation:
+    """A delegating kernel's token and limits, without daemons (creates through real
+    daemons are in tests/integration/trust/test_delegation.py)."""
+
+    @staticmethod
+    def delegating(manager: Manager, kernel_id: str, limits: Budget) -> tuple[str, pb.Kernel]:
+        token, grant = new_delegated_token(kernel_id, "default", limits, "token:alice")
+        manager.tokens.add(grant)
+        parent = kernel(kernel_id)
+        parent.spec.labels[DELEGATION_LABEL] = grant.token_id
+        return token, parent
+
+    async def test_its_token_stops_the_moment_the_manager_learns_it_ended(
+        self, manager: Manager
+    ) -> None:
+        token, parent = self.delegating(manager, "p", Budget.of(0, 0, 1))
+        session = await manager.register(DAEMON, registration(parent))
+        assert manager.tokens.authenticate(token).parent_kernel_id == "p"
+        await manager.heartbeat(DAEMON, heartbeat(session, ("p", TERMINATED)))
+        with pytest.raises(Unauthenticated, match="kernel 'p' no longer works"):
+            manager.tokens.authenticate(token)
+        listed, _ = manager.list_kernels(ADMIN)
+        assert listed[0].delegation.token_id and not listed[0].delegation.active
+
+    async def test_a_restart_ends_tokens_of_kernels_gone_meanwhile(self, tmp_path: Path) -> None:
+        m = await Manager.create(config(tmp_path))
+        token, _ = self.delegating(m, "p", Budget.of(0, 0, 1))
+        grant = m.tokens.authenticate(token)
+        await m.store.save_token(grant)  # saved, but its kernel never recorded
+        await m.close()
+        again = await Manager.create(config(tmp_path))
+        try:
+            with pytest.raises(Unauthenticated, match="kernel 'p' no longer works"):
+                again.tokens.authenticate(token)
+        finally:
+            await again.close()
+
+    async def test_past_its_limits_a_create_is_refused_before_anything_is_reserved(
+        self, manager: Manager
+    ) -> None:
+        token, parent = self.delegating(manager, "p", Budget.of(0, 0, 1))
+        await manager.register(DAEMON, registration(parent))
+        principal = manager.tokens.authenticate(token).principal()
+        owned = kernel("c1")
+        manager.kernels.add(owned, "127.0.0.1:7001", owner=str(principal))
+        with pytest.raises(DelegationExhausted) as err:
+            await manager.create_kernel(principal, pb.KernelSpec(kernel_id="c2", command=["x"]))
+        assert str(err.value) == (
+            "kernel 'c2' would pass the limits kernel 'p' was given for what it creates: "
+            "kernels: limit 1 (--delegate-kernels), 1 in use, this create adds 1"
+        )
+        assert "c2" not in manager.kernels and not manager.reconciler.creating
+
+    @pytest.mark.parametrize("label", ["agenthost.parent", "agenthost.delegation"])
+    async def test_labels_only_the_manager_sets_are_refused(
+        self, manager: Manager, label: str
+    ) -> None:
+        spec = pb.KernelSpec(command=["x"], labels={label: "k9"})
+        with pytest.raises(BadRequest, match=f"label '{label}' is set by the manager"):
+            await manager.create_kernel(ADMIN, spec)
+
+    async def test_env_the_delegation_sets_is_refused_from_the_caller(
+        self, manager: Manager
+    ) -> None:
+        spec = pb.KernelSpec(command=["x"], env={"AGENTHOST_TOKEN": "mine"})
+        with pytest.raises(BadRequest, match="env AGENTHOST_TOKEN: set by the manager"):
+            await manager.create_kernel(ADMIN, spec, delegate=True)
+        assert manager.tokens.delegations() == []
 
 
 class TestRestartKeepsOccupancy:

@@ -314,3 +314,15 @@ class TestChangeNotifications:
         table.subscribe(calls.append)
         table.add(kernel("k1"), ADDRESS)
         assert "k1" in table and len(calls) == 1
+
+
+class TestSecrets:
+    def test_a_kernels_token_never_enters_the_table(self, table: KernelTable) -> None:
+        reported = kernel("k1")
+        reported.spec.env.update({"AGENTHOST_TOKEN": "aht_a_b", "OTHER": "kept"})
+        record = table.add(reported, ADDRESS)
+        assert dict(record.kernel.spec.env) == {"AGENTHOST_TOKEN": "<redacted>", "OTHER": "kept"}
+        again = kernel("k1")
+        again.spec.env["AGENTHOST_TOKEN"] = "aht_a_b"
+        table.update(record, again)
+        assert record.kernel.spec.env["AGENTHOST_TOKEN"] == "<redacted>"

@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 
 from common.ids import AgentId
+from manager.delegation import Budget
 from manager.errors import StoreError
 from manager.kernels import KernelRecord
 from manager.registry import AgentRecord, Liveness
-from manager.store import SCHEMA_VERSION, SavedAgent, Store
+from manager.store import _MIGRATIONS, SCHEMA_VERSION, SavedAgent, Store
+from manager.tokens import new_delegated_token, new_token
 from protos import agent_pb2 as pb
 
 INTERVAL = 0.5
@@ -272,7 +274,7 @@ class TestTemplatesAndGroups:
         assert await store.load_templates() == [] and await store.load_groups() == []
         await store.close()
         with sqlite3.connect(path) as conn:
-            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         conn.close()
 
     async def test_templates_and_groups_survive_reopening(self, tmp_path: Path) -> None:
@@ -338,3 +340,37 @@ class TestTemplatesAndGroups:
         )
         assert loaded.document == document and loaded.kernels == group.kernels
         assert loaded.status == group.status and loaded.plan().waves == (("a",), ("b",))
+
+
+class TestTokens:
+    async def test_delegated_tokens_keep_their_kernel_and_limits(self, tmp_path: Path) -> None:
+        _, plain = new_token("alice", admin=False, scaling_groups=["g1"])
+        _, delegated = new_delegated_token(
+            "k1", "g1", Budget.of(2, 1 << 30, 3, {"cuda": 1}), "token:alice"
+        )
+        store = await Store.open(tmp_path / "m.db")
+        await store.save_token(plain)
+        await store.save_token(delegated)
+        await store.close()
+        store = await Store.open(tmp_path / "m.db")
+        assert await store.load_tokens() == [plain, delegated]
+        await store.close()
+
+    async def test_a_version_3_file_gains_delegations_and_keeps_its_tokens(
+        self, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "m.db"
+        _, alice = new_token("alice", admin=False, scaling_groups=["g1"], now=5.0)
+        with sqlite3.connect(path) as conn:
+            conn.executescript(V1_SCHEMA)
+            for step in _MIGRATIONS[:2]:
+                conn.executescript(step)
+            conn.execute("PRAGMA user_version = 3")
+            conn.execute(
+                "INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (alice.token_id, "alice", alice.secret_hash, 0, '["g1"]', 5.0, 0, 0, "", 0),
+            )
+        conn.close()
+        store = await Store.open(path)
+        assert await store.load_tokens() == [alice]
+        await store.close()

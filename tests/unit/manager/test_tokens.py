@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from common.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
-from manager.tokens import TokenTable, new_token, record_for, split_token
+from manager.delegation import Budget
+from manager.tokens import TokenTable, new_delegated_token, new_token, record_for, split_token
 
 
 class TestNewToken:
@@ -87,3 +88,44 @@ class TestTokenTable:
         token, _ = new_token("x", admin=True, scaling_groups=[])
         record = record_for(token, "admin", admin=True, now=5.0)
         assert TokenTable([record]).authenticate(token).admin
+
+
+class TestDelegatedTokens:
+    def test_a_delegated_token_acts_as_its_kernel_in_its_scaling_group(self) -> None:
+        limits = Budget.of(1, 0, 2)
+        token, record = new_delegated_token("k1", "g1", limits, "token:alice", now=5.0)
+        assert record.limits == limits and record.created_by == "token:alice"
+        principal = TokenTable([record]).authenticate(token).principal()
+        assert principal.delegated and principal.parent_kernel_id == "k1"
+        assert principal.scaling_groups == ("g1",) and not principal.admin
+        assert record.owner == f"token:kernel-k1.{record.token_id}"
+
+    def test_once_revoked_it_says_its_kernel_has_ended(self) -> None:
+        token, record = new_delegated_token("k1", "g1", Budget(), "token:alice")
+        table = TokenTable([record])
+        table.revoke(record.token_id)
+        with pytest.raises(
+            Unauthenticated,
+            match=r"the delegated token of kernel 'k1' no longer works: that kernel has ended",
+        ):
+            table.authenticate(token)
+
+    def test_a_kernels_latest_token_is_found_revoked_or_not(self) -> None:
+        _, old = new_delegated_token("k1", "g1", Budget(), "a", now=1.0)
+        _, new = new_delegated_token("k1", "g1", Budget(), "a", now=2.0)
+        table = TokenTable([new, old])
+        assert table.delegation_of("k1") == new
+        table.revoke(old.token_id)  # an earlier kernel of that id: not the latest
+        assert table.delegation_of("k1") == new
+        revoked = table.revoke(new.token_id)
+        assert table.delegation_of("k1") == revoked and table.delegations() == [revoked]
+        assert table.delegation_of("k2") is None
+
+    def test_a_token_never_handed_out_is_discarded_without_trace(self) -> None:
+        token, record = new_delegated_token("k1", "g1", Budget(), "a")
+        table = TokenTable()
+        table.add(record)
+        table.discard(record.token_id)
+        assert table.delegation_of("k1") is None and table.list(include_revoked=True) == []
+        with pytest.raises(Unauthenticated, match="not known"):
+            table.authenticate(token)
