@@ -159,6 +159,12 @@ def cert_paths(directory: Path, role: str, name: str) -> tuple[Path, Path]:
     return directory / f"{role}-{name}.crt", directory / f"{role}-{name}.key"
 
 
+def _common_name(role: str, name: str) -> str:
+    """The subject's CN, for people reading the certificate: X.509 allows 64 characters
+    and a name may have 63, so a long one is cut (the identity is the SAN URI)."""
+    return f"{role}/{name}"[:64]
+
+
 def _san(host: str) -> x509.GeneralName:
     try:
         return x509.IPAddress(ipaddress.ip_address(host.strip("[]")))
@@ -200,7 +206,9 @@ def issue(
     alt_names += [_san(host) for host in dict.fromkeys(hosts)]
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{role}/{name}")]))
+        .subject_name(
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, _common_name(role, name))])
+        )
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())

@@ -79,6 +79,13 @@ class TestIssue:
         assert certificate_identity(cert) == Identity(role, name, admin)
         assert carries_daemon_host(cert_path.read_bytes()) is (role == "daemon")
 
+    def test_the_longest_valid_name_is_issued_whole_in_its_identity(self, pki: Path) -> None:
+        name = "n" * 63
+        cert_path, _ = issue(pki, "daemon", name)
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        assert certificate_identity(cert) == Identity("daemon", name, False)
+        assert carries_daemon_host(cert_path.read_bytes())
+
     @pytest.mark.parametrize(
         ("role", "name", "admin", "message"),
         [
