@@ -4,9 +4,12 @@ Startup builds the runtime whole, then binds one gRPC port (mutual TLS, or
 plaintext on loopback with `insecure = true`) serving AgentService,
 grpc.health.v1 (overall and one service name per agent) and server reflection;
 with `[daemon] manager` set, a `ManagerLink` registers the agents
-and heartbeats. Shutdown: health says NOT_SERVING, `server.stop(grace)` drains
-in-flight calls, agents stop (kernels keep running unless asked otherwise),
-checkpoints are flushed. Signal handlers only set a flag; a second signal forces exit.
+and heartbeats. The audit log (unless `audit_log = ""`) gets a line per call and
+per kernel spawned or terminated. Shutdown: health says NOT_SERVING,
+`server.stop(grace)` drains in-flight calls, agents stop (kernels keep running
+unless asked otherwise), checkpoints are flushed, the audit log is closed (after
+the kernels' last lines). Signal handlers only set a flag; a second signal forces
+exit.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from typing import Any
 import grpc
 
 from common.addresses import is_loopback
+from common.audit import AuditLog
 from common.limits import Limits
 from common.serving import NOT_SERVING, SERVING, Listener, start_grpc_server, stop_signals
+from daemon.audit import audit_kernel_events
 from daemon.authz import daemon_policy
 from daemon.config import DaemonConfig
 from daemon.manager_link import ManagerLink
@@ -51,9 +56,11 @@ class DaemonServer:
         health_servicer: Any,
         address: str,
         lock: StateDirLock,
+        audit: AuditLog | None,
     ) -> None:
         self.runtime = runtime
         self.lock = lock  # held while this daemon runs: one daemon per state_dir
+        self.audit = audit  # None: audit_log = "" (off)
         self.server = server
         self.health = health_servicer
         self.address = address
@@ -79,7 +86,11 @@ class DaemonServer:
         except BaseException:
             lock.release()
             raise
+        audit = None
         try:
+            audit = await open_audit_log(config)
+            if audit is not None:
+                audit_kernel_events(runtime.kernels.journal, audit)
             started = await start_grpc_server(
                 lambda server: agent_pb2_grpc.add_AgentServiceServicer_to_server(
                     AgentServicer(runtime), server
@@ -88,9 +99,12 @@ class DaemonServer:
                 [Listener(address, credentials)],
                 daemon_policy(insecure=config.tls is None),
                 Limits(max_batch=config.daemon.max_batch),
+                audit,
             )
         except BaseException:
             await runtime.close()
+            if audit is not None:
+                await audit.aclose()
             lock.release()
             raise
         bound = started.address
@@ -100,7 +114,7 @@ class DaemonServer:
                 "kernels and run commands in them; use [daemon.tls] on shared hosts",
                 bound,
             )
-        daemon = cls(runtime, started.server, started.health, bound, lock)
+        daemon = cls(runtime, started.server, started.health, bound, lock, audit)
         await daemon._publish_health()
         for status in runtime.list_agents():
             log.info(
@@ -125,6 +139,8 @@ class DaemonServer:
             self.runtime.config.daemon.shutdown_grace if grace is None else grace
         )
         await self.runtime.close(destroy_kernels=destroy_kernels)
+        if self.audit is not None:  # after the kernels' last lines
+            await self.audit.aclose()
         self.lock.release()
         log.info("daemon stopped%s", " (kernels destroyed)" if destroy_kernels else "")
 
@@ -140,6 +156,15 @@ class DaemonServer:
         while True:
             await asyncio.sleep(min(self.runtime.config.daemon.reconcile_interval, 2.0))
             await self._publish_health()
+
+
+async def open_audit_log(config: DaemonConfig) -> AuditLog | None:
+    """The daemon's audit log, opened (None when `audit_log = ""`)."""
+    path = config.audit_log
+    if path is None:
+        return None
+    daemon = config.daemon
+    return await AuditLog.open(path, "daemon", int(daemon.audit_max_bytes), daemon.audit_backups)
 
 
 async def run_daemon(

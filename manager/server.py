@@ -2,7 +2,9 @@
 
 Startup builds the core whole (store opened, registry and holds rebuilt) and the
 group controller (every stored group's runner going on where it was), then
-binds one gRPC port serving ManagerService, grpc.health.v1 and server reflection.
+binds one gRPC port serving ManagerService, grpc.health.v1 and server reflection;
+the audit log (unless `audit_log = ""`) gets a line per call and per kernel the
+manager learns was spawned or terminated.
 Shutdown: health says NOT_SERVING, `server.stop(grace)` drains in-flight calls,
 the group runners stop (groups go on at the next start), the core closes its
 channels and the store. Signal handlers only set a flag; a
@@ -17,7 +19,9 @@ from typing import Any
 import grpc
 
 from common.addresses import is_loopback
+from common.audit import AuditLog
 from common.serving import Listener, start_grpc_server, stop_signals
+from manager.audit import audit_kernel_changes
 from manager.authz import manager_policy
 from manager.config import ManagerConfig
 from manager.core import Manager
@@ -41,8 +45,10 @@ class ManagerServer:
         health_servicer: Any,
         address: str,
         daemon_address: str,
+        audit: AuditLog | None,
     ) -> None:
         self.manager = manager
+        self.audit = audit  # None: audit_log = "" (off)
         self.groups = groups
         self.server = server
         self.health = health_servicer
@@ -56,10 +62,16 @@ class ManagerServer:
         """Build the core, bind the ports, start serving."""
         listeners = _listeners(config, listen, daemon_listen)
         manager = await Manager.create(config)
+        audit = None
         try:
+            audit = await open_audit_log(config)
+            if audit is not None:
+                audit_kernel_changes(manager.kernels, audit)
             groups = await GroupController.create(manager)
         except BaseException:
             await manager.close()
+            if audit is not None:
+                await audit.aclose()
             raise
         try:
             started = await start_grpc_server(
@@ -69,10 +81,13 @@ class ManagerServer:
                 SERVICE_NAME,
                 listeners,
                 manager_policy(manager.tokens, insecure=config.tls is None),
+                audit=audit,
             )
         except BaseException:
             await groups.close()
             await manager.close()
+            if audit is not None:
+                await audit.aclose()
             raise
         bound = started.address
         daemons = started.addresses[-1]
@@ -90,7 +105,7 @@ class ManagerServer:
             config.db_path,
             config.admin_token_file,
         )
-        return cls(manager, groups, started.server, started.health, bound, daemons)
+        return cls(manager, groups, started.server, started.health, bound, daemons, audit)
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful shutdown: NOT_SERVING, drain, close the core."""
@@ -100,7 +115,18 @@ class ManagerServer:
         )
         await self.groups.close()
         await self.manager.close()
+        if self.audit is not None:
+            await self.audit.aclose()
         log.info("manager stopped")
+
+
+async def open_audit_log(config: ManagerConfig) -> AuditLog | None:
+    """The manager's audit log, opened (None when `audit_log = ""`)."""
+    path = config.audit_log
+    if path is None:
+        return None
+    section = config.manager
+    return await AuditLog.open(path, "manager", int(section.audit_max_bytes), section.audit_backups)
 
 
 async def run_manager(
