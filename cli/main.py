@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from cli.audit import COMMANDS as AUDIT_COMMANDS
 from cli.certs import COMMANDS as CERT_COMMANDS
 from cli.deploy import COMMANDS as DEPLOY_COMMANDS
 from cli.up import up_command
@@ -27,6 +28,7 @@ def main() -> None:
       agenthost kernel create -- sleep 600
       agenthost kernel ls
     Validate a daemon config:  agenthost config check FILE
+    Read the audit trail:      agenthost audit tail --config FILE
 
     Every option can also come from an environment variable named
     AGENTHOST_<COMMAND>_<OPTION> (e.g. AGENTHOST_DAEMON_CONFIG); client commands
@@ -40,5 +42,6 @@ for _command in (
     *MANAGER_COMMANDS,
     *CERT_COMMANDS,
     *DEPLOY_COMMANDS,
+    *AUDIT_COMMANDS,
 ):
     main.add_command(_command)

@@ -47,6 +47,10 @@ class Unauthenticated(AgentHostError):
 class PermissionDenied(AgentHostError):
     """The caller is known but may not do this (wrong role, scope or owner)."""
 
+    def __init__(self, message: str, caller: str = "") -> None:
+        super().__init__(message)
+        self.caller = caller  # whom an authorization policy refused, for the audit trail
+
 
 class Aborted(AgentHostError):
     """Another operation ended this one midway (e.g. a destroy ended a running exec)."""

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from common.errors import AgentHostError
-from common.principal import CALLER, Principal
+from common.errors import AgentHostError, PermissionDenied
+from common.principal import CALLER, CALLER_NOTE, Principal
 from common.status import status_code
 
 log = logging.getLogger(__name__)
@@ -159,8 +159,17 @@ class Authorization(CallHook):
         self.policy = policy
 
     def enter(self, method: str, request: Any, context: Ctx) -> Any:
-        """Resolve the caller and bind it to the call (handlers, log lines)."""
-        return CALLER.set(self.policy(method, context))
+        """Resolve the caller and bind it to the call (handlers, log lines, audit)."""
+        note = CALLER_NOTE.get()
+        try:
+            principal = self.policy(method, context)
+        except PermissionDenied as refused:
+            if note is not None:
+                note.caller = refused.caller
+            raise
+        if note is not None:
+            note.caller = str(principal)
+        return CALLER.set(principal)
 
     def leave(self, method: str, state: Any) -> None:
         """Unbind the caller."""

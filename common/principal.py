@@ -58,6 +58,25 @@ CALLER: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
 )
 
 
+class CallerNote:
+    """Whom authorization resolved a call to, or refused: kept for the hooks around it.
+
+    The audit hook wraps authorization (so that it sees refusals too) and writes its
+    line after authorization has unbound the caller; it puts a note in
+    `CALLER_NOTE` before the call and reads it after.
+    """
+
+    __slots__ = ("caller",)
+
+    def __init__(self) -> None:
+        self.caller = ""  # str(principal); "" while unknown (e.g. unauthenticated)
+
+
+CALLER_NOTE: contextvars.ContextVar[CallerNote | None] = contextvars.ContextVar(
+    "agenthost_caller_note", default=None
+)
+
+
 def caller() -> Principal:
     """The principal of the call being served, as the server's policy resolved it."""
     principal = CALLER.get()

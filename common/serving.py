@@ -1,9 +1,9 @@
 """What every agenthost gRPC server shares: building and binding it, and stop signals.
 
 `start_grpc_server` makes a grpc.aio server with the error-mapping and the
-authorization interceptors (and, when metrics are on, the RPC metrics hook),
-the grpc.health.v1 service and server reflection, binds its listeners
-(plaintext or TLS; never sharing a busy port) and starts it.
+authorization interceptors (and, when asked, the RPC metrics hook and the audit
+hook around them), the grpc.health.v1 service and server reflection, binds its
+listeners (plaintext or TLS; never sharing a busy port) and starts it.
 `stop_signals` turns the first SIGTERM/SIGINT into an event and a second one
 into an immediate exit. Used by the daemon and the manager; knows
 nothing of agents or kernels.
@@ -25,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from common.addresses import check_host_port
+from common.audit import AuditHook, AuditLog
 from common.interceptors import (
     Authorization,
     CallHook,
@@ -75,12 +76,15 @@ async def start_grpc_server(
     policy: Policy,
     limits: Limits | None = None,
     metrics: CallHook | None = None,
+    audit: AuditLog | None = None,
 ) -> GrpcServer:
     """Build, bind every listener (port 0: any free port) and start; health says SERVING.
 
     Every call passes the error mapping, the authorization policy and the request
     validation (with limits) before its handler; with metrics (the RPC metrics
-    hook), that hook outermost, so it sees every call with its final status code.
+    hook), that hook outside them, so it sees every call with its final status code;
+    with an audit log, the audit hook outside them all writes how each call ended,
+    refused and failed ones included.
     """
     hooks: tuple[CallHook, ...] = (
         ErrorMapping(),
@@ -89,6 +93,8 @@ async def start_grpc_server(
     )
     if metrics is not None:
         hooks = (metrics, *hooks)
+    if audit is not None:
+        hooks = (AuditHook(audit), *hooks)
     server = grpc.aio.server(interceptors=[HookedInterceptor(*hooks)], options=SERVER_OPTIONS)
     add_servicers(server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]

@@ -47,7 +47,8 @@ def daemon_policy(insecure: bool) -> Policy:
             return principal
         raise PermissionDenied(
             f"{identity} may not call {method}: the daemon's AgentService answers only the "
-            "manager and admin user certificates"
+            "manager and admin user certificates",
+            caller=str(principal),
         )
 
     return policy

@@ -64,6 +64,7 @@ from daemon.slices import (
 from daemon.state_dir import default_kernels_dir
 
 BACKENDS = ("local", "docker", "kubernetes")
+AUDIT_FILE = "audit.log"  # under state_dir, unless [daemon] audit_log says otherwise
 PORT_MIN, PORT_MAX = 1024, 65535
 # In an agent's id (and default_agent): the daemon's node, so that one file run on
 # every node of a cluster (a DaemonSet's ConfigMap) gives each node agents of its own.
@@ -157,6 +158,29 @@ class DaemonSection(StrictModel):
             "allow a kernel or a reason to refuse it), post_create, post_terminate; the "
             "module must be importable by the daemon's Python"
         ),
+    )
+    audit_log: str | None = Field(
+        None,
+        description=(
+            "the audit trail, JSON lines (mode 0600): one line per call (caller, method, "
+            "agent_id, kernel_id, status code, duration), refused ones included, and one per "
+            "kernel spawned or terminated; never env values, stdin or tokens. Relative: to "
+            'this file\'s directory; "": off; default: <state_dir>/audit.log'
+        ),
+    )
+    audit_max_bytes: ByteSize = Field(
+        ByteSize(64 << 20),
+        ge=0,
+        description=(
+            'size at which the audit log is rotated, e.g. "64MiB" (audit.log.1 is the newest '
+            "rotated part); 0: never rotated"
+        ),
+    )
+    audit_backups: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="rotated parts of the audit log kept (audit.log.1 ... audit.log.N)",
     )
     insecure: bool = Field(
         False,
@@ -337,10 +361,25 @@ class DaemonConfig:
         """The absolute directory of every agent's kernels' working directories."""
         return kernels_root(self.path, self.daemon)
 
+    @property
+    def audit_log(self) -> Path | None:
+        """The absolute path of the audit log; None when it is off (`audit_log = ""`)."""
+        return audit_log_path(self.path, self.daemon)
+
 
 def beside(config_path: Path, path: Path) -> Path:
     """path made absolute: a relative one is read beside the config file."""
     return (config_path.parent / path.expanduser()).resolve()
+
+
+def audit_log_path(config_path: Path, daemon: DaemonSection) -> Path | None:
+    """The absolute audit log of the daemon configured at config_path (None: off): as
+    given (relative: beside the config file), else audit.log in the state directory."""
+    if daemon.audit_log is None:
+        return beside(config_path, daemon.state_dir) / AUDIT_FILE
+    if not daemon.audit_log:
+        return None
+    return beside(config_path, Path(daemon.audit_log))
 
 
 def kernels_root(config_path: Path, daemon: DaemonSection) -> Path:

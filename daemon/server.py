@@ -5,10 +5,12 @@ Prometheus endpoint, then binds one gRPC port (mutual TLS, or
 plaintext on loopback with `insecure = true`) serving AgentService,
 grpc.health.v1 (overall and one service name per agent) and server reflection;
 with `[daemon] manager` set, a `ManagerLink` registers the agents
-and heartbeats. Shutdown: health says NOT_SERVING, `server.stop(grace)` drains
-in-flight calls, the metrics endpoint closes, agents stop (kernels keep running
-unless asked otherwise), checkpoints are flushed. Signal handlers only set a flag;
-a second signal forces exit.
+and heartbeats. The audit log (unless `audit_log = ""`) gets a line per call and
+per kernel spawned or terminated. Shutdown: health says NOT_SERVING,
+`server.stop(grace)` drains in-flight calls, the metrics endpoint closes, agents
+stop (kernels keep running unless asked otherwise), checkpoints are flushed, the
+audit log is closed (after the kernels' last lines). Signal handlers only set a
+flag; a second signal forces exit.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from common.addresses import is_loopback
+from common.audit import AuditLog
 from common.interceptors import CallHook
 from common.limits import Limits
 from common.serving import NOT_SERVING, SERVING, Listener, start_grpc_server, stop_signals
+from daemon.audit import audit_kernel_events
 from daemon.authz import daemon_policy
 from daemon.config import DaemonConfig
 from daemon.manager_link import ManagerLink
@@ -57,10 +61,12 @@ class DaemonServer:
         health_servicer: Any,
         address: str,
         lock: StateDirLock,
+        audit: AuditLog | None,
         metrics: MetricsEndpoint | None = None,
     ) -> None:
         self.runtime = runtime
         self.lock = lock  # held while this daemon runs: one daemon per state_dir
+        self.audit = audit  # None: audit_log = "" (off)
         self.server = server
         self.health = health_servicer
         self.address = address
@@ -89,7 +95,11 @@ class DaemonServer:
             raise
         hook: CallHook | None = None
         endpoint: MetricsEndpoint | None = None
+        audit = None
         try:
+            audit = await open_audit_log(config)
+            if audit is not None:
+                audit_kernel_events(runtime.kernels.journal, audit)
             if config.daemon.metrics_listen:
                 from daemon.metrics import serve_metrics  # prometheus_client only when asked
 
@@ -103,11 +113,14 @@ class DaemonServer:
                 daemon_policy(insecure=config.tls is None),
                 Limits(max_batch=config.daemon.max_batch),
                 metrics=hook,
+                audit=audit,
             )
         except BaseException:
             if endpoint is not None:
                 await endpoint.stop()
             await runtime.close()
+            if audit is not None:
+                await audit.aclose()
             lock.release()
             raise
         bound = started.address
@@ -117,7 +130,7 @@ class DaemonServer:
                 "kernels and run commands in them; use [daemon.tls] on shared hosts",
                 bound,
             )
-        daemon = cls(runtime, started.server, started.health, bound, lock, endpoint)
+        daemon = cls(runtime, started.server, started.health, bound, lock, audit, endpoint)
         await daemon._publish_health()
         for status in runtime.list_agents():
             log.info(
@@ -146,6 +159,8 @@ class DaemonServer:
         if self.metrics is not None:
             await self.metrics.stop()
         await self.runtime.close(destroy_kernels=destroy_kernels)
+        if self.audit is not None:  # after the kernels' last lines
+            await self.audit.aclose()
         self.lock.release()
         log.info("daemon stopped%s", " (kernels destroyed)" if destroy_kernels else "")
 
@@ -161,6 +176,15 @@ class DaemonServer:
         while True:
             await asyncio.sleep(min(self.runtime.config.daemon.reconcile_interval, 2.0))
             await self._publish_health()
+
+
+async def open_audit_log(config: DaemonConfig) -> AuditLog | None:
+    """The daemon's audit log, opened (None when `audit_log = ""`)."""
+    path = config.audit_log
+    if path is None:
+        return None
+    daemon = config.daemon
+    return await AuditLog.open(path, "daemon", int(daemon.audit_max_bytes), daemon.audit_backups)
 
 
 async def run_daemon(

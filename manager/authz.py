@@ -82,7 +82,8 @@ def manager_policy(tokens: TokenTable, insecure: bool) -> Policy:
                 who = str(identity) if identity else "a caller without a client certificate"
                 raise PermissionDenied(
                     f"{who} may not call {method}: only daemons, with their daemon certificate "
-                    "on the manager's daemon port (daemon_listen), register and heartbeat"
+                    "on the manager's daemon port (daemon_listen), register and heartbeat",
+                    caller=f"{identity.role}/{identity.name}" if identity else "",
                 )
             return Principal(kind="certificate", role="daemon", name=identity.name)
         token = bearer_token(context.invocation_metadata())
@@ -93,12 +94,15 @@ def manager_policy(tokens: TokenTable, insecure: bool) -> Policy:
             raise Unauthenticated(f"{method} needs a user: {TOKEN_HINT}")
         principal = tokens.authenticate(token).principal()
         if method in ADMIN_METHODS and not principal.admin:
-            raise PermissionDenied(f"{principal} may not call {method}: it needs an admin token")
+            raise PermissionDenied(
+                f"{principal} may not call {method}: it needs an admin token", caller=str(principal)
+            )
         if principal.delegated and method not in DELEGATED_METHODS:
             raise PermissionDenied(
                 f"{principal} is the delegated token of kernel {principal.parent_kernel_id!r}: "
                 f"it may not call {method}, only create, list, get, wait for, watch, exec in, "
-                "read the logs of and destroy kernels"
+                "read the logs of and destroy kernels",
+                caller=str(principal),
             )
         return principal
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
 
 from common.addresses import HostPort, same_port_problem
 from common.config import describe_errors, read_toml
@@ -24,6 +24,7 @@ from common.limits import MAX_DURATION
 
 Policy = Literal["spread", "pack"]
 POLICIES: tuple[str, ...] = get_args(Policy)
+AUDIT_FILE = "audit.log"  # beside db_path, unless [manager] audit_log says otherwise
 
 
 class ManagerSection(BaseModel):
@@ -82,6 +83,29 @@ class ManagerSection(BaseModel):
         description=(
             "SQLite file of agents, kernels and token hashes (relative: to this file's directory)"
         ),
+    )
+    audit_log: str | None = Field(
+        None,
+        description=(
+            "the audit trail, JSON lines (mode 0600): one line per call (caller, method, "
+            "agent_id, kernel_id, status code, duration), refused ones included, and one per "
+            "kernel spawned or terminated; never env values, stdin or tokens. Relative: to "
+            'this file\'s directory; "": off; default: audit.log beside db_path'
+        ),
+    )
+    audit_max_bytes: ByteSize = Field(
+        ByteSize(64 << 20),
+        ge=0,
+        description=(
+            'size at which the audit log is rotated, e.g. "64MiB" (audit.log.1 is the newest '
+            "rotated part); 0: never rotated"
+        ),
+    )
+    audit_backups: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="rotated parts of the audit log kept (audit.log.1 ... audit.log.N)",
     )
     scheduling_policy: Policy = Field(
         "spread",
@@ -154,8 +178,21 @@ class ManagerConfig:
     @property
     def db_path(self) -> Path:
         """The absolute path of the SQLite file (a relative one is read beside the file)."""
-        base = self.path.parent if self.path is not None else Path.cwd()
-        return (base / self.manager.db_path.expanduser()).resolve()
+        return (self._base / self.manager.db_path.expanduser()).resolve()
+
+    @property
+    def audit_log(self) -> Path | None:
+        """The absolute path of the audit log; None when it is off (`audit_log = ""`)."""
+        if self.manager.audit_log is None:
+            return self.db_path.parent / AUDIT_FILE
+        if not self.manager.audit_log:
+            return None
+        return (self._base / Path(self.manager.audit_log).expanduser()).resolve()
+
+    @property
+    def _base(self) -> Path:
+        """Where relative paths start: the config file's directory (else the working one)."""
+        return self.path.parent if self.path is not None else Path.cwd()
 
     def daemon_listen_for(self, listen: str) -> str | None:
         """Where daemons connect with their certificates when users are served on listen

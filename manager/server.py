@@ -3,7 +3,9 @@
 Startup builds the core whole (store opened, registry and holds rebuilt) and the
 group controller (every stored group's runner going on where it was), then
 (with `[manager] metrics_listen`) the Prometheus endpoint, then binds one gRPC
-port serving ManagerService, grpc.health.v1 and server reflection.
+port serving ManagerService, grpc.health.v1 and server reflection; the audit log
+(unless `audit_log = ""`) gets a line per call and per kernel the manager learns
+was spawned or terminated.
 Shutdown: health says NOT_SERVING, `server.stop(grace)` drains in-flight calls,
 the metrics endpoint closes, the group runners stop (groups go on at the next
 start), the core closes its channels and the store. Signal handlers only set a
@@ -18,8 +20,10 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from common.addresses import is_loopback
+from common.audit import AuditLog
 from common.interceptors import CallHook
 from common.serving import Listener, start_grpc_server, stop_signals
+from manager.audit import audit_kernel_changes
 from manager.authz import manager_policy
 from manager.config import ManagerConfig
 from manager.core import Manager
@@ -46,9 +50,11 @@ class ManagerServer:
         health_servicer: Any,
         address: str,
         daemon_address: str,
+        audit: AuditLog | None,
         metrics: MetricsEndpoint | None = None,
     ) -> None:
         self.manager = manager
+        self.audit = audit  # None: audit_log = "" (off)
         self.groups = groups
         self.server = server
         self.health = health_servicer
@@ -63,10 +69,16 @@ class ManagerServer:
         """Build the core, bind the ports, start serving."""
         listeners = _listeners(config, listen, daemon_listen)
         manager = await Manager.create(config)
+        audit = None
         try:
+            audit = await open_audit_log(config)
+            if audit is not None:
+                audit_kernel_changes(manager.kernels, audit)
             groups = await GroupController.create(manager)
         except BaseException:
             await manager.close()
+            if audit is not None:
+                await audit.aclose()
             raise
         hook: CallHook | None = None
         endpoint: MetricsEndpoint | None = None
@@ -83,12 +95,15 @@ class ManagerServer:
                 listeners,
                 manager_policy(manager.tokens, insecure=config.tls is None),
                 metrics=hook,
+                audit=audit,
             )
         except BaseException:
             if endpoint is not None:
                 await endpoint.stop()
             await groups.close()
             await manager.close()
+            if audit is not None:
+                await audit.aclose()
             raise
         bound = started.address
         daemons = started.addresses[-1]
@@ -109,7 +124,7 @@ class ManagerServer:
         )
         if endpoint is not None:
             log.info("manager metrics on http://%s/metrics", endpoint.address)
-        return cls(manager, groups, started.server, started.health, bound, daemons, endpoint)
+        return cls(manager, groups, started.server, started.health, bound, daemons, audit, endpoint)
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful shutdown: NOT_SERVING, drain, close the core."""
@@ -121,7 +136,18 @@ class ManagerServer:
             await self.metrics.stop()
         await self.groups.close()
         await self.manager.close()
+        if self.audit is not None:
+            await self.audit.aclose()
         log.info("manager stopped")
+
+
+async def open_audit_log(config: ManagerConfig) -> AuditLog | None:
+    """The manager's audit log, opened (None when `audit_log = ""`)."""
+    path = config.audit_log
+    if path is None:
+        return None
+    section = config.manager
+    return await AuditLog.open(path, "manager", int(section.audit_max_bytes), section.audit_backups)
 
 
 async def run_manager(

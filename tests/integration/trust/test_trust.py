@@ -1,7 +1,7 @@
 """Trust over real TLS on loopback: certificates, identities, tokens and scopes.
 
 A manager with `[manager.tls]` and two daemons (`n1`, `n2`) with `[daemon.tls]`,
-all in this process, certificates from one session CA (tests/pki.py); a second
+all in this process (tests/clusters.py), certificates from one session CA; a second
 CA stands for strangers. Every refusal is checked by the code the caller sees.
 """
 
@@ -14,7 +14,6 @@ import os
 import stat
 import subprocess
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -25,84 +24,28 @@ from common.principal import bind_caller_to_log_records
 from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc, manager_pb2_grpc
 from protos import manager_pb2 as mpb
+from tests.clusters import Cluster, trusted_cluster
 from tests.managers import (
     HEARTBEAT,
-    Manager,
     admin_token,
     agents_by_id,
     agents_toml,
     linked_daemon_config,
     manager_config,
     running_manager,
-    user_channel,
 )
 from tests.pki import Pki
-from tests.servers import AGENTHOST, Daemon, eventually, running_daemon, sleeper
+from tests.servers import AGENTHOST, eventually, running_daemon, sleeper
 
 DENIED = grpc.StatusCode.PERMISSION_DENIED
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 
 
-@dataclass
-class Cluster:
-    pki: Pki
-    manager: Manager
-    daemons: dict[str, Daemon]
-    tmp_path: Path
-
-    @property
-    def users(self) -> str:
-        """The manager's user port."""
-        return self.manager.server.address
-
-    def channel(self, token: str | None) -> grpc.aio.Channel:
-        """A TLS channel to the user port that verifies the manager and sends token."""
-        return user_channel(self.users, token, self.pki.server_only_credentials())
-
-    async def token(self, name: str, **scope: object) -> str:
-        response = await self.manager.stub.CreateToken(
-            mpb.CreateTokenRequest(name=name, **scope)  # type: ignore[arg-type]
-        )
-        return response.token
-
-
 @pytest.fixture
 async def cluster(pki: Pki, tmp_path: Path) -> AsyncIterator[Cluster]:
-    config = manager_config(
-        tmp_path, tls=pki.files("manager", "m1").table(), daemon_listen="127.0.0.1:0"
-    )
-    as_manager = pki.files("manager", "m1").channel_credentials()
-    async with running_manager(config, credentials=pki.server_only_credentials()) as manager:
-        daemon_port = manager.server.daemon_address
-        async with (
-            running_daemon(
-                linked_daemon_config(
-                    tmp_path,
-                    "n1",
-                    daemon_port,
-                    agents_toml(("w1", "g1", 48100, ""), ("x1", "g2", 48110, "")),
-                    trust=f"tls = {pki.files('daemon', 'n1').toml()}",
-                ),
-                credentials=as_manager,
-            ) as one,
-            running_daemon(
-                linked_daemon_config(
-                    tmp_path,
-                    "n2",
-                    daemon_port,
-                    agents_toml(("w2", "g1", 48120, "")),
-                    trust=f"tls = {pki.files('daemon', 'n2').toml()}",
-                ),
-                credentials=as_manager,
-            ) as two,
-        ):
-
-            async def registered() -> bool:
-                return len(await agents_by_id(manager.stub)) == 3
-
-            await eventually(registered)
-            yield Cluster(pki, manager, {"n1": one, "n2": two}, tmp_path)
+    async with trusted_cluster(pki, tmp_path) as running:
+        yield running
 
 
 async def code_of_call(call: object) -> grpc.StatusCode:

@@ -1240,3 +1240,30 @@ class TestHooks:
         result = CliRunner().invoke(main, ["config", "check", str(good)])
         assert result.exit_code == 0, result.output
         assert "hooks: tests.hooks_fixture:Recorder" in result.stdout.splitlines()
+
+
+class TestAuditLog:
+    def test_by_default_under_the_state_dir(self, tmp_path: Path) -> None:
+        config = load_config(write(tmp_path, '[daemon]\nstate_dir = "st"\n\n' + A0), HOST)
+        assert config.audit_log == tmp_path / "st" / "audit.log"
+        assert (int(config.daemon.audit_max_bytes), config.daemon.audit_backups) == (64 * MIB, 5)
+
+    @pytest.mark.parametrize(
+        ("value", "expected"),
+        [('""', None), ('"logs/a.jsonl"', "logs/a.jsonl"), ('"/var/log/x.log"', "/var/log/x.log")],
+        ids=["empty-is-off", "relative-beside-the-file", "absolute"],
+    )
+    def test_where_it_goes(self, tmp_path: Path, value: str, expected: str | None) -> None:
+        config = load_config(write(tmp_path, f"[daemon]\naudit_log = {value}\n\n" + A0), HOST)
+        assert config.audit_log == (None if expected is None else tmp_path / expected)
+
+    def test_rotation_settings(self, tmp_path: Path) -> None:
+        text = '[daemon]\naudit_max_bytes = "1KiB"\naudit_backups = 2\n\n' + A0
+        config = load_config(write(tmp_path, text), HOST)
+        assert (int(config.daemon.audit_max_bytes), config.daemon.audit_backups) == (1024, 2)
+
+    def test_no_backups_is_refused_naming_the_key(self, tmp_path: Path) -> None:
+        assert problems_of(write(tmp_path, "[daemon]\naudit_backups = 0\n\n" + A0)) == [
+            f"{tmp_path / 'daemon.toml'}: daemon: audit_backups: Input should be greater than "
+            "or equal to 1 (got 0)"
+        ]

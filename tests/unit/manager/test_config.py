@@ -152,3 +152,28 @@ class TestTrust:
         assert config.daemon_listen_for(config.manager.listen) == "127.0.0.1:6100"
         assert config.daemon_listen_for("127.0.0.1:0") == "127.0.0.1:0"
         assert config.admin_token_file.name == "token"
+
+
+class TestAuditLog:
+    def load(self, tmp_path: Path, text: str) -> ManagerConfig:
+        path = tmp_path / "m.toml"
+        path.write_text("[manager]\ninsecure = true\ndb_path = 'db/m.db'\n" + text)
+        return load_manager_config(path)
+
+    def test_by_default_beside_the_database(self, tmp_path: Path) -> None:
+        config = self.load(tmp_path, "")
+        assert config.audit_log == tmp_path / "db" / "audit.log"
+        assert (int(config.manager.audit_max_bytes), config.manager.audit_backups) == (64 << 20, 5)
+
+    @pytest.mark.parametrize(
+        ("value", "expected"),
+        [('""', None), ('"logs/a.jsonl"', "logs/a.jsonl"), ('"/var/log/x.log"', "/var/log/x.log")],
+        ids=["empty-is-off", "relative-beside-the-file", "absolute"],
+    )
+    def test_where_it_goes(self, tmp_path: Path, value: str, expected: str | None) -> None:
+        config = self.load(tmp_path, f"audit_log = {value}\n")
+        assert config.audit_log == (None if expected is None else tmp_path / expected)
+
+    def test_rotation_settings(self, tmp_path: Path) -> None:
+        config = self.load(tmp_path, "audit_max_bytes = '2KiB'\naudit_backups = 3\n")
+        assert (int(config.manager.audit_max_bytes), config.manager.audit_backups) == (2048, 3)
