@@ -37,9 +37,7 @@ def decode_token(token: str) -> Key:
     return tuple(key)
 
 
-def page(
-    items: Iterable[T], key: Callable[[T], Key], size: int, token: str
-) -> tuple[list[T], str]:
+def page(items: Iterable[T], key: Callable[[T], Key], size: int, token: str) -> tuple[list[T], str]:
     """One page of items in key order after token, and the token of the next page
     ("" when this is the last)."""
     ordered = sorted(items, key=key)
