@@ -407,8 +407,12 @@ class Agent:
             )
         for kernel_id in list(self._watchers):
             self._stop_watching(kernel_id)
-        await self.state.flush()
-        await self.backend.close()
+        try:
+            await self.state.flush()
+        except OSError as exc:  # a full disk: the next start reconciles with what runs
+            log.warning("agent %s: %s", self.id, self._unwritable(exc, "not written"))
+        finally:
+            await self.backend.close()
 
     async def _end_execs(self, kernel_id: KernelId) -> None:
         """Cancel the calls running execs in kernel_id, and let them clean up."""

@@ -46,7 +46,10 @@ class LocalBackend:
     name = "local"
     settings_model: ClassVar[type[LocalSettings]] = LocalSettings
 
-    def __init__(self, identity: str, memory_cgroups: MemoryCgroups | None) -> None:
+    def __init__(
+        self, agent_id: AgentId, identity: str, memory_cgroups: MemoryCgroups | None
+    ) -> None:
+        self.agent_id = agent_id
         self.identity = identity
         self.cgroups = memory_cgroups
         self._watches: dict[int, ExitWatch] = {}
@@ -56,7 +59,7 @@ class LocalBackend:
         cls, agent_id: AgentId, settings: LocalSettings, identity: str
     ) -> LocalBackend:
         """Build the backend for one agent; detects a writable memory cgroup."""
-        return cls(identity, MemoryCgroups.detect(identity))
+        return cls(agent_id, identity, MemoryCgroups.detect(identity))
 
     # ------------------------------------------------------------------ verbs
 
@@ -169,10 +172,13 @@ class LocalBackend:
         """The local backend is always available."""
 
     async def close(self) -> None:
-        """Stop watching processes; the kernels themselves keep running."""
+        """Stop watching processes; the kernels themselves keep running. The agent's
+        memory cgroup (and the daemon's) goes once no kernel group is left in it."""
         for watch in self._watches.values():
             watch.close()
         self._watches.clear()
+        if self.cgroups is not None:
+            await asyncio.to_thread(self.cgroups.remove_agent, self.agent_id)
 
     # ---------------------------------------------------------------- details
 

@@ -65,6 +65,12 @@ class MemoryCgroups:
             (group / name).write_text(str(limit))
         return group
 
+    def remove_agent(self, agent_id: str) -> None:
+        """Remove agent_id's group, and the daemon's once no agent has one; groups that
+        still hold kernels (left running past the daemon) stay."""
+        remove(self.base / agent_id)
+        remove(self.base)
+
     def agent_groups(self, agent_id: str) -> list[Path]:
         """Every kernel group of agent_id."""
         agent_dir = self.base / agent_id
