@@ -16,10 +16,10 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from common.errors import (
     AgentHostError,
@@ -50,6 +50,7 @@ from daemon.resources import Allocation, NodeCores, ResourceAllocator, ResourceS
 from daemon.state import AgentState, CheckpointedState, MemoryState
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Seconds reconcile waits before declaring a dead kernel "vanished", so that the
 # kernel's own exit watcher (which knows the exit code) can record it first.
@@ -112,6 +113,10 @@ class Agent:
         # the calls that run execs, to end with their kernel.
         self._lifecycle = KeyedLocks[KernelId]()
         self._execs: dict[KernelId, set[asyncio.Task[Any]]] = {}
+        # Lifecycle steps under way (create, restart, destroy): each runs to its end even
+        # when its caller gives up, since one stopped half-way would hold slots, ports and
+        # processes that nobody ends.
+        self._steps: set[asyncio.Task[Any]] = set()
         self._passes = 0  # reconcile passes so far
         # Its checkpoint cannot be used: the agent serves nothing (and ends nothing) until
         # the operator acts on the message; the other agents are not affected.
@@ -142,8 +147,12 @@ class Agent:
     async def create_kernels(self, specs: Sequence[KernelSpec]) -> list[Kernel]:
         """Create every kernel of specs or none; a failure returns all it took.
 
-        specs were validated at the edge (`common/validation.py`).
+        specs were validated at the edge (`common/validation.py`). A caller that gives up
+        meanwhile finds the batch created (or undone), never half-made.
         """
+        return await self._to_the_end(self._create_kernels(specs))
+
+    async def _create_kernels(self, specs: Sequence[KernelSpec]) -> list[Kernel]:
         specs = [
             s if s.kernel_id else s.model_copy(update={"kernel_id": new_kernel_id()}) for s in specs
         ]
@@ -200,6 +209,9 @@ class Agent:
         Serialised with restarts and exec starts of the same kernel: a destroy that
         races a restart ends with the kernel destroyed and no process left.
         """
+        return await self._to_the_end(self._destroy_kernel(kernel_id, grace))
+
+    async def _destroy_kernel(self, kernel_id: KernelId, grace: float) -> Kernel:
         async with self._lifecycle.hold(kernel_id):
             kernel = self.state.get(kernel_id)
             self._busy.add(kernel_id)
@@ -225,6 +237,9 @@ class Agent:
 
     async def restart_kernel(self, kernel_id: KernelId) -> Kernel:
         """Stop and start the kernel again with the same slots and ports (one at a time)."""
+        return await self._to_the_end(self._restart_kernel(kernel_id))
+
+    async def _restart_kernel(self, kernel_id: KernelId) -> Kernel:
         async with self._lifecycle.hold(kernel_id):
             kernel = self.state.get(kernel_id)
             if not kernel.alive:
@@ -399,7 +414,10 @@ class Agent:
         await self.state.flush()
 
     async def close(self, destroy_kernels: bool) -> None:
-        """Stop watching; destroy the kernels too when asked; flush the checkpoint."""
+        """Let lifecycle steps under way end; stop watching; destroy the kernels too when
+        asked; flush the checkpoint."""
+        if self._steps:
+            await asyncio.wait(self._steps)
         if destroy_kernels:
             await asyncio.gather(
                 *(self.destroy_kernel(k.kernel_id) for k in self.state.kernels()),
@@ -413,6 +431,13 @@ class Agent:
             log.warning("agent %s: %s", self.id, self._unwritable(exc, "not written"))
         finally:
             await self.backend.close()
+
+    async def _to_the_end(self, step: Coroutine[Any, Any, T]) -> T:
+        """step's result; step runs on to its end even if the caller is cancelled."""
+        task = asyncio.ensure_future(step)
+        self._steps.add(task)
+        task.add_done_callback(self._steps.discard)
+        return await asyncio.shield(task)
 
     async def _end_execs(self, kernel_id: KernelId) -> None:
         """Cancel the calls running execs in kernel_id, and let them clean up."""

@@ -1,7 +1,7 @@
-"""The fault suite: the daemon killed (-9) in the middle of a batch, a full state_dir,
-a corrupt checkpoint. Each ends with nothing lost (what a reply reported exists after
-a restart) and nothing leaked: no slots, ports, processes, kernel directories or
-memory cgroups beyond what the records hold.
+"""The fault suite: the daemon killed (-9) in the middle of a batch, a caller that gives
+up half-way, a full state_dir, a corrupt checkpoint. Each ends with nothing lost (what
+a reply reported exists after a restart) and nothing leaked: no slots, ports,
+processes, kernel directories or memory cgroups beyond what the records hold.
 
 Two daemons on one state_dir, a second server on a busy port and fifty concurrent
 restarts and destroys of one kernel are in test_examples.py.
@@ -10,6 +10,7 @@ restarts and destroys of one kernel are in test_examples.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import shlex
@@ -216,6 +217,62 @@ class TestKillNineDuringABatch:
                 assert kernel_dirs(tmp_path / "state", "a0") == set()
             assert second.terminate() == 0
         assert memory_cgroups(identity) == []
+
+
+# ---------------------------------------------------------- the caller gives up
+
+
+class TestCallerGivesUp:
+    @pytest.mark.parametrize("deadline", [0.02, 0.1, 0.3])
+    async def test_a_batch_whose_caller_gives_up_is_made_whole_never_half(
+        self, tmp_path: Path, identity: str, deadline: float
+    ) -> None:
+        marks = tmp_path / "marks"
+        marks.mkdir()
+        request = batch(marks)
+        every = {k.kernel_id for k in request.kernels}
+        async with running_daemon(daemon_config(tmp_path, local_agents(1, base_port=49900))) as d:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await d.stub.CreateKernels(request, timeout=deadline)
+
+            async def settled() -> set[str] | None:
+                listed = await d.stub.ListKernels(pb.ListKernelsRequest(agent_id="a0"))
+                if {k.state for k in listed.kernels} <= {pb.KERNEL_STATE_RUNNING}:
+                    return {k.kernel_id for k in listed.kernels} or {""}
+                return None
+
+            kept = await eventually(settled) - {""}
+            assert kept in (set(), every)
+            await eventually(lambda: kernels_running(identity) == kept)
+            info = await agent_info(d.stub, "a0")
+            n = len(kept)
+            assert (info.kernel_count, info.occupied.ports, info.occupied.memory_bytes) == (
+                n,
+                n,
+                n * KERNEL_MEMORY,
+            )
+            assert kernel_dirs(tmp_path / "state", "a0") == kept
+            assert kernel_cgroups(identity, "a0") == kept
+
+    async def test_a_restart_whose_caller_gives_up_leaves_one_running_copy(
+        self, tmp_path: Path, identity: str
+    ) -> None:
+        async with running_daemon(daemon_config(tmp_path, local_agents(1, base_port=49900))) as d:
+            await create(d.stub, "a0", sleeper("k", ports=[HTTP]))
+            for deadline in (0.01, 0.05, 0.2):
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    await d.stub.RestartKernel(
+                        pb.RestartKernelRequest(agent_id="a0", kernel_id="k"), timeout=deadline
+                    )
+
+                async def running() -> bool:
+                    kernel = await get(d.stub, "a0", "k")
+                    return kernel.state == pb.KERNEL_STATE_RUNNING
+
+                await eventually(running)
+                await eventually(lambda: len(kernel_processes(identity)) == 1)
+                info = await agent_info(d.stub, "a0")
+                assert (info.kernel_count, info.occupied.ports) == (1, 1)
 
 
 # -------------------------------------------------------------------- full disk
