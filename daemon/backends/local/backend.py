@@ -68,7 +68,9 @@ class LocalBackend:
         if not launch.command:
             raise InvalidArgument("command: a local kernel needs a command (argv)")
         group = (
-            self.cgroups.create(launch.agent_id, launch.kernel_id, launch.memory_limit)
+            await asyncio.to_thread(
+                self.cgroups.create, launch.agent_id, launch.kernel_id, launch.memory_limit
+            )
             if self.cgroups
             else None
         )
@@ -122,7 +124,7 @@ class LocalBackend:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(p, signal.SIGKILL)
                 await asyncio.sleep(0.02)
-            cgroups.remove(h.cgroup)
+            await asyncio.to_thread(cgroups.remove, h.cgroup)
         self._watches.pop(h.pid, None)
 
     async def is_alive(self, handle: Handle) -> bool:
