@@ -33,7 +33,7 @@ STATUS_FD = 3
 
 
 def launcher_argv(plan: dict[str, Any]) -> list[str]:
-    """The command line that runs plan through the launcher."""
+    """The command line that runs plan through the launcher (argv[0] is what is spawned)."""
     return [sys.executable, "-I", "-S", LAUNCHER, json.dumps(plan)]
 
 
@@ -71,10 +71,11 @@ async def spawn(launch: LaunchSpec, group: Path | None) -> int:
         write_end, old = os.dup(write_end), write_end
         os.close(old)
     plan["status_fd"] = STATUS_FD
+    argv = launcher_argv(plan)
     try:
         pid = os.posix_spawn(  # noqa: ASYNC221 -- returns as soon as the child is spawned
-            sys.executable,
-            launcher_argv(plan),
+            argv[0],
+            argv,
             kernel_env(launch),
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),

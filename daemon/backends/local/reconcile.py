@@ -51,21 +51,28 @@ async def reap_dangling(
     agent_id: AgentId,
     known: Container[KernelId],
 ) -> list[KernelId]:
-    """Kill processes and cgroups this daemon made for agent_id whose kernel is not in known."""
+    """Kill processes and cgroups this daemon made for agent_id whose kernel is not in known.
+
+    The scan is a snapshot: a kernel destroyed since is no longer in known, but its
+    process is gone too (and its pid may be another process's by now), so only a
+    process that is still the one scanned, and a group that still exists, is ended.
+    """
     found = await asyncio.to_thread(find_processes, identity, agent_id)
     reaped: set[KernelId] = set()
-    for kernel_id, pids in found.items():
+    for kernel_id, processes in found.items():
         if kernel_id in known:
             continue
-        for pid in pids:
+        for pid, create_time in processes:
+            if not same_process(pid, create_time):
+                continue
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        reaped.add(kernel_id)
+            reaped.add(kernel_id)
     if memory_cgroups is not None:
         for group in memory_cgroups.agent_groups(agent_id):
-            if group.name in known:
+            if group.name in known or not group.is_dir():
                 continue
             for pid in cgroups.procs(group):
                 with contextlib.suppress(ProcessLookupError):
@@ -79,17 +86,19 @@ async def reap_dangling(
     return sorted(reaped)
 
 
-def find_processes(identity: str, agent_id: AgentId) -> dict[KernelId, list[int]]:
-    """Group leaders whose environment marks them as this daemon's kernels of agent_id."""
-    found: dict[KernelId, list[int]] = collections.defaultdict(list)
+def find_processes(identity: str, agent_id: AgentId) -> dict[KernelId, list[tuple[int, float]]]:
+    """Group leaders (pid, start time) whose environment marks them as this daemon's
+    kernels of agent_id."""
+    found: dict[KernelId, list[tuple[int, float]]] = collections.defaultdict(list)
     for proc in psutil.process_iter(["pid"]):
         try:
             env = proc.environ()
+            create_time = proc.create_time()
         except psutil.Error:
             continue
         if env.get("AGENTHOST_DAEMON") == identity and env.get("AGENTHOST_AGENT_ID") == agent_id:
             kernel_id = env.get("AGENTHOST_KERNEL_ID")
             with contextlib.suppress(OSError):
                 if kernel_id and proc.pid == os.getpgid(proc.pid):
-                    found[KernelId(kernel_id)].append(proc.pid)
+                    found[KernelId(kernel_id)].append((proc.pid, create_time))
     return found

@@ -1,7 +1,8 @@
 """The fault suite: the daemon killed (-9) in the middle of a batch, a caller that gives
-up half-way, a full state_dir, a corrupt checkpoint. Each ends with nothing lost (what
-a reply reported exists after a restart) and nothing leaked: no slots, ports,
-processes, kernel directories or memory cgroups beyond what the records hold.
+up half-way, a full state_dir, a corrupt checkpoint, ten thousand create/destroy
+cycles. Each ends with nothing lost (what a reply reported exists after a restart)
+and nothing leaked: no slots, ports, processes, kernel directories or memory cgroups
+beyond what the records hold.
 
 Two daemons on one state_dir, a second server on a busy port and fifty concurrent
 restarts and destroys of one kernel are in test_examples.py.
@@ -16,19 +17,22 @@ import os
 import shlex
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from daemon.backends.local import process
 from daemon.checkpoint import Checkpoint
 from daemon.config import load_config
 from daemon.errors import CheckpointError
-from daemon.kernels import KernelSpec, KernelState
+from daemon.kernels import KernelSpec, KernelState, ServicePort
+from daemon.resources import Allocation, ResourceRequest
 from daemon.runtime import AgentRuntime
 from protos import agent_pb2 as pb
 from tests.servers import (
@@ -447,10 +451,103 @@ class TestCorruptCheckpoint:
         assert memory_cgroups(identity) == []
 
 
-# ------------------------------------------------------------------------ cgroups
+# ---------------------------------------------------- ten thousand create/destroy
+
+CYCLES = 10_000
+WORKERS = 8  # cycles under way at once
 
 
-class TestCgroups:
+def shell_launcher_argv(plan: dict[str, Any]) -> list[str]:
+    """What daemon/backends/local/launch.py does, as a shell line: join the kernel's cgroup,
+    enter its directory, close the status descriptor and exec the command.
+
+    Starting Python for each of ten thousand kernels is what would take the time
+    (the real launcher is what every other test runs); these kernels ask for no
+    pinning or rlimit, which is all it leaves out.
+    """
+    lines = []
+    if plan["cgroup"]:
+        lines.append(f"echo $$ > {shlex.quote(plan['cgroup'])}/cgroup.procs")
+    lines.append(f"cd {shlex.quote(plan['cwd'])}")
+    if plan["status_fd"] is not None:
+        lines.append(f"exec {int(plan['status_fd'])}>&-")
+    lines.append('exec "$@"')
+    return ["/bin/sh", "-c", "\n".join(lines), "launch", *plan["argv"]]
+
+
+def kernel_fds() -> int:
+    """How many of this process's file descriptors are process handles or pipes (what
+    the local backend opens per kernel; gRPC's sockets and event fds come and go)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # closed meanwhile
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            count += target == "anon_inode:[pidfd]" or target.startswith("pipe:")
+    return count
+
+
+@pytest.fixture
+async def runtime(
+    tmp_path: Path, identity: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[AgentRuntime]:
+    """One local agent's runtime, in this process, its kernels started by a shell line."""
+    monkeypatch.setattr(process, "launcher_argv", shell_launcher_argv)
+    config = load_config(daemon_config(tmp_path, local_agents(1, memory="2GiB", base_port=49700)))
+    runtime = await AgentRuntime.create(config)
+    try:
+        yield runtime
+    finally:
+        await runtime.close(destroy_kernels=True)
+
+
+class TestTenThousandCycles:
+    async def test_ten_thousand_creates_and_destroys_leak_no_slot_port_process_dir_or_cgroup(
+        self, runtime: AgentRuntime, identity: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        agent = runtime.get_agent("a0")
+
+        async def cycles(worker: int, first: int, last: int) -> None:
+            # Worker 0 holds an exclusive core; every fourth kernel ends by itself,
+            # racing its destroy.
+            resources = ResourceRequest(memory=16 * MIB, cpu_count=1 if worker == 0 else 0)
+            for i in range(first + worker, last, WORKERS):
+                spec = KernelSpec(
+                    kernel_id=f"c{i}",
+                    command=("true",) if i % 4 == 0 else ("sleep", "300"),
+                    ports=(ServicePort(name="http"),),
+                    resources=resources,
+                )
+                [kernel] = await agent.create_kernels([spec])
+                assert kernel.ports["http"] in range(49700, 49800)
+                await agent.destroy_kernel(kernel.kernel_id)
+
+        async def run(first: int, last: int) -> None:
+            await asyncio.gather(*(cycles(w, first, last) for w in range(WORKERS)))
+
+        await run(0, 200)  # warm up: threads and watchers made once
+        fds, tasks = kernel_fds(), len(asyncio.all_tasks())
+        await run(200, CYCLES)
+
+        status = agent.status()
+        assert (status.kernel_count, status.ports_used, status.occupied) == (0, 0, Allocation())
+        assert agent.list_kernels() == []
+        assert await asyncio.to_thread(Checkpoint(agent.dir / "state.json", "a0").load) == []
+        assert kernel_dirs(agent.dir.parent.parent, "a0") == set()
+        await eventually(lambda: kernels_running(identity) == set())
+        assert kernel_cgroups(identity, "a0") == set()
+        assert (kernel_fds(), len(asyncio.all_tasks())) == (fds, tasks)
+        # The reconcile passes meanwhile took no destroyed kernel for a dangling one
+        # (and so sent no signal to a pid that may have been recycled).
+        assert [r.getMessage() for r in caplog.records if "dangling" in r.getMessage()] == []
+        # Every slot and port is there to take again.
+        whole = [
+            KernelSpec(kernel_id=f"w{i}", command=("sleep", "300"), ports=(ServicePort(name="p"),))
+            for i in range(100)
+        ]
+        taken = await agent.create_kernels(whole)
+        assert sorted(k.ports["p"] for k in taken) == list(range(49700, 49800))
+        await asyncio.gather(*(agent.destroy_kernel(k.kernel_id) for k in taken))
+
     async def test_a_closed_runtime_leaves_no_cgroup_behind(
         self, tmp_path: Path, identity: str
     ) -> None:
