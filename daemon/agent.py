@@ -19,10 +19,10 @@ import contextvars
 import logging
 import shutil
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from common.errors import (
     Aborted,
@@ -59,6 +59,7 @@ from daemon.resources import Allocation, NodeCores, ResourceAllocator, ResourceS
 from daemon.state import AgentState, CheckpointedState, MemoryState
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Seconds reconcile waits before declaring a dead kernel "vanished", so that the
 # kernel's own exit watcher (which knows the exit code) can record it first.
@@ -127,6 +128,10 @@ class Agent:
         self._lifecycle = KeyedLocks[KernelId]()
         self._execs: dict[KernelId, set[asyncio.Task[Any]]] = {}
         self._ending: dict[asyncio.Task[Any], str] = {}  # exec calls a lifecycle step ends
+        # Lifecycle steps under way (create, restart, destroy): each runs to its end even
+        # when its caller gives up, since one stopped half-way would hold slots, ports and
+        # processes that nobody ends.
+        self._steps: set[asyncio.Task[Any]] = set()
         self._passes = 0  # reconcile passes so far
         # Its checkpoint cannot be used: the agent serves nothing (and ends nothing) until
         # the operator acts on the message; the other agents are not affected.
@@ -163,9 +168,13 @@ class Agent:
 
         specs were validated at the edge (`common/validation.py`). The pre_create
         hooks see each spec before anything (even an id) is allocated; one refusal
-        refuses the batch.
+        refuses the batch. A caller that gives up meanwhile finds the batch created
+        (or undone), never half-made.
         """
         await self.hooks.admit(self.id, specs)
+        return await self._to_the_end(self._create_kernels(specs))
+
+    async def _create_kernels(self, specs: Sequence[KernelSpec]) -> list[Kernel]:
         specs = [
             s if s.kernel_id else s.model_copy(update={"kernel_id": new_kernel_id()}) for s in specs
         ]
@@ -223,6 +232,9 @@ class Agent:
         Serialised with restarts and exec starts of the same kernel: a destroy that
         races a restart ends with the kernel destroyed and no process left.
         """
+        return await self._to_the_end(self._destroy_kernel(kernel_id, grace))
+
+    async def _destroy_kernel(self, kernel_id: KernelId, grace: float) -> Kernel:
         async with self._lifecycle.hold(kernel_id):
             kernel = self.state.get(kernel_id)
             self._busy.add(kernel_id)
@@ -251,6 +263,9 @@ class Agent:
 
     async def restart_kernel(self, kernel_id: KernelId) -> Kernel:
         """Stop and start the kernel again with the same slots and ports (one at a time)."""
+        return await self._to_the_end(self._restart_kernel(kernel_id))
+
+    async def _restart_kernel(self, kernel_id: KernelId) -> Kernel:
         async with self._lifecycle.hold(kernel_id):
             kernel = self.state.get(kernel_id)
             if not kernel.alive:
@@ -439,7 +454,10 @@ class Agent:
         await self.state.flush()
 
     async def close(self, destroy_kernels: bool) -> None:
-        """Stop watching; destroy the kernels too when asked; flush the checkpoint."""
+        """Let lifecycle steps under way end; stop watching; destroy the kernels too when
+        asked; flush the checkpoint."""
+        if self._steps:
+            await asyncio.wait(self._steps)
         if destroy_kernels:
             await asyncio.gather(
                 *(self.destroy_kernel(k.kernel_id) for k in self.state.kernels()),
@@ -447,8 +465,19 @@ class Agent:
             )
         for kernel_id in list(self._watchers):
             self._stop_watching(kernel_id)
-        await self.state.flush()
-        await self.backend.close()
+        try:
+            await self.state.flush()
+        except OSError as exc:  # a full disk: the next start reconciles with what runs
+            log.warning("agent %s: %s", self.id, self._unwritable(exc, "not written"))
+        finally:
+            await self.backend.close()
+
+    async def _to_the_end(self, step: Coroutine[Any, Any, T]) -> T:
+        """step's result; step runs on to its end even if the caller is cancelled."""
+        task = asyncio.ensure_future(step)
+        self._steps.add(task)
+        task.add_done_callback(self._steps.discard)
+        return await asyncio.shield(task)
 
     async def _end_execs(self, kernel_id: KernelId, why: str) -> None:
         """End the calls running execs in kernel_id (ABORTED, saying why); let them clean up."""
@@ -679,9 +708,8 @@ class Agent:
 
     def _remove_orphan_dirs(self) -> None:
         """Remove kernel working directories no record owns (left by a crash)."""
-        kernels = self.dir / "kernels"
         try:
-            entries = list(kernels.iterdir())
+            entries = list(self.config.kernels_dir.iterdir())
         except FileNotFoundError:
             return
         for entry in entries:

@@ -6,7 +6,8 @@ one test's directory (the `start_daemon` and `daemon` fixtures of
 `tests/conftest.py` are built on it); `DaemonProcess` runs
 `agenthost daemon` as a separate process (for kill -9 and restart tests). The
 typed RPC helpers (`create`, `get`, `agent_info`, `execute`) are what tests call
-instead of spelling out request messages.
+instead of spelling out request messages. `kernel_processes`, `daemon_cgroups`
+and `clean_up_after` find (and remove) what a daemon left on the host.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar, overload
 
 import grpc
+import psutil
 
 from daemon.config import load_config
 from daemon.server import DaemonServer
@@ -332,3 +334,48 @@ def daemon_process(config_path: Path, *extra: str) -> Iterator[DaemonProcess]:
         yield proc
     finally:
         proc.close()
+
+
+def kernel_processes(identity: str) -> list[psutil.Process]:
+    """Live (not zombie) processes that the daemon with this identity started for kernels."""
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        with contextlib.suppress(psutil.Error):
+            if (
+                proc.environ().get("AGENTHOST_DAEMON") == identity
+                and proc.status() != psutil.STATUS_ZOMBIE
+            ):
+                found.append(proc)
+    return found
+
+
+def daemon_cgroups(identity: str) -> list[Path]:
+    """The daemon's cgroup directories in every hierarchy (its own, its agents', its
+    kernels'), deepest first; none once it has removed them."""
+    found: list[Path] = []
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        fields = line.split()
+        if len(fields) < 3 or fields[2] not in ("cgroup", "cgroup2"):
+            continue
+        base = Path(fields[1]) / f"agenthost-{identity}"
+        if base.is_dir():
+            agents = [a for a in base.iterdir() if a.is_dir()]
+            found += [k for a in agents for k in a.iterdir() if k.is_dir()] + agents + [base]
+    return found
+
+
+def clean_up_after(identity: str) -> None:
+    """Kill what a daemon's kernels left running and remove its cgroups (for a test
+    that killed its daemon, or failed half-way)."""
+    for proc in kernel_processes(identity):
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    for group in daemon_cgroups(identity):
+        for _ in range(50):  # a killed process leaves its cgroup a moment later
+            try:
+                group.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.02)
