@@ -134,7 +134,8 @@ class AuditLog:
         cores: Sequence[int],
         ports: Mapping[str, int],
     ) -> None:
-        """A kernel started (created, or started again by a restart)."""
+        """A kernel started (created, or started again by a restart), by the caller of the
+        call during which it happened, if any."""
         self.write(
             {
                 "event": "spawned",
@@ -155,11 +156,15 @@ class AuditLog:
         reason: str,
         end_reason: str,
     ) -> None:
-        """A kernel ended: its exit code when known, the backend's words, and why in one word."""
+        """A kernel ended: its exit code when known, the backend's words, and why in one word.
+
+        No caller: an end is often seen by a watch or a reconcile, whose tasks carry
+        the context of whatever call started them; the call that destroyed a kernel
+        has a line of its own.
+        """
         self.write(
             {
                 "event": "terminated",
-                "caller": _current_caller(),
                 "agent_id": agent_id,
                 "kernel_id": kernel_id,
                 "exit_code": exit_code,
@@ -202,16 +207,18 @@ class _Entry(logging.LogRecord):
     frame, process and thread names) and costs several times this one.
     """
 
+    # The same for every entry: class attributes, not set per record.
+    args = ()
+    levelno = logging.INFO
+    levelname = "INFO"
+    exc_info = None
+    exc_text = None
+    stack_info = None
+
     def __init__(self, name: str, entry: dict[str, Any] | tuple[Any, ...]) -> None:
         self.name = name
         self.msg = entry
-        self.args = ()
-        self.levelno = logging.INFO
-        self.levelname = "INFO"
         self.created = time.time()
-        self.exc_info = None
-        self.exc_text = None
-        self.stack_info = None
 
 
 class _Batch(logging.LogRecord):
@@ -396,16 +403,19 @@ class _PrivateRotatingFile(logging.handlers.RotatingFileHandler):
 # ---------------------------------------------------------------------- calls
 
 
-@dataclass(slots=True)
-class _Call:
-    """One call in flight: when it started, what it named, who it turned out to be."""
+class _Call(CallerNote):
+    """One call in flight: when it started, what it named; as the call's caller note,
+    who it turned out to be."""
 
-    started: float
-    context: Any
-    agent_id: str | None
-    kernel: str | list[str] | None
-    note: CallerNote
-    token: Any
+    __slots__ = ("agent_id", "context", "kernel", "started", "token")
+
+    def __init__(self, context: Any, agent_id: str | None, kernel: str | list[str] | None) -> None:
+        self.caller = ""
+        self.started = time.monotonic()
+        self.context = context
+        self.agent_id = agent_id
+        self.kernel = kernel
+        self.token = CALLER_NOTE.set(self)
 
 
 class AuditHook(CallHook):
@@ -416,13 +426,12 @@ class AuditHook(CallHook):
 
     def enter(self, method: str, request: Any, context: Ctx) -> Any:
         """Note the start, the ids the request names, and a slot for the caller."""
-        note = CallerNote()
         try:
             agent_id, kernel = request_ids(request)
         except Exception:  # outside the error mapping: a fault here must not fail the call
             log.exception("audit: cannot read the ids of a %s request", method)
             agent_id, kernel = None, None
-        return _Call(time.monotonic(), context, agent_id, kernel, note, CALLER_NOTE.set(note))
+        return _Call(context, agent_id, kernel)
 
     def leave(self, method: str, state: Any) -> None:
         """Write the call's line (a stream's when it has ended)."""
@@ -437,7 +446,7 @@ class AuditHook(CallHook):
             pass
         self.audit.call(
             method,
-            call.note.caller,
+            call.caller,
             call.agent_id,
             call.kernel,
             _code_name(call.context),

@@ -77,7 +77,6 @@ class TestAuditLog:
         assert {k: v for k, v in ended.items() if k != "time"} == {
             "server": "daemon",
             "event": "terminated",
-            "caller": None,
             "agent_id": "a0",
             "kernel_id": "k1",
             "exit_code": 137,
