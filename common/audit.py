@@ -3,9 +3,10 @@
 `AuditLog` writes one JSON object per line through the stdlib logging machinery:
 a logger of its own (not propagating, so no other handler sees a line and no line
 reaches the process's log) whose `QueueHandler` only enqueues, and a
-`QueueListener` thread that encodes each entry and writes it through a
-`RotatingFileHandler` (rotated by size: `audit.log.1` is the newest rotated part).
-So the event loop never waits for the disk. The file is mode 0600, a directory
+`QueueListener` thread that, a few times a second, takes whatever is queued,
+encodes it and writes it in one go through a `RotatingFileHandler` (rotated by
+size: `audit.log.1` is the newest rotated part). So the event loop never waits for
+the disk, nor wakes another thread per call. The file is mode 0600, a directory
 made for it 0700.
 
 `AuditHook` is the call hook a server places outermost, so that it sees how every
@@ -34,10 +35,10 @@ import logging.handlers
 import os
 import queue
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,7 @@ DEFAULT_MAX_BYTES = 64 << 20
 DEFAULT_BACKUPS = 5
 MAX_REASON = 200  # characters of a termination reason written (backends' words)
 MAX_KERNEL_IDS = 4096  # ids of one request written (the largest batch a daemon allows)
+WRITE_INTERVAL = 0.05  # seconds between the writer's rounds: lines reach the file this late
 
 
 # ------------------------------------------------------------------- writing
@@ -86,7 +88,7 @@ class AuditLog:
         self._logger = logging.Logger(f"agenthost.audit.{server}", logging.INFO)
         self._logger.propagate = False
         self._logger.addHandler(_Enqueue(entries))
-        self._listener = logging.handlers.QueueListener(entries, handler)
+        self._listener = _BatchingListener(entries, handler, WRITE_INTERVAL)
         self._listener.start()
         self._closed = False
 
@@ -105,10 +107,9 @@ class AuditLog:
         """Queue one line (time and server are added); never blocks on the disk."""
         if self._closed:
             return
-        # makeRecord, not logger.info: no caller frame lookup, no message formatting.
-        self._logger.handle(
-            self._logger.makeRecord(self._logger.name, logging.INFO, "", 0, entry, (), None)
-        )
+        # Not logger.info: no caller frame lookup, no message formatting, no process
+        # and thread names; the record carries the entry and the time only.
+        self._logger.handle(_Entry(self._logger.name, entry))
 
     def call(
         self,
@@ -120,16 +121,10 @@ class AuditLog:
         duration: float,
     ) -> None:
         """The line of one call, however it ended."""
-        entry: dict[str, Any] = {
-            "event": "call",
-            "caller": caller or None,
-            "method": method,
-            "agent_id": agent_id,
-        }
-        entry["kernel_ids" if isinstance(kernel, list) else "kernel_id"] = kernel
-        entry["code"] = code
-        entry["duration"] = round(duration, 6)
-        self.write(entry)
+        if not self._closed:
+            # The fields as they are: the writer's thread makes the entry of them.
+            fields = (method, caller, agent_id, kernel, code, duration)
+            self._logger.handle(_Entry(self._logger.name, fields))
 
     def spawned(
         self,
@@ -139,7 +134,8 @@ class AuditLog:
         cores: Sequence[int],
         ports: Mapping[str, int],
     ) -> None:
-        """A kernel started (created, or started again by a restart)."""
+        """A kernel started (created, or started again by a restart), by the caller of the
+        call during which it happened, if any."""
         self.write(
             {
                 "event": "spawned",
@@ -160,11 +156,15 @@ class AuditLog:
         reason: str,
         end_reason: str,
     ) -> None:
-        """A kernel ended: its exit code when known, the backend's words, and why in one word."""
+        """A kernel ended: its exit code when known, the backend's words, and why in one word.
+
+        No caller: an end is often seen by a watch or a reconcile, whose tasks carry
+        the context of whatever call started them; the call that destroyed a kernel
+        has a line of its own.
+        """
         self.write(
             {
                 "event": "terminated",
-                "caller": _current_caller(),
                 "agent_id": agent_id,
                 "kernel_id": kernel_id,
                 "exit_code": exit_code,
@@ -200,51 +200,201 @@ def _make_directory(directory: Path) -> None:
     directory.chmod(0o700)  # whatever the umask
 
 
+class _Entry(logging.LogRecord):
+    """A record of one audit entry: what the queue, the writer and the handlers read.
+
+    LogRecord's own constructor gathers what an audit line never holds (caller
+    frame, process and thread names) and costs several times this one.
+    """
+
+    # The same for every entry: class attributes, not set per record.
+    args = ()
+    levelno = logging.INFO
+    levelname = "INFO"
+    exc_info = None
+    exc_text = None
+    stack_info = None
+
+    def __init__(self, name: str, entry: dict[str, Any] | tuple[Any, ...]) -> None:
+        self.name = name
+        self.msg = entry
+        self.created = time.time()
+
+
+class _Batch(logging.LogRecord):
+    """The entries the writer found queued at once, written with one write."""
+
+    def __init__(self, name: str, entries: list[logging.LogRecord]) -> None:
+        self.name = name
+        self.entries = entries
+        self.msg = ""
+        self.args = ()
+        self.levelno = logging.INFO
+        self.levelname = "INFO"
+        self.created = entries[0].created
+        self.exc_info = None
+        self.exc_text = None
+        self.stack_info = None
+
+
 class _Enqueue(logging.handlers.QueueHandler):
     """Enqueue the record as it is: the entry is encoded in the writer's thread."""
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        # The queue is thread-safe by itself: no handler lock, no filters to run.
+        self.queue.put_nowait(record)
+        return True
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         return record
 
 
+class _BatchingListener(logging.handlers.QueueListener):
+    """Wakes every `interval` seconds and hands the handler all that was queued meanwhile.
+
+    The writer never sleeps in the queue: a put is then a plain append (no wake-up
+    of another thread per call), and the writer takes the interpreter lock and
+    calls into the kernel a few times a second instead of once per line, so it
+    barely competes with the event loop's thread. A line reaches the file within
+    an interval; stopping writes everything queued.
+    """
+
+    MAX_BATCH = 4096
+
+    def __init__(
+        self, entries: queue.SimpleQueue[Any], handler: logging.Handler, interval: float
+    ) -> None:
+        super().__init__(entries, handler)
+        self._entries = entries
+        self._interval = interval
+        self._wake = threading.Event()  # set by stop(): no waiting out the interval
+        self._stop_met = False  # the stop sentinel came while draining a batch
+
+    def enqueue_sentinel(self) -> None:
+        super().enqueue_sentinel()
+        self._wake.set()
+
+    def dequeue(self, block: bool) -> Any:
+        stop = logging.handlers.QueueListener._sentinel  # type: ignore[attr-defined]
+        while not self._stop_met:
+            batch: list[logging.LogRecord] = []
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    record = self._entries.get_nowait()
+                except queue.Empty:
+                    break
+                if record is stop:
+                    self._stop_met = True
+                    break
+                batch.append(record)
+            if batch:
+                return _Batch(batch[0].name, batch)
+            if not self._stop_met:
+                self._wake.wait(self._interval)
+        return stop
+
+
 class _JsonLines(logging.Formatter):
-    """One JSON object per record: time, server, then the entry's fields."""
+    """One JSON object per entry: time, server, then the entry's fields.
+
+    A call's line (most lines) is put together from its fields, each string
+    encoded by the json module's own escaping: several times cheaper than
+    json.dumps of a dict, and the same JSON (the tests parse every line back).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1
+        self._stamp = ""
 
     def format(self, record: logging.LogRecord) -> str:
-        # The rotating handler formats each record twice (size check, then write).
-        line: str | None = getattr(record, "audit_line", None)
-        if line is None:
-            when = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="microseconds")
-            server = record.name.rpartition(".")[2]
-            entry = {"time": when.replace("+00:00", "Z"), "server": server, **record.msg}  # type: ignore[dict-item]
-            line = json.dumps(entry, separators=(",", ":"), ensure_ascii=True)
-            record.audit_line = line
-        return line
+        head = f'{{"time":"{self._time(record.created)}","server":"{_server(record.name)}",'
+        if isinstance(record.msg, tuple):
+            return head + _call_fields(*record.msg)
+        return head + json.dumps(record.msg, separators=(",", ":"), ensure_ascii=True)[1:]
+
+    def _time(self, created: float) -> str:
+        """created in ISO 8601 UTC to the microsecond (the seconds' part kept from the last)."""
+        seconds, micros = divmod(round(created * 1_000_000), 1_000_000)
+        if seconds != self._second:
+            self._second = seconds
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        return f"{self._stamp}.{micros:06d}Z"
+
+
+def _server(logger_name: str) -> str:
+    return logger_name.rpartition(".")[2]
+
+
+_quote = json.encoder.encode_basestring_ascii
+
+
+def _string_or_null(value: str | None) -> str:
+    return "null" if value is None else str(_quote(value))
+
+
+def _call_fields(
+    method: str,
+    caller: str,
+    agent_id: str | None,
+    kernel: str | list[str] | None,
+    code: str,
+    duration: float,
+) -> str:
+    """The fields of one call's line (see `AuditLog.call`), closing the object."""
+    if isinstance(kernel, list):
+        kernel_field = '"kernel_ids":[' + ",".join(map(_quote, kernel)) + "]"
+    else:
+        kernel_field = '"kernel_id":' + _string_or_null(kernel)
+    return (
+        f'"event":"call","caller":{_string_or_null(caller or None)},"method":{_quote(method)},'
+        f'"agent_id":{_string_or_null(agent_id)},{kernel_field},"code":{_quote(code)},'
+        f'"duration":{round(duration, 6)!r}}}'
+    )
 
 
 class _PrivateRotatingFile(logging.handlers.RotatingFileHandler):
-    """A rotating file whose every part is created mode 0600."""
+    """A rotating file whose every part is created mode 0600, written a batch at a time."""
 
     def _open(self) -> io.TextIOWrapper:
         fd = os.open(
             self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
         )
         os.fchmod(fd, 0o600)
-        return open(fd, "a", encoding="utf-8")  # the handler closes it
+        return open(fd, "a", encoding="ascii")  # the handler closes it
 
     _failing = False  # the last write failed: said once, until one succeeds again
-    _failed_now = False
 
     def emit(self, record: logging.LogRecord) -> None:
-        self._failed_now = False
-        super().emit(record)
-        if self._failing and not self._failed_now:
+        """Write a batch's lines; rotate before the line that would pass maxBytes."""
+        entries = record.entries if isinstance(record, _Batch) else [record]
+        try:
+            lines = [self.format(entry) + "\n" for entry in entries]
+            if self.stream is None:
+                self.stream = self._open()
+            size = self.stream.seek(0, os.SEEK_END)
+            chunk: list[str] = []
+            for line in lines:
+                # ensure_ascii: characters are bytes. A line longer than maxBytes still
+                # goes whole into a file of its own.
+                if self.maxBytes > 0 and size > 0 and size + len(line) > self.maxBytes:
+                    self.stream.write("".join(chunk))
+                    self.stream.flush()
+                    self.doRollover()
+                    chunk, size = [], 0
+                chunk.append(line)
+                size += len(line)
+            self.stream.write("".join(chunk))
+            self.stream.flush()
+        except Exception:
+            self.handleError(record)
+            return
+        if self._failing:
             self._failing = False
             log.warning("audit log %s: writing again", self.baseFilename)
 
     def handleError(self, record: logging.LogRecord) -> None:
         # A full disk must not print a traceback per call: say it once per outage.
-        self._failed_now = True
         if not self._failing:
             self._failing = True
             log.error("audit log %s: cannot write: %s", self.baseFilename, sys.exc_info()[1])
@@ -253,16 +403,19 @@ class _PrivateRotatingFile(logging.handlers.RotatingFileHandler):
 # ---------------------------------------------------------------------- calls
 
 
-@dataclass(slots=True)
-class _Call:
-    """One call in flight: when it started, what it named, who it turned out to be."""
+class _Call(CallerNote):
+    """One call in flight: when it started, what it named; as the call's caller note,
+    who it turned out to be."""
 
-    started: float
-    context: Any
-    agent_id: str | None
-    kernel: str | list[str] | None
-    note: CallerNote
-    token: Any
+    __slots__ = ("agent_id", "context", "kernel", "started", "token")
+
+    def __init__(self, context: Any, agent_id: str | None, kernel: str | list[str] | None) -> None:
+        self.caller = ""
+        self.started = time.monotonic()
+        self.context = context
+        self.agent_id = agent_id
+        self.kernel = kernel
+        self.token = CALLER_NOTE.set(self)
 
 
 class AuditHook(CallHook):
@@ -273,24 +426,27 @@ class AuditHook(CallHook):
 
     def enter(self, method: str, request: Any, context: Ctx) -> Any:
         """Note the start, the ids the request names, and a slot for the caller."""
-        note = CallerNote()
         try:
             agent_id, kernel = request_ids(request)
         except Exception:  # outside the error mapping: a fault here must not fail the call
             log.exception("audit: cannot read the ids of a %s request", method)
             agent_id, kernel = None, None
-        return _Call(time.monotonic(), context, agent_id, kernel, note, CALLER_NOTE.set(note))
+        return _Call(context, agent_id, kernel)
 
     def leave(self, method: str, state: Any) -> None:
         """Write the call's line (a stream's when it has ended)."""
         if state is None:
             return
         call: _Call = state
-        with contextlib.suppress(ValueError):  # reset in another context: nothing to undo
+        # A stream's generator closed by the loop runs this in another context, where
+        # there is nothing to undo. (Not contextlib.suppress: a microsecond a call.)
+        try:  # noqa: SIM105
             CALLER_NOTE.reset(call.token)
+        except ValueError:
+            pass
         self.audit.call(
             method,
-            call.note.caller,
+            call.caller,
             call.agent_id,
             call.kernel,
             _code_name(call.context),

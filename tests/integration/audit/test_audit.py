@@ -373,7 +373,7 @@ class TestTailCommand:
             "spawned caller=insecure:loopback",
             "call AgentService/CreateKernels",
             "call AgentService/GetKernel",
-            "terminated caller=insecure:loopback",
+            "terminated agent=w0",
             "call AgentService/DestroyKernel",
         )
         # The manager may fetch the kernel on its own too (it adopts a kernel a

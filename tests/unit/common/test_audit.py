@@ -77,13 +77,39 @@ class TestAuditLog:
         assert {k: v for k, v in ended.items() if k != "time"} == {
             "server": "daemon",
             "event": "terminated",
-            "caller": None,
             "agent_id": "a0",
             "kernel_id": "k1",
             "exit_code": 137,
             "reason": "OOMKilled",
             "end_reason": "OOMKilled",
         }
+
+    async def test_a_call_line_is_json_whatever_its_strings_hold(self, audit: AuditLog) -> None:
+        audit.call("/s/Batch", "", None, ['k"1', "k\u00fc", "k\\"], "OK", 1.5e-7)
+        audit.call("/s/Get", "token:a\nb", "a0", "k\x00\u2028", "NOT_FOUND", 2.0)
+        await audit.aclose()
+        batch, get = ({k: v for k, v in e.items() if k != "time"} for e in read_lines(audit.path))
+        assert batch == {
+            "server": "daemon",
+            "event": "call",
+            "caller": None,
+            "method": "/s/Batch",
+            "agent_id": None,
+            "kernel_ids": ['k"1', "k\u00fc", "k\\"],
+            "code": "OK",
+            "duration": 0.0,
+        }
+        assert get == {
+            "server": "daemon",
+            "event": "call",
+            "caller": "token:a\nb",
+            "method": "/s/Get",
+            "agent_id": "a0",
+            "kernel_id": "k\x00\u2028",
+            "code": "NOT_FOUND",
+            "duration": 2.0,
+        }
+        assert audit.path.read_bytes().isascii()  # one entry per line, whatever it holds
 
     async def test_the_file_is_0600_and_a_directory_made_for_it_0700(self, tmp_path: Path) -> None:
         log = await AuditLog.open(tmp_path / "new" / "deeper" / "audit.log", "manager")
@@ -120,6 +146,12 @@ class TestAuditLog:
             assert stat.S_IMODE(part.stat().st_mode) == 0o600
         kept = [e["kernel_id"] for part in log_parts(path) for e in read_lines(part)]
         assert kept == [f"k{i}" for i in range(60 - len(kept), 60)]  # the newest, in order
+
+    async def test_closing_writes_everything_queued_in_order(self, audit: AuditLog) -> None:
+        for i in range(5000):  # written in batches as the writer finds them queued
+            audit.terminated("a0", f"k{i}", i, "exited", "exited")
+        await audit.aclose()
+        assert [e["exit_code"] for e in read_lines(audit.path)] == list(range(5000))
 
     async def test_lines_go_to_the_file_only_never_to_the_process_log(
         self, audit: AuditLog, caplog: pytest.LogCaptureFixture
@@ -428,9 +460,10 @@ class TestFollow:
         path.write_text('{"n": 1}\n')
         got: list[Any] = []
         done = threading.Event()
+        offset = path.stat().st_size
 
         def run() -> None:
-            for e in follow_entries(path, path.stat().st_size, poll=0.01, stop=done.is_set):
+            for e in follow_entries(path, offset, poll=0.01, stop=done.is_set):
                 got.append(e)
 
         thread = threading.Thread(target=run)
@@ -439,11 +472,11 @@ class TestFollow:
             with path.open("a") as f:
                 f.write('{"n": 2}\n{"n": 3, ')
                 f.flush()
-                wait_for(lambda: [e["n"] for e in got] == [2])
+                wait_for(lambda: [e["n"] for e in got] == [2], what=got)
                 f.write('"x": 0}\n{"n": 4}\n')
             path.rename(path.with_name("audit.log.1"))
             path.write_text('{"n": 5}\nbroken\n')
-            wait_for(lambda: len(got) == 5)
+            wait_for(lambda: len(got) == 5, what=got)
         finally:
             done.set()
             thread.join(10)
@@ -451,11 +484,11 @@ class TestFollow:
         assert got[4] is None  # a line that is not an entry
 
 
-def wait_for(condition: Any, timeout: float = 10.0) -> None:
+def wait_for(condition: Any, timeout: float = 10.0, what: Any = None) -> None:
     for _ in iterate(timeout):
         if condition():
             return
-    raise AssertionError("condition not met")
+    raise AssertionError(f"condition not met: {what}")
 
 
 def iterate(timeout: float) -> Iterator[None]:
