@@ -393,6 +393,14 @@ class _PrivateRotatingFile(logging.handlers.RotatingFileHandler):
             self._failing = False
             log.warning("audit log %s: writing again", self.baseFilename)
 
+    def close(self) -> None:
+        """Close the file; lines a full disk kept out of it are lost (said when they were),
+        never raised here: a server stopping on a full disk must still stop cleanly."""
+        try:
+            super().close()
+        except OSError as exc:  # the buffered rest could not be written; the file is closed
+            log.error("audit log %s: the last lines were not written: %s", self.baseFilename, exc)
+
     def handleError(self, record: logging.LogRecord) -> None:
         # A full disk must not print a traceback per call: say it once per outage.
         if not self._failing:

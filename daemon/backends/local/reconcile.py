@@ -101,18 +101,20 @@ async def reap_dangling(
     agent_id: AgentId,
     known: Container[KernelId],
 ) -> list[KernelId]:
-    """Kill processes and cgroups this daemon made for agent_id whose kernel is not in known."""
+    """Kill processes and cgroups this daemon made for agent_id whose kernel is not in known;
+    the kernels something was ended for.
+
+    The scan may be older than known: a kernel destroyed since is in neither, and its
+    leader is gone (or its pid is another process's), so nothing is ended for it and it
+    is not reported.
+    """
     found = await scan.result()
     dangling = {
         KernelId(kernel_id): leaders
         for (agent, kernel_id), leaders in found.items()
         if agent == agent_id and KernelId(kernel_id) not in known
     }
-    if dangling:
-        await asyncio.to_thread(
-            _kill_leaders, [f for leaders in dangling.values() for f in leaders]
-        )
-    reaped = set(dangling)
+    reaped = await asyncio.to_thread(_kill_leaders, dangling) if dangling else set()
     leftover = await asyncio.to_thread(groups.agent_groups, agent_id)
     unowned = {k: g for k, g in leftover.items() if KernelId(k) not in known}
     if unowned:
@@ -121,15 +123,20 @@ async def reap_dangling(
     return sorted(reaped)
 
 
-def _kill_leaders(leaders: list[Found]) -> None:
-    for leader in leaders:
-        stat = _stat(leader.pid)
-        if stat is None or stat[1] != leader.start:
-            continue  # gone, or its pid now names another process
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(leader.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(leader.pid, signal.SIGKILL)
+def _kill_leaders(dangling: dict[KernelId, list[Found]]) -> set[KernelId]:
+    """Kill the leaders that still are the processes scanned; the kernels they led."""
+    ended: set[KernelId] = set()
+    for kernel_id, leaders in dangling.items():
+        for leader in leaders:
+            stat = _stat(leader.pid)
+            if stat is None or stat[1] != leader.start:
+                continue  # gone, or its pid now names another process
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(leader.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(leader.pid, signal.SIGKILL)
+            ended.add(kernel_id)
+    return ended
 
 
 def _remove_groups(groups: list[KernelGroups]) -> None:

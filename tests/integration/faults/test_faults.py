@@ -20,14 +20,13 @@ import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
 import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from daemon.backends.local import process
+from daemon.backends.local.launcher import native_problem
 from daemon.checkpoint import Checkpoint
 from daemon.config import load_config
 from daemon.errors import CheckpointError
@@ -463,25 +462,7 @@ class TestCorruptCheckpoint:
 # ---------------------------------------------------- ten thousand create/destroy
 
 CYCLES = 10_000
-WORKERS = 8  # cycles under way at once
-
-
-def shell_launcher_argv(plan: dict[str, Any]) -> list[str]:
-    """What daemon/backends/local/launch.py does, as a shell line: join the kernel's cgroup,
-    enter its directory, close the status descriptor and exec the command.
-
-    Starting Python for each of ten thousand kernels is what would take the time
-    (the real launcher is what every other test runs); these kernels ask for no
-    pinning or rlimit, which is all it leaves out.
-    """
-    lines = []
-    if plan["cgroup"]:
-        lines.append(f"echo $$ > {shlex.quote(plan['cgroup'])}/cgroup.procs")
-    lines.append(f"cd {shlex.quote(plan['cwd'])}")
-    if plan["status_fd"] is not None:
-        lines.append(f"exec {int(plan['status_fd'])}>&-")
-    lines.append('exec "$@"')
-    return ["/bin/sh", "-c", "\n".join(lines), "launch", *plan["argv"]]
+WORKERS = 16  # cycles under way at once
 
 
 def kernel_fds() -> int:
@@ -496,11 +477,12 @@ def kernel_fds() -> int:
 
 
 @pytest.fixture
-async def runtime(
-    tmp_path: Path, identity: str, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[AgentRuntime]:
-    """One local agent's runtime, in this process, its kernels started by a shell line."""
-    monkeypatch.setattr(process, "launcher_argv", shell_launcher_argv)
+async def runtime(tmp_path: Path, identity: str) -> AsyncIterator[AgentRuntime]:
+    """One local agent's runtime, in this process, its kernels started by the native
+    launcher (ten thousand starts of the Python one would take minutes)."""
+    problem = native_problem()
+    if problem is not None:
+        pytest.skip(f"{problem}: build it with scripts/build-launcher.sh")
     config = load_config(daemon_config(tmp_path, local_agents(1, memory="2GiB", base_port=49700)))
     runtime = await AgentRuntime.create(config)
     try:
@@ -544,7 +526,9 @@ class TestTenThousandCycles:
         assert kernel_dirs(agent.dir.parent.parent, "a0") == set()
         await eventually(lambda: kernels_running(identity) == set())
         assert kernel_cgroups(identity, "a0") == set()
-        assert (kernel_fds(), len(asyncio.all_tasks())) == (fds, tasks)
+        # What one cycle leaked would show 9,800 times; a scan or a checkpoint write
+        # under way at either moment is one task more or less.
+        assert kernel_fds() <= fds + 2 and len(asyncio.all_tasks()) <= tasks + 2
         # The reconcile passes meanwhile took no destroyed kernel for a dangling one
         # (and so sent no signal to a pid that may have been recycled).
         assert [r.getMessage() for r in caplog.records if "dangling" in r.getMessage()] == []

@@ -142,7 +142,7 @@ DAEMON_FACING = tuple(
 )
 IMPRECISE = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 CALL_TIMEOUT = 60.0
-STREAM_TIMEOUT = 3.0  # a followed log or a watched group streams until cancelled
+STREAM_TIMEOUT = 1.0  # a followed log, a watch or a wait runs until its deadline
 STREAM_MESSAGES = 20
 # Unary calls that wait for the kernel's end (timeout 0: for as long as it takes), as
 # long as a stream: the client's deadline ends them.

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import io
 import json
 import logging
 import stat
@@ -185,6 +187,41 @@ class TestAuditLog:
         audit.spawned("a0", "k1", None, (), {})
         await audit.aclose()
         assert written_on and threading.current_thread().name not in written_on
+
+    async def test_a_full_disk_loses_lines_but_never_raises_not_even_on_close(
+        self, audit: AuditLog, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        audit.spawned("a0", "k1", None, (), {})
+        await eventually(lambda: read_lines(audit.path))
+        handler = audit._handler
+        handler.acquire()
+        try:  # the disk fills up under the open file
+            handler.stream = io.TextIOWrapper(io.BufferedWriter(FullDisk()), encoding="ascii")
+        finally:
+            handler.release()
+        for i in range(3):
+            audit.spawned("a0", f"lost{i}", None, (), {})
+        await audit.aclose()  # the buffered lines cannot be flushed: said, not raised
+        assert [e["kernel_id"] for e in read_lines(audit.path)] == ["k1"]
+        said = [r.getMessage() for r in caplog.records if r.name == "common.audit"]
+        assert any("cannot write: [Errno 28]" in m for m in said), said
+        assert any("the last lines were not written" in m for m in said), said
+
+
+class FullDisk(io.RawIOBase):
+    """A file on a full disk: every write fails with ENOSPC."""
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return 0
+
+    def write(self, data: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
 
 
 @dataclass(frozen=True)

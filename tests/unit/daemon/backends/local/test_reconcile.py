@@ -82,12 +82,19 @@ class TestReapDangling:
         assert kernels[("a0", "k1")].poll() is None
         assert kernels[("a1", "k3")].poll() is None
 
-    async def test_a_pid_that_now_names_another_process_is_spared(
+    async def test_a_pid_that_now_names_another_process_is_spared_and_not_reported(
         self, kernels: dict[tuple[str, str], subprocess.Popen[bytes]]
     ) -> None:
         victim = kernels[("a0", "k2")]
         stale = {("a0", "k2"): [Found(victim.pid, start=1)]}  # not its start time
         scan = ProcessScan(IDENTITY)
         scan._last = (float("inf"), stale)  # a scan that would answer, with a recycled pid
-        assert await reap_dangling(scan, Cgroups(), AgentId("a0"), set()) == ["k2"]
+        assert await reap_dangling(scan, Cgroups(), AgentId("a0"), set()) == []
         assert victim.poll() is None
+
+    async def test_a_kernel_destroyed_since_the_scan_is_not_reported_dangling(self) -> None:
+        gone = await asyncio.create_subprocess_exec("true", start_new_session=True)
+        await gone.wait()  # its record removed after its process ended, as a destroy does
+        scan = ProcessScan(IDENTITY)
+        scan._last = (float("inf"), {("a0", "k4"): [Found(gone.pid, start=1)]})
+        assert await reap_dangling(scan, Cgroups(), AgentId("a0"), set()) == []
