@@ -73,13 +73,11 @@ class AuditLog:
     def __init__(self, path: Path, server: str, max_bytes: int, backups: int) -> None:
         self.path = path
         self.server = server
-        _make_directory(path.parent)
         try:
+            _make_directory(path.parent)
             handler = _PrivateRotatingFile(path, maxBytes=max_bytes, backupCount=backups)
         except OSError as exc:
-            raise OSError(
-                exc.errno, f"cannot open the audit log {path}: {exc.strerror or exc}"
-            ) from None
+            raise OSError(f"cannot open the audit log {path}: {exc.strerror or exc}") from None
         handler.setFormatter(_JsonLines())
         self._handler = handler
         entries: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
