@@ -219,20 +219,12 @@ class _Entry(logging.LogRecord):
         self.created = time.time()
 
 
-class _Batch(logging.LogRecord):
+class _Batch(_Entry):
     """The entries the writer found queued at once, written with one write."""
 
     def __init__(self, name: str, entries: list[logging.LogRecord]) -> None:
-        self.name = name
+        super().__init__(name, ())
         self.entries = entries
-        self.msg = ""
-        self.args = ()
-        self.levelno = logging.INFO
-        self.levelname = "INFO"
-        self.created = entries[0].created
-        self.exc_info = None
-        self.exc_text = None
-        self.stack_info = None
 
 
 class _Enqueue(logging.handlers.QueueHandler):
