@@ -1,6 +1,8 @@
 """How the benchmarks measure calls: sequential latency, concurrent throughput, and
 side-by-side comparison with interleaved repetitions (drift cancels; figures are
-medians over repetitions, ratios the medians of per-repetition ratios)."""
+medians over repetitions, ratios the medians of per-repetition ratios); and paired
+latency, the two calls alternating one by one, for effects of a few percent on a
+machine whose load moves faster than a block of calls lasts."""
 
 from __future__ import annotations
 
@@ -77,3 +79,25 @@ async def compare(
         latency_ratio=statistics.median(x / y for x, y in zip(lat[c], lat[b], strict=True)),
         throughput_ratio=statistics.median(x / y for x, y in zip(thr[b], thr[c], strict=True)),
     )
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Per-call latencies of two ways of making a call, made alternately."""
+
+    median_us: dict[str, float]
+    ratio: float  # candidate median / baseline median
+
+
+async def paired(baseline: tuple[str, Call], candidate: tuple[str, Call], pairs: int) -> Paired:
+    """Time each call alone, the two alternating (the order flips every pair); the
+    medians of the single-call latencies, and their ratio."""
+    times: dict[str, list[float]] = {baseline[0]: [], candidate[0]: []}
+    for i in range(pairs):
+        order = (baseline, candidate) if i % 2 else (candidate, baseline)
+        for name, call in order:
+            start = time.perf_counter()
+            await call()
+            times[name].append(time.perf_counter() - start)
+    medians = {name: statistics.median(v) * 1e6 for name, v in times.items()}
+    return Paired(medians, medians[candidate[0]] / medians[baseline[0]])

@@ -73,13 +73,11 @@ class AuditLog:
     def __init__(self, path: Path, server: str, max_bytes: int, backups: int) -> None:
         self.path = path
         self.server = server
-        _make_directory(path.parent)
         try:
+            _make_directory(path.parent)
             handler = _PrivateRotatingFile(path, maxBytes=max_bytes, backupCount=backups)
         except OSError as exc:
-            raise OSError(
-                exc.errno, f"cannot open the audit log {path}: {exc.strerror or exc}"
-            ) from None
+            raise OSError(f"cannot open the audit log {path}: {exc.strerror or exc}") from None
         handler.setFormatter(_JsonLines())
         self._handler = handler
         entries: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
@@ -221,20 +219,12 @@ class _Entry(logging.LogRecord):
         self.created = time.time()
 
 
-class _Batch(logging.LogRecord):
+class _Batch(_Entry):
     """The entries the writer found queued at once, written with one write."""
 
     def __init__(self, name: str, entries: list[logging.LogRecord]) -> None:
-        self.name = name
+        super().__init__(name, ())
         self.entries = entries
-        self.msg = ""
-        self.args = ()
-        self.levelno = logging.INFO
-        self.levelname = "INFO"
-        self.created = entries[0].created
-        self.exc_info = None
-        self.exc_text = None
-        self.stack_info = None
 
 
 class _Enqueue(logging.handlers.QueueHandler):

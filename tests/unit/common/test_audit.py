@@ -119,6 +119,16 @@ class TestAuditLog:
         assert stat.S_IMODE(log.path.stat().st_mode) == 0o600
         assert stat.S_IMODE(log.path.parent.stat().st_mode) == 0o700
 
+    @pytest.mark.parametrize("where", ["a-directory", "under-a-file"])
+    async def test_a_path_that_cannot_be_opened_is_an_error_naming_it(
+        self, tmp_path: Path, where: str
+    ) -> None:
+        (tmp_path / "a-directory").mkdir()
+        (tmp_path / "a-file").write_text("")
+        path = tmp_path / "a-directory" if where == "a-directory" else tmp_path / "a-file" / "x.log"
+        with pytest.raises(OSError, match=f"^cannot open the audit log {path}: "):
+            await AuditLog.open(path, "daemon")
+
     async def test_an_existing_file_is_appended_to_and_made_private(self, tmp_path: Path) -> None:
         path = tmp_path / "audit.log"
         path.write_text('{"event":"earlier"}\n')
