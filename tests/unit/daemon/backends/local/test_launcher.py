@@ -9,6 +9,7 @@ reason, the launcher reaped. Real processes; steps that need root skip without i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -69,6 +70,13 @@ def run(launcher: Launcher, plan: LaunchPlan, workdir: Path) -> tuple[int, str]:
         os.close(log_fd)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status), (workdir / "kernel.log").read_text()
+
+
+def reap_ended_children() -> None:
+    """Reap every child of this process that has ended."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
 
 
 def no_zombie_child() -> bool:
@@ -198,6 +206,7 @@ class TestFailures:
         self, launcher: Launcher, workdir: Path, argv: list[str], cwd: str | None, reason: str
     ) -> None:
         plan = LaunchPlan(argv=argv, cwd=Path(cwd) if cwd else workdir)
+        reap_ended_children()  # what earlier tests' processes left, not this test's
         with pytest.raises(SpawnError) as info:
             run(launcher, plan, workdir)
         assert str(info.value).startswith(reason)
