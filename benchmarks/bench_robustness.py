@@ -47,6 +47,7 @@ from tests.servers import (
     daemon_process,
     eventually,
     identity_of,
+    kernels_dir_of,
 )
 
 BATCH = 128
@@ -240,7 +241,7 @@ async def write_log(stub: agent_pb2_grpc.AgentServiceStub, state: Path) -> None:
         ),
         timeout=CALL_TIMEOUT,
     )
-    log = state / "agents" / "a1" / "kernels" / LOG_KERNEL / "kernel.log"
+    log = kernels_dir_of(state.parent) / "a1" / LOG_KERNEL / "kernel.log"
     await eventually(
         lambda: log.exists() and log.stat().st_size >= LOG_BYTES, timeout=600, interval=0.1
     )
