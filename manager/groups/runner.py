@@ -146,12 +146,15 @@ class GroupRunner:
         """The group now, then at every written change, until it is Terminated or forgotten."""
         seen = -1
         while True:
+            # The event is taken before the version is looked at, with no await between:
+            # a change made while the consumer held the last yield is never missed.
+            changed = self._changed
             if self.version != seen:
                 seen = self.version
                 yield self.to_proto()
+                continue
             if self.status.phase == TERMINATED and (self.task is None or self.task.done()):
                 return
-            changed = self._changed
             if self.task is not None and self.task.done():
                 return
             await changed.wait()
