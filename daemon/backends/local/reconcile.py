@@ -145,7 +145,8 @@ def _remove_groups(groups: list[KernelGroups]) -> None:
 
 
 def _stat(pid: int) -> tuple[int, int] | None:
-    """(process group id, start time in clock ticks) of pid, or None when it is gone."""
+    """(process group id, start time in clock ticks) of pid, or None when it is gone or
+    has ended (a zombie: a kernel destroyed meanwhile whose exit is not reaped yet)."""
     try:
         with open(f"{PROC}/{pid}/stat", "rb") as f:
             data = f.read()
@@ -154,6 +155,8 @@ def _stat(pid: int) -> tuple[int, int] | None:
     fields = data[data.rindex(b")") + 2 :].split()
     # After the command: state(0) ppid(1) pgrp(2) ... starttime(19)
     try:
+        if fields[0] in (b"Z", b"X"):
+            return None
         return int(fields[2]), int(fields[19])
     except (IndexError, ValueError):
         return None
