@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import shutil
 import statistics
@@ -211,13 +212,21 @@ async def measure(
     for load in loads:
         await load.started.wait()
     stop = asyncio.Event()
-    probing = asyncio.create_task(probe(stub, window, stop))
-    if loads:
-        await asyncio.gather(*(load.finished() for load in loads))
-    else:
-        await asyncio.sleep(s.idle_seconds)
-    stop.set()
-    await probing
+    # The probe's own collector must not pause it mid-window: a full collection of
+    # this process took 40-60 ms, which would show as the daemon's latency.
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        probing = asyncio.create_task(probe(stub, window, stop))
+        if loads:
+            await asyncio.gather(*(load.finished() for load in loads))
+        else:
+            await asyncio.sleep(s.idle_seconds)
+        stop.set()
+        await probing
+    finally:
+        gc.enable()
     window.loads = [f"{load.kind}: {load.report}" for load in loads]
     if kind in ("batch", "both"):  # back to an empty a0, outside the window
         await asyncio.gather(

@@ -38,7 +38,7 @@ from common.errors import AgentHostError, ConfigError
 from common.home import pki_dir
 from common.ids import is_valid_id
 from common.logsetup import setup_logging
-from common.serving import stop_signals
+from common.serving import settle_for_serving, stop_signals
 from daemon.config import DaemonConfig, load_config
 from daemon.server import DaemonServer
 from manager.config import ManagerConfig, load_manager_config
@@ -111,6 +111,7 @@ async def run_up(
                 daemon=daemon_config.daemon.model_copy(update={"manager": manager.daemon_address}),
             )
             daemon = await DaemonServer.start(pointed, daemon_listen)
+            settle_for_serving()
             try:
                 log.info(
                     "up: manager on %s (TLS; daemons on %s), daemon on %s (mutual TLS) with "

@@ -418,11 +418,14 @@ class Agent:
         except OSError as exc:
             log.warning("agent %s: %s", self.id, self._unwritable(exc, "retried"))
         if isinstance(self.backend, LogTrimming) and self.config.log_max_bytes:
-            for kernel in self.state.kernels():
-                if kernel.state is KernelState.RUNNING:
-                    await self.backend.trim_logs(
-                        self._launch_spec(kernel), self.config.log_max_bytes
-                    )
+            await self.backend.trim_logs(
+                [
+                    self._workdir(k.kernel_id)
+                    for k in self.state.kernels()
+                    if k.state is KernelState.RUNNING
+                ],
+                self.config.log_max_bytes,
+            )
         dead: list[Kernel] = []
         for kernel in self.state.kernels():
             if kernel.state is not KernelState.RUNNING or kernel.kernel_id in self._busy:

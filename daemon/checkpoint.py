@@ -1,7 +1,10 @@
 """An agent's checkpoint: its kernels and what they hold, written atomically.
 
 The file is JSON with a schema version and a checksum of its payload, written to a
-temporary file, fsynced and renamed over the previous one. A file this version
+temporary file, fsynced and renamed over the previous one. Each record's encoding is
+kept until the record changes (records are immutable), so a write encodes only the
+records changed since the last one: a write of an agent with many kernels neither
+re-encodes them all nor holds the interpreter lock long (`encode`). A file this version
 cannot use is refused with the one thing the operator should do, never guessed at.
 When to write is the agent's state's business (`daemon/state.py`), not this
 module's. Knows kernel records and files; nothing of backends or gRPC.
@@ -23,6 +26,7 @@ from daemon.kernels import Kernel
 
 SCHEMA_VERSION = 1
 _KERNELS = TypeAdapter(list[Kernel])
+_KERNEL = TypeAdapter(Kernel)
 
 
 def _checksum(payload: str) -> str:
@@ -36,6 +40,8 @@ class Checkpoint:
         self.path = path
         self.agent_id = agent_id
         self.write_timings = Timings()  # how long writes take (read by the daemon's metrics)
+        # kernel id -> (the record, its compact JSON with sorted keys), from the last encode.
+        self._encoded: dict[str, tuple[Kernel, str]] = {}
 
     def load(self) -> list[Kernel]:
         """The kernels recorded in the file; none when there is no file yet."""
@@ -86,16 +92,34 @@ class Checkpoint:
             ) from None
 
     def encode(self, kernels: Iterable[Kernel]) -> str:
-        """The file's content for kernels (a snapshot: later changes to them do not show)."""
-        records = _KERNELS.dump_python(list(kernels), mode="json")
-        payload = json.dumps(records, sort_keys=True, separators=(",", ":"))
-        doc = {
-            "schema_version": SCHEMA_VERSION,
-            "agent_id": self.agent_id,
-            "checksum": _checksum(payload),
-            "kernels": records,
-        }
-        return json.dumps(doc, indent=1)
+        """The file's content for kernels (a snapshot: later changes to them do not show).
+
+        The payload is exactly `json.dumps(records, sort_keys=True, separators=(",", ":"))`
+        (what `load` checks the checksum against), built from one fragment per record;
+        a record's fragment is reused while the record is the same object. Called by one
+        writer at a time.
+        """
+        encoded: dict[str, tuple[Kernel, str]] = {}
+        fragments = []
+        for kernel in kernels:
+            cached = self._encoded.get(kernel.kernel_id)
+            if cached is None or cached[0] is not kernel:
+                record = _KERNEL.dump_python(kernel, mode="json")
+                cached = (kernel, json.dumps(record, sort_keys=True, separators=(",", ":")))
+            encoded[kernel.kernel_id] = cached
+            fragments.append(cached[1])
+        self._encoded = encoded
+        header = json.dumps(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "agent_id": self.agent_id,
+                "checksum": _checksum("[" + ",".join(fragments) + "]"),
+            },
+            indent=1,
+        )
+        # One record per line: whitespace between records is not part of the payload.
+        listed = "[\n" + ",\n".join(fragments) + "\n ]" if fragments else "[]"
+        return header[:-2] + ',\n "kernels": ' + listed + "\n}\n"
 
     def write(self, content: str) -> None:
         """Replace the file atomically with content from encode(), the content fsynced.

@@ -21,12 +21,14 @@ caller of the call being served; nothing of backends, agents' slices or gRPC.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import importlib
 import inspect
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -286,6 +288,12 @@ class KernelHooks:
         return [h for h in self.hooks if h.method(method) is not None]
 
 
+# Synchronous hooks run here, not in the loop's few threads for the daemon's own
+# blocking work (`common/serving.py`): a slow hook delays other hooks, never a
+# checkpoint write or a log read.
+_SYNC_HOOK_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hook")
+
+
 async def _call(hook: LoadedHook, method: Method, ctx: KernelContext) -> Any:
     """Call one hook method with its own copy of ctx: awaited if async, else in a
     thread (the answer awaited too if it is awaitable)."""
@@ -298,7 +306,10 @@ async def _call(hook: LoadedHook, method: Method, ctx: KernelContext) -> Any:
     )
     if inspect.iscoroutinefunction(function):
         return await function(ctx)
-    result = await asyncio.to_thread(function, ctx)
+    context = contextvars.copy_context()
+    result = await asyncio.get_running_loop().run_in_executor(
+        _SYNC_HOOK_THREADS, context.run, function, ctx
+    )
     if inspect.isawaitable(result):
         return await result
     return result

@@ -25,7 +25,14 @@ from common.addresses import is_loopback
 from common.audit import AuditLog
 from common.interceptors import CallHook
 from common.limits import Limits
-from common.serving import NOT_SERVING, SERVING, Listener, start_grpc_server, stop_signals
+from common.serving import (
+    NOT_SERVING,
+    SERVING,
+    Listener,
+    settle_for_serving,
+    start_grpc_server,
+    stop_signals,
+)
 from daemon.audit import audit_kernel_events
 from daemon.authz import daemon_policy
 from daemon.config import DaemonConfig
@@ -193,6 +200,7 @@ async def run_daemon(
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
     async with stop_signals() as stop:
         daemon = await DaemonServer.start(config, listen)
+        settle_for_serving()
         try:
             await stop.wait()
         finally:

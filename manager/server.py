@@ -22,7 +22,7 @@ import grpc
 from common.addresses import is_loopback
 from common.audit import AuditLog
 from common.interceptors import CallHook
-from common.serving import Listener, start_grpc_server, stop_signals
+from common.serving import Listener, settle_for_serving, start_grpc_server, stop_signals
 from manager.audit import audit_kernel_changes
 from manager.authz import manager_policy
 from manager.config import ManagerConfig
@@ -156,6 +156,7 @@ async def run_manager(
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
     async with stop_signals() as stop:
         manager = await ManagerServer.start(config, listen, daemon_listen)
+        settle_for_serving()
         try:
             await stop.wait()
         finally:

@@ -15,7 +15,7 @@ A backend class also declares `settings_model` and is built by
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Container, Mapping
+from collections.abc import AsyncIterator, Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -164,8 +164,9 @@ class LogTrimming(Protocol):
     """Backends whose kernels' output the daemon must cap itself (files it does not
     rotate on its own: the local backend's); the agent calls this every reconcile."""
 
-    async def trim_logs(self, launch: LaunchSpec, max_bytes: int) -> None:
-        """Rotate the kernel's output once it is past max_bytes."""
+    async def trim_logs(self, workdirs: Sequence[Path], max_bytes: int) -> None:
+        """Rotate the output of each kernel (by its working directory) past max_bytes:
+        all in one go, so a pass over many kernels costs the loop one step."""
 
 
 @runtime_checkable

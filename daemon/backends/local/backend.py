@@ -24,8 +24,9 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Container
+from collections.abc import AsyncIterator, Callable, Container, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import psutil
@@ -93,7 +94,7 @@ class LocalBackend:
         if not launch.command:
             raise InvalidArgument("command: a local kernel needs a command (argv)")
         try:
-            h = await asyncio.to_thread(self._start, launch)
+            h = await self.host.offload(lambda: self._start(launch))
         except SpawnError as exc:
             raise InvalidArgument(f"kernel {launch.kernel_id!r} cannot start: {exc}") from None
         except OSError as exc:  # its directory or cgroups: the host's problem, not the request's
@@ -134,13 +135,17 @@ class LocalBackend:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(watch.exited), timeout=10)
         if h.groups.paths:
-            await asyncio.to_thread(kill_remaining, h.groups)
+            await self.host.offload(lambda: kill_remaining(h.groups))
         if h.pooled and h.uid is not None:
             self.host.uids.release(h.uid, h.owner)
         self._watches.pop(h.pid, None)
 
     async def is_alive(self, handle: Handle) -> bool:
-        """True when the same process (pid and start time) still runs."""
+        """True when the same process (pid and start time) still runs: known at once
+        while its exit watch's pidfd has not signalled, else asked of /proc."""
+        watch = self._watches.get(handle.get("pid"))  # type: ignore[arg-type]
+        if watch is not None and watch.watching(handle.get("create_time")):
+            return True
         h = ProcessHandle.parse(handle)
         return h is not None and is_alive(h)
 
@@ -181,10 +186,15 @@ class LocalBackend:
         """The kernel's log file in chunks (following it while the kernel lives)."""
         return logfiles.stream(launch.workdir / KERNEL_LOG, tail_lines, follow, alive)
 
-    async def trim_logs(self, launch: LaunchSpec, max_bytes: int) -> None:
-        """Rotate the kernel's log file once it is past max_bytes (the process writes it
-        directly, so nobody else would)."""
-        await asyncio.to_thread(logfiles.rotate, launch.workdir / KERNEL_LOG, max_bytes)
+    async def trim_logs(self, workdirs: Sequence[Path], max_bytes: int) -> None:
+        """Rotate each kernel's log file once it is past max_bytes (the process writes it
+        directly, so nobody else would); one thread for all of them."""
+
+        def rotate_all() -> None:
+            for workdir in workdirs:
+                logfiles.rotate(workdir / KERNEL_LOG, max_bytes)
+
+        await asyncio.to_thread(rotate_all)
 
     async def reap_dangling(self, agent_id: AgentId, known: Container[KernelId]) -> list[KernelId]:
         """Kill processes and cgroups this daemon made for agent_id that no record owns."""

@@ -127,6 +127,7 @@ class ExitWatch:
     def __init__(self, handle: ProcessHandle, spawned: bool = False) -> None:
         """Watch handle's process; spawned: our own child, just started (so surely it)."""
         self.pid = handle.pid
+        self.create_time = handle.create_time
         self.groups = handle.groups
         loop = asyncio.get_running_loop()
         self.exited: asyncio.Future[Exit] = loop.create_future()
@@ -143,6 +144,11 @@ class ExitWatch:
             self._finish()
             return
         loop.add_reader(self._fd, self._on_readable)
+
+    def watching(self, create_time: object) -> bool:
+        """True while this watch's pidfd (of the process started at create_time) has not
+        signalled the process's end: it still runs, or its end is about to be handled."""
+        return self._fd >= 0 and not self.exited.done() and create_time == self.create_time
 
     def close(self) -> None:
         """Stop watching (the process keeps running); a pending wait is cancelled."""

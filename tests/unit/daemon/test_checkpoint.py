@@ -110,6 +110,36 @@ class TestRoundTrip:
         assert [p.name for p in checkpoint.path.parent.iterdir()] == ["state.json"]
 
 
+class TestIncrementalEncoding:
+    """encode() reuses a record's encoding while the record is the same object."""
+
+    def test_a_changed_record_is_written_anew(self, checkpoint: Checkpoint) -> None:
+        checkpoint.save(KERNELS)
+        changed = KERNELS[0].model_copy(update={"ports": {"http": 30001}})
+        checkpoint.save([changed, KERNELS[1]])
+        assert checkpoint.load() == [changed, KERNELS[1]]
+
+    def test_the_file_is_what_a_fresh_encoder_writes(self, checkpoint: Checkpoint) -> None:
+        checkpoint.encode(KERNELS)  # fragments kept
+        later = [KERNELS[1], KERNELS[0].model_copy(update={"state": KernelState.TERMINATED})]
+        fresh = Checkpoint(checkpoint.path, "a0")
+        assert checkpoint.encode(later) == fresh.encode(later)
+
+    def test_the_checksum_is_over_the_compact_sorted_payload(self, checkpoint: Checkpoint) -> None:
+        doc = json.loads(checkpoint.encode(KERNELS))
+        payload = json.dumps(doc["kernels"], sort_keys=True, separators=(",", ":"))
+        assert doc["checksum"] == _checksum(payload)
+
+    def test_one_record_per_line(self, checkpoint: Checkpoint) -> None:
+        lines = checkpoint.encode(KERNELS).splitlines()
+        assert [
+            json.loads(line.rstrip(","))["kernel_id"] for line in lines if line.startswith('{"')
+        ] == [
+            "k1",
+            "k2",
+        ]
+
+
 class TestDirectorySync:
     def test_write_fsyncs_the_file_and_leaves_the_directory_to_sync(
         self, checkpoint: Checkpoint, monkeypatch: pytest.MonkeyPatch
