@@ -16,7 +16,8 @@ kernel env values are shown only to their owner and admins. Tokens live in the
 `TokenTable` the policy checks against, written through to the store.
 
 Delegated spawning: a kernel created with `delegate` gets a token of its own in its
-env (`manager/delegation.py` has the rules and the arithmetic). Its children carry
+env (`manager/delegation.py` has the rules and the arithmetic, `manager/delegation_state.py`
+the charges in flight and the cascades). Its children carry
 the `agenthost.parent` label and are owned by that token's principal, which creates
 only in the kernel's scaling group and within its limits (checked against the
 kernel table, plus creates in flight, before anything is reserved). When a kernel
@@ -45,7 +46,6 @@ from common.errors import (
     NotFound,
     PermissionDenied,
     ResourceExhausted,
-    Unauthenticated,
 )
 from common.formatting import format_bytes
 from common.ids import ID_SYNTAX, AgentId, KernelId, is_valid_id, new_kernel_id
@@ -56,21 +56,19 @@ from manager.client import AgentHandle, DaemonClient
 from manager.config import ManagerConfig
 from manager.delegation import (
     DELEGATION_ENV,
+    DELEGATION_LABEL,
     PARENT_LABEL,
     ZERO,
     Budget,
     delegation_env,
-    owned_by,
-    refusal,
     resolve_limits,
-    used,
 )
+from manager.delegation_state import DelegationState
 from manager.errors import (
     AgentLost,
     AllAgentsBusy,
     BadRequest,
     DaemonUnreachable,
-    DelegationExhausted,
     StoreError,
     UnknownSession,
 )
@@ -78,8 +76,6 @@ from manager.groups.document import KernelTemplateDocument
 from manager.kernels import (
     REDACTED,
     TERMINATED,
-    ChangeKind,
-    KernelChange,
     KernelRecord,
     KernelTable,
     account,
@@ -108,9 +104,6 @@ _STATUS = {Liveness.ALIVE: mpb.AGENT_STATUS_ALIVE, Liveness.LOST: mpb.AGENT_STAT
 # Agents tried for one CreateKernel when daemons answer RESOURCE_EXHAUSTED (their
 # view, e.g. host ports bound by other processes, can be narrower than ours).
 CREATE_ATTEMPTS = 3
-# On a delegating kernel: the id of its token (which delegation is this kernel's,
-# should a later kernel reuse its id).
-DELEGATION_LABEL = "agenthost.delegation"
 MANAGER_LABELS = (PARENT_LABEL, DELEGATION_LABEL)  # set by the manager alone
 
 
@@ -152,14 +145,13 @@ class Manager:
         self._persisted_info: dict[AgentId, bytes] = {}  # AgentInfo as last written
         # Where kernels given a delegated token reach the manager (see `listening_on`).
         self.address = config.manager.advertise_address or config.manager.listen
-        # Creates of delegated principals in flight: owner -> kernel id -> its charge.
-        self._charging: dict[str, dict[KernelId, Budget]] = {}
-        # Children being ended because their parent ended, by the parent's token id.
-        self._cascades: dict[str, asyncio.Task[None]] = {}
+        self.delegations = DelegationState(
+            tokens, kernels, store, lambda record: self.remove_kernel(record), self._spawn
+        )
         self._liveness = asyncio.create_task(self._watch_liveness(), name="liveness")
         self._pruning = asyncio.create_task(self._prune_forever(), name="kernel retention")
-        self._unsubscribe = kernels.subscribe(self._on_kernel_change)
-        self._sweep_delegations()
+        self._unsubscribe = kernels.subscribe(self.delegations.on_kernel_change)
+        self.delegations.sweep()
 
     @classmethod
     async def create(cls, config: ManagerConfig) -> Manager:
@@ -212,7 +204,7 @@ class Manager:
     async def close(self) -> None:
         """Stop the liveness loop and background work; close channels and the store."""
         self._unsubscribe()
-        tasks = [self._liveness, self._pruning, *self._tasks, *self._cascades.values()]
+        tasks = [self._liveness, self._pruning, *self._tasks, *self.delegations.cascades]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -444,7 +436,7 @@ class Manager:
                 )
         owner = str(principal)
         if principal.delegated:
-            self._charge(principal, kernel_id, Budget.of_spec(spec) + (limits or ZERO))
+            self.delegations.charge(principal, kernel_id, Budget.of_spec(spec) + (limits or ZERO))
         grant: TokenRecord | None = None
         try:
             if limits is not None:
@@ -460,9 +452,9 @@ class Manager:
                 self.tokens.discard(grant.token_id)
             raise
         finally:
-            self._charging.get(owner, {}).pop(kernel_id, None)
+            self.delegations.settle(owner, kernel_id)
         if principal.delegated:
-            await self._undo_if_orphaned(principal, kernel_id)
+            await self.delegations.undo_if_orphaned(principal, kernel_id)
         if grant is not None and limits is not None:
             # As it is now: the kernel may have ended already, its token with it.
             await self.store.save_token(self.tokens.get(grant.token_id) or grant)
@@ -560,7 +552,7 @@ class Manager:
         if agent is not None and agent.status is Liveness.LOST and record.holds_resources:
             raise _lost(agent, kernel_id)
         ended = self._managed(await self.remove_kernel(record, grace_seconds), agent, principal)
-        await self._children_ended(record)
+        await self.delegations.children_ended(record)
         return ended
 
     async def remove_kernel(self, record: KernelRecord, grace_seconds: float = 0) -> KernelRecord:
@@ -805,7 +797,7 @@ class Manager:
             node=agent.node if agent else "",
             owner=record.owner,
         )
-        grant = self._grant_of(record)
+        grant = self.delegations.grant_of(record)
         if grant is not None and grant.limits is not None:
             limits = grant.limits
             managed.delegation.CopyFrom(
@@ -821,125 +813,6 @@ class Manager:
                 )
             )
         return managed
-
-    # ------------------------------------------------------------ delegation
-
-    def _grant_of(self, record: KernelRecord) -> TokenRecord | None:
-        """The delegated token record's kernel was given, if any (matched by its label,
-        so a later kernel reusing the id does not inherit it)."""
-        grant = self.tokens.delegation_of(record.kernel_id)
-        label = record.kernel.spec.labels.get(DELEGATION_LABEL)
-        return grant if grant is not None and label == grant.token_id else None
-
-    def _charge(self, principal: Principal, kernel_id: KernelId, charge: Budget) -> None:
-        """Count charge against principal's delegation while kernel_id is being created;
-        DelegationExhausted, naming each limit it would pass, when it does not fit."""
-        owner = str(principal)
-        grant = self.tokens.get(principal.token_id)
-        if grant is None or grant.limits is None:
-            raise PermissionDenied(f"{principal} is not a delegation this manager knows")
-        in_use = used(owner, owned_by(self.kernels.values()), self._grant_of)
-        for pending in self._charging.get(owner, {}).values():
-            in_use += pending
-        problem = refusal(grant.limits, in_use, charge)
-        if problem is not None:
-            raise DelegationExhausted(
-                f"kernel {kernel_id!r} would pass the limits kernel "
-                f"{principal.parent_kernel_id!r} was given for what it creates: {problem}"
-            )
-        self._charging.setdefault(owner, {})[kernel_id] = charge
-
-    async def _undo_if_orphaned(self, principal: Principal, kernel_id: KernelId) -> None:
-        """Destroy kernel_id again if principal's kernel ended while it was being created
-        (its children were being ended then, without it); Unauthenticated saying so."""
-        grant = self.tokens.get(principal.token_id)
-        if grant is not None and not grant.revoked_at:
-            return
-        record = self.kernels.get(kernel_id)
-        if record is not None:
-            await self.remove_kernel(record)
-            await self._children_ended(record)
-        raise Unauthenticated(
-            f"kernel {principal.parent_kernel_id!r} ended while kernel {kernel_id!r} was being "
-            "created for it: its delegated token no longer works, and that kernel was "
-            "destroyed again"
-        )
-
-    def _on_kernel_change(self, change: KernelChange) -> None:
-        """A kernel that ended: its token stops now, its children are ended after."""
-        record = change.record
-        # ADDED too: a kernel can be first heard of when it has ended already.
-        ended = change.kind is ChangeKind.FORGOTTEN or record.kernel.state == TERMINATED
-        if ended:
-            grant = self._grant_of(record)
-            if grant is not None:
-                self._end_delegation(grant, "it ended")
-
-    def _sweep_delegations(self) -> None:
-        """At start: end the delegations of kernels that ended while nobody listened."""
-        for grant in self.tokens.delegations():
-            record = self.kernels.get(KernelId(grant.parent_kernel_id))
-            if record is None or self._grant_of(record) is not grant or not record.holds_resources:
-                self._end_delegation(grant, "it ended while the manager was down")
-
-    def _end_delegation(self, grant: TokenRecord, why: str) -> None:
-        """Revoke grant (at once, in memory) and end the kernels created with it."""
-        if not grant.revoked_at:
-            grant = self.tokens.revoke(grant.token_id)
-            self._spawn(self.store.save_token(grant))
-            log.info(
-                "kernel %s: %s, so its delegated token %s no longer works",
-                grant.parent_kernel_id,
-                why,
-                grant.token_id,
-            )
-        running = self._cascades.get(grant.token_id)
-        if running is not None and not running.done():
-            return
-        if not any(r.owner == grant.owner for r in self.kernels.values()):
-            return
-        token_id = grant.token_id
-        task = asyncio.create_task(self._end_children(grant), name=f"end {grant.owner}")
-        self._cascades[token_id] = task
-
-        def done(finished: asyncio.Task[None]) -> None:
-            if self._cascades.get(token_id) is finished:
-                del self._cascades[token_id]
-
-        task.add_done_callback(done)
-
-    async def _end_children(self, grant: TokenRecord) -> None:
-        """Destroy (and forget) every kernel created with grant, and their children."""
-        await asyncio.sleep(0)  # out of the kernel table's callback
-        children = [r for r in self.kernels.values() if r.owner == grant.owner]
-        log.info(
-            "kernel %s ended: ending the %d kernels it created",
-            grant.parent_kernel_id,
-            len(children),
-        )
-        results = await asyncio.gather(
-            *(self._end_child(r) for r in children), return_exceptions=True
-        )
-        for record, result in zip(children, results, strict=True):
-            if isinstance(result, Exception):
-                log.warning(
-                    "kernel %s (created by kernel %s) not destroyed: %s",
-                    record.kernel_id,
-                    grant.parent_kernel_id,
-                    result,
-                )
-
-    async def _end_child(self, record: KernelRecord) -> None:
-        if self.kernels.get(record.kernel_id) is record:
-            await self.remove_kernel(record)
-        await self._children_ended(record)
-
-    async def _children_ended(self, record: KernelRecord) -> None:
-        """Return once the kernels record's kernel created are being ended no more."""
-        grant = self._grant_of(record)
-        task = self._cascades.get(grant.token_id) if grant is not None else None
-        if task is not None:
-            await asyncio.shield(task)
 
     def _on(self, agent: AgentRecord) -> AgentHandle:
         """The handle on agent (see handle)."""

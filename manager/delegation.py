@@ -35,6 +35,9 @@ if TYPE_CHECKING:  # the kernel table scrubs ENV_TOKEN, so it imports this modul
     from manager.kernels import KernelRecord
 
 PARENT_LABEL = "agenthost.parent"  # on every child: the id of the kernel that created it
+# On a delegating kernel: the id of its token (which delegation is this kernel's,
+# should a later kernel reuse its id).
+DELEGATION_LABEL = "agenthost.delegation"
 ENV_TOKEN = "AGENTHOST_TOKEN"
 ENV_MANAGER = "AGENTHOST_MANAGER"
 ENV_CA = "AGENTHOST_CA"  # the manager's CA certificate as PEM (a TLS manager)

@@ -18,8 +18,8 @@ import pytest
 from common.errors import Unauthenticated
 from common.principal import Principal
 from manager.config import ManagerConfig, ManagerSection
-from manager.core import DELEGATION_LABEL, Manager
-from manager.delegation import Budget
+from manager.core import Manager
+from manager.delegation import DELEGATION_LABEL, Budget
 from manager.errors import AgentLost, BadRequest, DelegationExhausted, StoreError
 from manager.tokens import new_delegated_token, new_token
 from protos import agent_pb2 as pb
