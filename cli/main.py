@@ -10,6 +10,7 @@ import click
 
 from cli.audit import COMMANDS as AUDIT_COMMANDS
 from cli.certs import COMMANDS as CERT_COMMANDS
+from cli.config import COMMANDS as CONFIG_COMMANDS
 from cli.deploy import COMMANDS as DEPLOY_COMMANDS
 from cli.up import up_command
 from daemon.cli import COMMANDS as DAEMON_COMMANDS
@@ -27,7 +28,7 @@ def main() -> None:
       agenthost up
       agenthost kernel create -- sleep 600
       agenthost kernel ls
-    Validate a daemon config:  agenthost config check FILE
+    Validate a config:         agenthost config check FILE
     Read the audit trail:      agenthost audit tail --config FILE
 
     Every option can also come from an environment variable named
@@ -38,6 +39,7 @@ def main() -> None:
 
 for _command in (
     *DAEMON_COMMANDS,
+    *CONFIG_COMMANDS,
     up_command,
     *MANAGER_COMMANDS,
     *CERT_COMMANDS,

@@ -47,5 +47,17 @@ def is_loopback(address: str) -> bool:
         return False
 
 
+def plaintext_refusal(address: str, server: str) -> str | None:
+    """Why a plaintext server (insecure = true) may not listen on address, or None when
+    it may (a loopback address). Configs refuse such a listen address already; this is
+    for an address given on the command line (--listen)."""
+    if is_loopback(address):
+        return None
+    return (
+        f"cannot listen on {address}: a plaintext {server} (insecure = true) listens on "
+        "a loopback address only"
+    )
+
+
 HostPort = Annotated[str, AfterValidator(check_host_port)]
 """A `host:port` address (port 0: any free port); every config's addresses use it."""

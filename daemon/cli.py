@@ -1,4 +1,5 @@
-"""The daemon's commands: `agenthost daemon` and `agenthost config check|sample`.
+"""The daemon's commands: `agenthost daemon`, and the check of a daemon config that
+`agenthost config check` (`cli/config.py`) runs.
 
 A thin layer mapping flags to config and calls; `cli/main.py` attaches
 `COMMANDS` to the root group.
@@ -15,7 +16,7 @@ from common.console import fail, log_level_option
 from common.errors import AgentHostError, ConfigError
 from common.formatting import format_bytes, plural, render_table
 from common.logsetup import setup_logging
-from daemon.config import DaemonConfig, load_config, render_sample
+from daemon.config import DaemonConfig, load_config
 from daemon.resources import format_cores, format_devices
 
 
@@ -73,25 +74,9 @@ def daemon(
         fail([str(exc)], 1)
 
 
-@click.group("config")
-def config() -> None:
-    """Inspect configuration files."""
-
-
-@config.command("check")
-@click.argument("file", type=click.Path(path_type=Path))
-@click.option(
-    "--node",
-    envvar="AGENTHOST_DAEMON_NODE",
-    show_envvar=True,
-    default=None,
-    help="check as the daemon of this node would ({node} in agent ids becomes it)",
-)
-def config_check(file: Path, node: str | None) -> None:
-    """Validate FILE and print each agent's resolved slice, or every error (exit 2).
-
-    Agent ids with {node} are shown as on this host (its [daemon] node, or --node).
-    """
+def check_daemon_config(file: Path, node: str | None) -> None:
+    """`agenthost config check` of a daemon TOML: each agent's resolved slice, or every
+    problem and exit code 2. Agent ids with {node} are shown as on that node."""
     cfg = load_or_exit(file, node)
     rows = [
         [
@@ -122,10 +107,4 @@ def config_check(file: Path, node: str | None) -> None:
         click.echo(f"note: {note}")
 
 
-@config.command("sample")
-def config_sample() -> None:
-    """Print an annotated sample daemon TOML with every option, its default and meaning."""
-    click.echo(render_sample(), nl=False)
-
-
-COMMANDS = (daemon, config)
+COMMANDS = (daemon,)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from common.addresses import is_loopback
+from common.addresses import plaintext_refusal
 from common.audit import AuditLog
 from common.interceptors import CallHook
 from common.limits import Limits
@@ -86,11 +86,9 @@ class DaemonServer:
     async def start(cls, config: DaemonConfig, listen: str | None = None) -> DaemonServer:
         """Build the runtime, bind the port, start serving."""
         address = listen or config.daemon.listen
-        if config.tls is None and not is_loopback(address):
-            raise OSError(
-                f"cannot listen on {address}: a plaintext daemon (insecure = true) listens on "
-                "a loopback address only"
-            )
+        refusal = plaintext_refusal(address, "daemon") if config.tls is None else None
+        if refusal is not None:
+            raise OSError(refusal)
         credentials = (
             config.tls.server_credentials(require_client_cert=True) if config.tls else None
         )

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from common.addresses import is_loopback
+from common.addresses import plaintext_refusal
 from common.audit import AuditLog
 from common.interceptors import CallHook
 from common.serving import Listener, settle_for_serving, start_grpc_server, stop_signals
@@ -169,11 +169,9 @@ def _listeners(
     """Users' port (TLS, tokens) and daemons' port (mutual TLS); one plaintext port if insecure."""
     users = listen or config.manager.listen
     if config.tls is None:
-        if not is_loopback(users):
-            raise OSError(
-                f"cannot listen on {users}: a plaintext manager (insecure = true) listens on "
-                "a loopback address only"
-            )
+        refusal = plaintext_refusal(users, "manager")
+        if refusal is not None:
+            raise OSError(refusal)
         return [Listener(users)]
     daemons = daemon_listen or config.daemon_listen_for(users)
     assert daemons is not None

@@ -1,4 +1,5 @@
-"""`agenthost manager`: run the manager."""
+"""`agenthost manager`: run the manager; and the check of a manager config that
+`agenthost config check` (`cli/config.py`) runs."""
 
 from __future__ import annotations
 
@@ -50,3 +51,27 @@ def manager_command(
         asyncio.run(run_manager(config, listen, daemon_listen))
     except (AgentHostError, OSError) as exc:
         fail([str(exc)], 1)
+
+
+def check_manager_config(file: Path) -> None:
+    """`agenthost config check` of a manager TOML: what the manager would serve and
+    where it keeps its state, or every problem and exit code 2."""
+    from manager.config import load_manager_config
+
+    try:
+        config = load_manager_config(file)
+    except ConfigError as exc:
+        fail(exc.problems, 2)
+    section = config.manager
+    if config.tls is None:
+        serving = f"listen {section.listen} (plaintext, insecure = true; daemons there too)"
+    else:
+        serving = (
+            f"listen {section.listen} (TLS, bearer tokens), "
+            f"daemons on {config.daemon_listen_for(section.listen)} (mutual TLS)"
+        )
+    audit = config.audit_log
+    click.echo(f"{file}: ok, manager {serving}")
+    click.echo(f"scheduling_policy {section.scheduling_policy}, db {config.db_path}")
+    click.echo(f"audit log {audit if audit is not None else 'off'}")
+    click.echo(f"admin token file {config.admin_token_file}")
