@@ -232,8 +232,8 @@ async def main() -> None:
                     {"off": (off, off_list), "on": (on, on_list)}, s.reps, 2 * s.calls
                 )
             finally:
-                await off_channel.close()
-                await on_channel.close()
+                await off_channel.close(None)
+                await on_channel.close(None)
             written = {path: _lines(path) for path in on.logs}
         report(
             "1. routed GetKernel (a line on the manager and one on the daemon)",

@@ -487,7 +487,7 @@ async def run_calls(tmp: Path, s: Settings) -> tuple[list[Row], list[Row], tuple
             print("  measuring throughput ...", flush=True)
             await measure_throughput(targets, s)
             for t in targets:
-                await t.channel.close()
+                await t.channel.close(None)
         finally:
             echo.close()
         await destroy_kernel(d1.address, "a0")

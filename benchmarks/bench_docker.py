@@ -213,7 +213,7 @@ async def main(quick: bool) -> int:
                 batch_ratios.append(took["daemon"] / took["bare"])
             many = statistics.median(batch_ratios)
         finally:
-            await channel.close()
+            await channel.close(None)
             daemon.terminate(30)
             daemon.close()
             await remove_labelled(docker, BARE_IDENTITY)

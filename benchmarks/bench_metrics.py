@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -41,7 +42,7 @@ if str(ROOT) not in sys.path:
 
 import grpc
 
-from benchmarks.measure import Comparison, compare
+from benchmarks.measure import Call, Comparison, compare
 from common.home import token_file
 from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc, manager_pb2_grpc
@@ -83,7 +84,7 @@ def cluster(work: Path, metrics: bool, port: int) -> Iterator[Cluster]:
     work.mkdir(parents=True)
     endpoints: dict[str, str] = {}
     with ExitStack() as stack:
-        settings: dict[str, object] = {"missed_heartbeats": 20}
+        settings: dict[str, Any] = {"missed_heartbeats": 20}
         if metrics:
             endpoints["manager"] = f"127.0.0.1:{free_port()}"
             settings["metrics_listen"] = endpoints["manager"]
@@ -135,7 +136,7 @@ class Scraper:
                 self.sizes[name] = len(body)
 
 
-async def calls(c: Cluster, token: str) -> tuple[object, object, list[grpc.aio.Channel]]:
+async def calls(c: Cluster, token: str) -> tuple[Call, Call, list[grpc.aio.Channel]]:
     """The routed and the direct GetKernel of a kernel on the last agent, ready to call."""
     metadata = (("authorization", f"Bearer {token}"),)
     m_channel = grpc.aio.insecure_channel(c.manager.address)
@@ -225,7 +226,7 @@ async def main() -> None:
             finally:
                 scraper.stop()
                 for channel in (*off_channels, *on_channels):
-                    await channel.close()
+                    await channel.close(None)
     report("1. routed GetKernel through the manager: metrics on vs off", routed, 1.05)
     report("2. direct GetKernel on the daemon: metrics on vs off", direct, None)
     print(f"3. scrapes every {args.scrape_interval:g} s during the run")

@@ -125,7 +125,7 @@ class Daemon:
         await self.destroy(f"k{i}")
 
     async def close(self) -> None:
-        await self.channel.close()
+        await self.channel.close(None)
         with contextlib.suppress(Exception):
             self.proc.terminate()
         self.proc.close()

@@ -36,7 +36,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +47,7 @@ if str(ROOT) not in sys.path:
 
 import grpc
 
-from benchmarks.measure import Comparison, Paired, compare, paired
+from benchmarks.measure import Call, Comparison, Paired, compare, paired
 from common.credentials import daemon_host
 from common.home import token_file
 from protos import agent_pb2 as pb
@@ -140,9 +140,7 @@ def cluster(work: Path, pki: Pki | None, port: int) -> Iterator[Cluster]:
         )
 
 
-async def calls(
-    c: Cluster, token: str
-) -> tuple[object, object, grpc.aio.Channel, grpc.aio.Channel]:
+async def calls(c: Cluster, token: str) -> tuple[Call, Call, grpc.aio.Channel, grpc.aio.Channel]:
     """The routed and the direct GetKernel of the cluster's kernel, ready to call."""
     metadata = (("authorization", f"Bearer {token}"),)
     m_channel, d_channel = c.manager_channel(), c.daemon_channel()
@@ -182,7 +180,9 @@ async def relay(ca: Path, cert: Path, key: Path, daemon: str, daemon_name: str) 
     channel = grpc.aio.secure_channel(
         daemon, credentials, options=[("grpc.ssl_target_name_override", daemon_name)]
     )
-    forward = channel.unary_unary("/agenthost.v1.AgentService/GetKernel")
+    forward = channel.unary_unary(
+        "/agenthost.v1.AgentService/GetKernel", request_serializer=None, response_deserializer=None
+    )
 
     async def get_kernel(request: bytes, context: object) -> bytes:
         return await forward(request, timeout=TIMEOUT)  # type: ignore[no-any-return]
@@ -219,7 +219,7 @@ def relay_process(c: Cluster, pki: Pki) -> Iterator[grpc.aio.Channel]:
         proc.wait()
 
 
-def relayed_call(channel: grpc.aio.Channel) -> Callable[[], Awaitable[object]]:
+def relayed_call(channel: grpc.aio.Channel) -> Call:
     """The direct GetKernel of the cluster's kernel, through the relay."""
     call = channel.unary_unary(
         "/agenthost.v1.Relay/GetKernel",
@@ -318,7 +318,7 @@ async def main() -> None:
                 four_paired = await paired(("direct", t_direct), ("relayed", relayed), s.pairs)
             finally:
                 for channel in (*p_channels, *t_channels, relay_channel):
-                    await channel.close()
+                    await channel.close(None)
         report(
             "1. routed GetKernel: TLS + token vs plaintext (+ token)", "plaintext", "tls", one, 1.15
         )

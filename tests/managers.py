@@ -129,12 +129,12 @@ class _WithToken:
         return details._replace(metadata=metadata)
 
 
-class _TokenOnUnary(_WithToken, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class _TokenOnUnary(_WithToken, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._with_token(details), request)
 
 
-class _TokenOnStream(_WithToken, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+class _TokenOnStream(_WithToken, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._with_token(details), request)
 
@@ -175,7 +175,7 @@ async def running_manager(
     try:
         yield Manager(server, manager_pb2_grpc.ManagerServiceStub(channel), channel)
     finally:
-        await channel.close()
+        await channel.close(None)
         await server.stop(grace=0.5)
 
 
@@ -202,7 +202,8 @@ async def create(
         mpb.CreateKernelRequest(spec=spec, scaling_group=scaling_group, agent_id=agent_id),
         timeout=30,
     )
-    return response.kernel
+    kernel: mpb.ManagedKernel = response.kernel
+    return kernel
 
 
 async def run(

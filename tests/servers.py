@@ -152,7 +152,7 @@ async def running_daemon(
     try:
         yield Daemon(server, agent_pb2_grpc.AgentServiceStub(channel), channel)
     finally:
-        await channel.close()
+        await channel.close(None)
         await server.stop(destroy_kernels=destroy_kernels, grace=0.5)
 
 
