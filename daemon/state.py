@@ -21,8 +21,10 @@ of backends, gRPC or other agents (the registry enforces daemon-wide ids).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Container, Generator, Sequence
+from collections.abc import Callable, Container, Generator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, Protocol, TypedDict, TypeVar, Unpack
 
 from common.ids import KernelId
@@ -35,6 +37,16 @@ from daemon.resources import Allocation, ResourceAllocator
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Checkpoint reads, writes and directory fsyncs run in threads of their own, shared by
+# every agent of the process: what a create's or a destroy's reply waits for never
+# queues behind the loop's other blocking work (a large kernel directory's removal,
+# log rotation), which has only a few threads (`common/serving.py`).
+_CHECKPOINT_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="checkpoint")
+
+
+async def _in_checkpoint_thread(fn: Callable[[], T]) -> T:
+    return await asyncio.get_running_loop().run_in_executor(_CHECKPOINT_THREADS, fn)
 
 
 class KernelUpdate(TypedDict, total=False):
@@ -381,7 +393,7 @@ class CheckpointedState:
 
     async def load(self) -> list[Kernel]:
         """The records in the checkpoint file (CheckpointError when it cannot be used)."""
-        return await asyncio.to_thread(self.checkpoint.load)
+        return await _in_checkpoint_thread(self.checkpoint.load)
 
     async def flush(self) -> None:
         """Return once every change so far is on disk (the directory fsynced too), writing
@@ -417,7 +429,7 @@ class CheckpointedState:
                 # The directory after the burst, off the callers' path (see Checkpoint.write);
                 # changes made meanwhile are written by the next turn of the loop.
                 try:
-                    await asyncio.to_thread(self.checkpoint.sync)
+                    await _in_checkpoint_thread(self.checkpoint.sync)
                 except Exception as exc:
                     log.warning(
                         "agent %s: cannot fsync the directory of %s: %s",
@@ -446,7 +458,7 @@ class CheckpointedState:
                 # here on wait for the next write.
                 records = [k for k in self.memory.kernels() if checkpointed(k)]
                 # Records are immutable: encoding the snapshot can leave the loop.
-                await asyncio.to_thread(self._encode_and_write, records)
+                await _in_checkpoint_thread(functools.partial(self._encode_and_write, records))
             except Exception as exc:
                 self._behind = True
                 log.warning(

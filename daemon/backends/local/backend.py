@@ -48,7 +48,13 @@ from daemon.backends.local.cgroups import KernelGroups
 from daemon.backends.local.handle import ProcessHandle
 from daemon.backends.local.host import LocalHost
 from daemon.backends.local.launcher import LaunchPlan, kernel_env
-from daemon.backends.local.process import ExitWatch, is_alive, kill_remaining, signal_all
+from daemon.backends.local.process import (
+    ExitWatch,
+    end_remaining,
+    is_alive,
+    kill_remaining,
+    signal_all,
+)
 from daemon.backends.local.settings import LocalSettings
 from daemon.backends.local.spawn import SpawnError, open_log, spawn_kernel
 from daemon.backends.logfiles import LogTail
@@ -135,7 +141,7 @@ class LocalBackend:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(watch.exited), timeout=10)
         if h.groups.paths:
-            await self.host.offload(lambda: kill_remaining(h.groups))
+            await end_remaining(h.groups, self.host.offload)
         if h.pooled and h.uid is not None:
             self.host.uids.release(h.uid, h.owner)
         self._watches.pop(h.pid, None)

@@ -57,8 +57,8 @@ class LocalHost:
         self.workers = ThreadPoolExecutor(PROCESS_THREADS, thread_name_prefix="kernel-process")
 
     async def offload(self, fn: Callable[[], T]) -> T:
-        """fn() in one of the daemon's threads for kernel processes (starts, execs, the
-        kills and cgroup removals of stops), in the caller's context."""
+        """fn() in the daemon's thread for kernel processes (starts; the kill passes and
+        cgroup removals of stops), in the caller's context."""
         context = contextvars.copy_context()
         return await asyncio.get_running_loop().run_in_executor(self.workers, context.run, fn)
 

@@ -18,6 +18,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
 
 import psutil
 
@@ -63,6 +64,24 @@ def signal_all(pid: int, groups: KernelGroups, sig: signal.Signals) -> None:
             os.kill(p, sig)
 
 
+def kill_pass(groups: KernelGroups) -> int | None:
+    """One pass over the groups: remove them once empty (None: gone), else SIGKILL what
+    is left and say how many (0: empty, but not removable yet). Blocking I/O."""
+    left = cgroups.procs(groups)
+    if not left and cgroups.remove(groups):
+        return None
+    for p in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
+    return len(left)
+
+
+def _pause(left: int) -> float:
+    """How long to wait before the next pass: the kernel reaps killed processes, an
+    emptied group becomes removable a moment after its last exit."""
+    return 0.005 if not left else 0.02
+
+
 def kill_remaining(groups: KernelGroups) -> bool:
     """SIGKILL whatever is left in the groups until they are empty, then remove them.
 
@@ -71,15 +90,28 @@ def kill_remaining(groups: KernelGroups) -> bool:
     """
     deadline = time.monotonic() + KILL_PATIENCE
     while True:
-        left = cgroups.procs(groups)
-        if not left and cgroups.remove(groups):
+        left = kill_pass(groups)
+        if left is None:
             return True
         if time.monotonic() > deadline:
             return False
-        for p in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p, signal.SIGKILL)
-        time.sleep(0.005 if not left else 0.02)
+        time.sleep(_pause(left))
+
+
+async def end_remaining(
+    groups: KernelGroups, offload: Callable[[Callable[[], int | None]], Awaitable[int | None]]
+) -> bool:
+    """kill_remaining from the event loop: each pass in a thread (offload), the waits
+    between passes on the loop, so a kernel whose processes take long to die (stuck in
+    the kernel, a hung filesystem) holds no thread while it is waited for."""
+    deadline = time.monotonic() + KILL_PATIENCE
+    while True:
+        left = await offload(lambda: kill_pass(groups))
+        if left is None:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(_pause(left))
 
 
 def exit_status(code: int | None, oom: bool) -> Exit:
