@@ -163,7 +163,8 @@ async def stop_signals() -> AsyncIterator[asyncio.Event]:
 # busy, while more (asyncio's default is cores + 4) fight the event loop for the
 # lock when much is in flight at once, and every call waits the longer for it
 # (bench_robustness.py: the p99 of ListAgents during a 128-kernel batch went from
-# 50-230 ms to 30-45 ms with two). Kernel starts and sync hooks have their own.
+# 50-230 ms to 30-45 ms with two). Kernel starts and stops, checkpoint I/O and sync
+# hooks have threads of their own.
 BLOCKING_THREADS = 2
 
 
