@@ -18,6 +18,7 @@ import pytest
 from common.errors import InvalidArgument
 from common.ids import AgentId, KernelId
 from daemon.backends.base import LaunchSpec
+from daemon.backends.local import backend as backend_module
 from daemon.backends.local.backend import LocalBackend
 from daemon.backends.local.cgroups import Cgroups
 from daemon.backends.local.handle import ProcessHandle
@@ -217,3 +218,43 @@ class TestFailures:
             await backend.start(launch)
         assert type(info.value).__name__ == "FailedPrecondition"
         assert backend.host.uids.held() == {}
+
+
+class TestLiveness:
+    """is_alive answers from the kernel's exit watch (its pidfd) without reading /proc
+    while the watch runs, and from /proc once it does not."""
+
+    async def test_a_watched_kernel_is_alive_without_proc_and_dead_once_it_ends(
+        self, tmp_path: Path, backend: LocalBackend, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        started = await backend.start(spec(tmp_path, "k"))
+        asked: list[ProcessHandle] = []
+        real = backend_module.is_alive
+
+        def counting(handle: ProcessHandle) -> bool:
+            asked.append(handle)
+            return real(handle)
+
+        monkeypatch.setattr(backend_module, "is_alive", counting)
+        assert await backend.is_alive(started.handle)
+        assert asked == []  # the watch answered
+
+        h = ProcessHandle.parse(started.handle)
+        assert h is not None
+        os.killpg(h.pid, signal.SIGKILL)
+        await backend.wait(started.handle)
+        assert not await backend.is_alive(started.handle)
+        await backend.stop(started.handle, 0)
+        assert not await backend.is_alive(started.handle)
+        assert asked  # with no watch left, /proc was asked
+
+    async def test_a_watch_of_another_process_on_the_same_pid_does_not_answer(
+        self, tmp_path: Path, backend: LocalBackend
+    ) -> None:
+        started = await backend.start(spec(tmp_path, "k"))
+        try:
+            other = {**started.handle, "create_time": started.handle["create_time"] - 100}
+            assert not await backend.is_alive(other)  # a recycled pid is not the kernel
+            assert await backend.is_alive(started.handle)
+        finally:
+            await backend.stop(started.handle, 0)
