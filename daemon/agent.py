@@ -69,6 +69,11 @@ EXIT_REPORT_WAIT = 1.0
 # Every this many reconcile passes the agent also looks for dangling kernels
 # (started by this daemon, owned by no record): a full process or container scan.
 REAP_DANGLING_EVERY = 12
+# Kernel starts one agent has in flight at once. A batch's starts are queued for the
+# backend's threads anyway (the local backend has one); starting all of a 128-kernel
+# batch at once only floods the event loop with their steps, so every other call
+# waits behind them. A few keep the backend busy.
+STARTS_IN_FLIGHT = 4
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,8 @@ class Agent:
         # processes that nobody ends.
         self._steps: set[asyncio.Task[Any]] = set()
         self._passes = 0  # reconcile passes so far
+        # Kernel starts of this agent in flight at once (see STARTS_IN_FLIGHT).
+        self._starting = asyncio.Semaphore(STARTS_IN_FLIGHT)
         # Its checkpoint cannot be used: the agent serves nothing (and ends nothing) until
         # the operator acts on the message; the other agents are not affected.
         self.broken: CheckpointError | None = None
@@ -575,6 +582,10 @@ class Agent:
     # --------------------------------------------------------------- details
 
     async def _start(self, kernel: Kernel) -> None:
+        async with self._starting:
+            await self._start_now(kernel)
+
+    async def _start_now(self, kernel: Kernel) -> None:
         launch = self._launch_spec(kernel)
         try:
             await asyncio.to_thread(launch.workdir.mkdir, parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ are tested in tests/conformance/.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -16,6 +17,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from daemon.agent import STARTS_IN_FLIGHT
+from daemon.backends.base import LaunchSpec, Started
+from daemon.backends.local.backend import LocalBackend
 from daemon.config import load_config
 from daemon.resources import HostCapacity
 from daemon.state_dir import daemon_identity
@@ -297,3 +301,33 @@ class TestAllocationModes:
                 )
             )
             assert sorted(again.kernels[0].allocated.cores) == sorted(HOST.cores)
+
+
+class TestBatchStarts:
+    async def test_a_batch_starts_a_few_kernels_at_a_time_and_all_of_them(
+        self, daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A 32-kernel batch: the backend never has more than STARTS_IN_FLIGHT starts of
+        the agent at once (the loop is not flooded with every kernel's steps), and every
+        kernel runs. The backend's start is wrapped to count, and still starts each."""
+        in_flight = 0
+        most = 0
+        real_start = LocalBackend.start
+
+        async def counting(self: LocalBackend, launch: LaunchSpec) -> Started:
+            nonlocal in_flight, most
+            in_flight += 1
+            most = max(most, in_flight)
+            try:
+                await asyncio.sleep(0.01)  # long enough for every start to be under way
+                return await real_start(self, launch)
+            finally:
+                in_flight -= 1
+
+        monkeypatch.setattr(LocalBackend, "start", counting)
+        specs = [pb.KernelSpec(kernel_id=f"b{i}", command=["sleep", "300"]) for i in range(32)]
+        reply = await daemon.stub.CreateKernels(
+            pb.CreateKernelsRequest(agent_id="a1", kernels=specs), timeout=60
+        )
+        assert [k.state for k in reply.kernels] == [pb.KERNEL_STATE_RUNNING] * 32
+        assert most == STARTS_IN_FLIGHT
