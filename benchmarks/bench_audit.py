@@ -51,7 +51,7 @@ from common.home import token_file
 from protos import agent_pb2 as pb
 from protos import manager_pb2 as mpb
 from protos import manager_pb2_grpc
-from tests.managers import ManagerProcess, agents_toml, linked_daemon_config
+from tests.managers import ManagerProcess, agents_toml, linked_daemon_config, wait_for_agents
 from tests.managers import manager_config as write_manager_config
 from tests.servers import DaemonProcess
 
@@ -131,13 +131,7 @@ async def calls(c: Cluster, token: str) -> tuple[Call, Call, grpc.aio.Channel]:
     metadata = (("authorization", f"Bearer {token}"),)
     channel = grpc.aio.insecure_channel(c.manager.address)
     stub = manager_pb2_grpc.ManagerServiceStub(channel)
-    for _ in range(400):
-        listed = await stub.ListAgents(
-            mpb.ManagerListAgentsRequest(), timeout=TIMEOUT, metadata=metadata
-        )
-        if listed.agents:
-            break
-        await asyncio.sleep(0.05)
+    await wait_for_agents(stub, 1, metadata)
     await stub.CreateKernel(
         mpb.CreateKernelRequest(spec=pb.KernelSpec(kernel_id="k-bench", command=["sleep", "3600"])),
         timeout=TIMEOUT,

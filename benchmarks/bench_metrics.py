@@ -47,7 +47,13 @@ from common.home import token_file
 from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc, manager_pb2_grpc
 from protos import manager_pb2 as mpb
-from tests.managers import ManagerProcess, agents_toml, free_port, linked_daemon_config
+from tests.managers import (
+    ManagerProcess,
+    agents_toml,
+    free_port,
+    linked_daemon_config,
+    wait_for_agents,
+)
 from tests.managers import manager_config as write_manager_config
 from tests.servers import DaemonProcess
 
@@ -143,13 +149,7 @@ async def calls(c: Cluster, token: str) -> tuple[Call, Call, list[grpc.aio.Chann
     d_channel = grpc.aio.insecure_channel(c.daemon.address)
     m_stub = manager_pb2_grpc.ManagerServiceStub(m_channel)
     d_stub = agent_pb2_grpc.AgentServiceStub(d_channel)
-    for _ in range(400):
-        listed = await m_stub.ListAgents(
-            mpb.ManagerListAgentsRequest(), timeout=TIMEOUT, metadata=metadata
-        )
-        if len(listed.agents) == AGENTS:
-            break
-        await asyncio.sleep(0.05)
+    await wait_for_agents(m_stub, AGENTS, metadata)
     for i in range(AGENTS):
         await m_stub.CreateKernel(
             mpb.CreateKernelRequest(

@@ -53,7 +53,13 @@ from common.home import token_file
 from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc, manager_pb2_grpc
 from protos import manager_pb2 as mpb
-from tests.managers import ManagerProcess, agents_toml, free_port, linked_daemon_config
+from tests.managers import (
+    ManagerProcess,
+    agents_toml,
+    free_port,
+    linked_daemon_config,
+    wait_for_agents,
+)
 from tests.managers import manager_config as write_manager_config
 from tests.pki import Pki, TlsPaths
 from tests.servers import DaemonProcess
@@ -146,13 +152,7 @@ async def calls(c: Cluster, token: str) -> tuple[Call, Call, grpc.aio.Channel, g
     m_channel, d_channel = c.manager_channel(), c.daemon_channel()
     m_stub = manager_pb2_grpc.ManagerServiceStub(m_channel)
     d_stub = agent_pb2_grpc.AgentServiceStub(d_channel)
-    for _ in range(400):
-        listed = await m_stub.ListAgents(
-            mpb.ManagerListAgentsRequest(), timeout=TIMEOUT, metadata=metadata
-        )
-        if listed.agents:
-            break
-        await asyncio.sleep(0.05)
+    await wait_for_agents(m_stub, 1, metadata)
     await m_stub.CreateKernel(
         mpb.CreateKernelRequest(spec=pb.KernelSpec(kernel_id="k-bench", command=["sleep", "3600"])),
         timeout=TIMEOUT,

@@ -15,7 +15,7 @@ import os
 import signal
 import socket
 import textwrap
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,6 +183,26 @@ async def agents_by_id(stub: manager_pb2_grpc.ManagerServiceStub) -> dict[str, m
     """ListAgents as a dict."""
     response = await stub.ListAgents(mpb.ManagerListAgentsRequest(), timeout=10)
     return {a.info.agent_id: a for a in response.agents}
+
+
+async def wait_for_agents(
+    stub: manager_pb2_grpc.ManagerServiceStub,
+    count: int,
+    metadata: Sequence[tuple[str, str]] = (),
+    timeout: float = 20.0,
+) -> None:
+    """Return once the manager lists at least count agents (its daemons registered);
+    TimeoutError after timeout seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        listed = await stub.ListAgents(
+            mpb.ManagerListAgentsRequest(), timeout=10, metadata=metadata
+        )
+        if len(listed.agents) >= count:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"the manager lists {len(listed.agents)} agents, not {count}")
+        await asyncio.sleep(0.05)
 
 
 async def kernels_by_id(stub: manager_pb2_grpc.ManagerServiceStub) -> dict[str, mpb.ManagedKernel]:
