@@ -11,6 +11,15 @@
 3. 100 concurrent creates on one agent (100 CreateKernels calls at once) against
    100 concurrent bare spawns (asyncio subprocesses) of the same command.
    Target: at most 10x.
+   The floor under both: the steps a create + destroy through the daemon cannot
+   do without, done one after another in this process with nothing around them:
+   two no-op calls to the same daemon (ListAgents: what a gRPC round trip costs,
+   one per verb), the in-process launch of 2., and two checkpoint writes (the
+   daemon's own checkpoint file with the kernel in it, written atomically and
+   fsynced beside the daemon's, one per verb: what a reply must wait for to
+   survive kill -9 and power loss). The daemon's figure against that floor is
+   what the daemon adds beyond what it must do; the floor against bare `Popen`
+   says how far below 10x the required steps alone already are.
 4. The cost of isolation: create + destroy through a daemon whose kernels get a
    uid of their own, a cpuset cgroup and a pids limit (the defaults) against a
    daemon whose kernels get none of them (`local = { run_as = "root",
@@ -50,6 +59,7 @@ if str(ROOT) not in sys.path:
 import grpc
 
 from benchmarks.bench_daemon import Row, busy_cpu, own_cpu, print_table
+from common.atomic_file import write_atomically
 from common.ids import AgentId, KernelId
 from daemon.backends.base import LaunchSpec
 from daemon.backends.local.backend import LocalBackend
@@ -104,6 +114,7 @@ class Daemon:
         self.channel = grpc.aio.insecure_channel(self.proc.address)
         self.stub = agent_pb2_grpc.AgentServiceStub(self.channel)
         self.name = name
+        self.directory = directory
 
     async def create(self, kernel_id: str) -> pb.Kernel:
         reply = await self.stub.CreateKernels(
@@ -123,6 +134,14 @@ class Daemon:
     async def cycle(self, i: int) -> None:
         await self.create(f"k{i}")
         await self.destroy(f"k{i}")
+
+    async def no_op(self) -> None:
+        """A call that does nothing but answer: one gRPC round trip."""
+        await self.stub.ListAgents(pb.ListAgentsRequest(), timeout=CALL_TIMEOUT)
+
+    def checkpoint(self) -> Path:
+        """The agent's checkpoint file (`state_dir/agents/a0/state.json`)."""
+        return self.directory / "state" / "agents" / "a0" / "state.json"
 
     async def close(self) -> None:
         await self.channel.close(None)
@@ -167,6 +186,24 @@ class InProcess:
 
     async def close(self) -> None:
         await self.backend.close()
+
+
+@dataclass
+class Floor:
+    """The steps a create + destroy through the daemon cannot do without, one after
+    another: a no-op call and a checkpoint write per verb around the in-process launch."""
+
+    daemon: Daemon
+    inproc: InProcess
+    content: bytes  # the daemon's checkpoint with one kernel in it
+    path: Path
+
+    async def cycle(self, i: int) -> None:
+        await self.daemon.no_op()
+        await self.inproc.cycle(i)
+        await asyncio.to_thread(write_atomically, self.path, self.content)
+        await self.daemon.no_op()
+        await asyncio.to_thread(write_atomically, self.path, self.content)
 
 
 async def bare_cycle(i: int) -> None:
@@ -248,6 +285,12 @@ async def run(tmp: Path, s: Settings) -> tuple[list[Row], list[Row], dict[str, s
     try:
         probe = await isolated.create("probe")
         plain_probe = await plain.create("probe")
+        floor = Floor(
+            isolated,
+            inproc,
+            await asyncio.to_thread(isolated.checkpoint().read_bytes),
+            tmp / "floor" / "state.json",
+        )
         facts = {
             "isolated daemon's kernel": describe(probe),
             "plain daemon's kernel": describe(plain_probe),
@@ -262,6 +305,7 @@ async def run(tmp: Path, s: Settings) -> tuple[list[Row], list[Row], dict[str, s
             Kind("in-process", inproc.cycle),
             Kind("bare", bare_cycle),
             Kind("plain daemon", plain.cycle),
+            Kind("floor", floor.cycle),
         ]
         print("  measuring create + destroy ...", flush=True)
         await measure_cycles(kinds, s)
@@ -271,13 +315,15 @@ async def run(tmp: Path, s: Settings) -> tuple[list[Row], list[Row], dict[str, s
         await inproc.close()
         await isolated.close()
         await plain.close()
-    d, ip, b, p = (k.seconds for k in kinds)
+    d, ip, b, p, f = (k.seconds for k in kinds)
     r_bare, r_inproc, r_iso = ratio(d, b), ratio(d, ip), ratio(d, p)
     r_conc = ratio(through, bare)
     rows = [
         Row("create + destroy vs bare Popen (ms)", ms(d), ms(b), r_bare, "<= 10x", r_bare <= 10),
         Row("create + destroy vs same launch in process (ms)", ms(d), ms(ip), r_inproc, "-", None),
         Row("in-process launch vs bare Popen (ms)", ms(ip), ms(b), ratio(ip, b), "-", None),
+        Row("floor (required steps) vs bare Popen (ms)", ms(f), ms(b), ratio(f, b), "-", None),
+        Row("create + destroy vs the floor (ms)", ms(d), ms(f), ratio(d, f), "-", None),
         Row(
             f"{s.concurrency} concurrent creates vs {s.concurrency} bare spawns (ms)",
             ms(through),
