@@ -100,17 +100,37 @@ async def start_grpc_server(
     if audit is not None:
         hooks = (AuditHook(audit), *hooks)
     server = grpc.aio.server(interceptors=[HookedInterceptor(*hooks)], options=SERVER_OPTIONS)
-    add_servicers(server)
+    generic = _GenericHandlersOnly(server)
+    add_servicers(generic)  # type: ignore[arg-type]
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, generic)
     reflection.enable_server_reflection(
-        (service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (service_name, health.SERVICE_NAME, reflection.SERVICE_NAME),
+        generic,  # type: ignore[arg-type]
     )
     addresses = tuple(_bind(server, listener) for listener in listeners)
     await server.start()
     await health_servicer.set("", SERVING)
     await health_servicer.set(service_name, SERVING)
     return GrpcServer(server, health_servicer, addresses)
+
+
+class _GenericHandlersOnly:
+    """The server as the generated `add_*_to_server` functions see it: they add each
+    service twice, as a generic handler and as registered methods, and only the
+    generic handlers are kept. grpc.aio's server waits for its next call with one
+    pending task per registered method (`asyncio.wait` over all of them, for every
+    call it accepts: 30-odd tasks for the manager's service, health and reflection);
+    with generic handlers only it waits on one, and finds the method in a dict."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_registered_method_handlers(self, service: str, handlers: object) -> None:
+        """Dropped: the same handlers come as a generic handler too."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._server, name)
 
 
 def _bind(server: grpc.aio.Server, listener: Listener) -> str:
