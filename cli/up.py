@@ -46,6 +46,20 @@ from manager.server import ManagerServer
 
 log = logging.getLogger(__name__)
 
+# The example files `up` runs when given none: configs/ of the working directory, else
+# those of the checkout this package runs from (`scripts/setup.sh` installs it in
+# place), so `agenthost up` works from any directory; their relative paths (state_dir,
+# db_path) are relative to the file, so the state lands in that checkout's var/.
+EXAMPLES = Path(__file__).resolve().parent.parent / "configs"
+DAEMON_EXAMPLE = "daemon-multi.toml"
+MANAGER_EXAMPLE = "manager.toml"
+
+
+def example_config(name: str) -> Path:
+    """configs/<name> of the working directory, else of this package's checkout."""
+    here = Path("configs") / name
+    return here if here.exists() else EXAMPLES / name
+
 
 def up_trust(
     manager_config: ManagerConfig, daemon_config: DaemonConfig, hosts: Sequence[str] = ()
@@ -137,18 +151,18 @@ async def run_up(
     "--config",
     "daemon_config_path",
     envvar="AGENTHOST_UP_CONFIG",
-    default="configs/daemon-multi.toml",
-    show_default=True,
+    default=None,
     type=click.Path(path_type=Path),
-    help="daemon TOML file",
+    help=f"daemon TOML file  [default: configs/{DAEMON_EXAMPLE} of the working directory, "
+    "else of the agenthost checkout]",
 )
 @click.option(
     "--manager-config",
     "manager_config_path",
-    default="configs/manager.toml",
-    show_default=True,
+    default=None,
     type=click.Path(path_type=Path),
-    help="manager TOML file",
+    help=f"manager TOML file  [default: configs/{MANAGER_EXAMPLE} of the working directory, "
+    "else of the agenthost checkout]",
 )
 @click.option("--manager-listen", default=None, help="override the manager's listen address")
 @click.option(
@@ -159,8 +173,8 @@ async def run_up(
 @click.option("--daemon-listen", default=None, help="override the daemon's listen address")
 @log_level_option
 def up_command(
-    daemon_config_path: Path,
-    manager_config_path: Path,
+    daemon_config_path: Path | None,
+    manager_config_path: Path | None,
     manager_listen: str | None,
     manager_daemon_listen: str | None,
     daemon_listen: str | None,
@@ -177,8 +191,8 @@ def up_command(
     """
     setup_logging(log_level)
     try:
-        manager_config = load_manager_config(manager_config_path)
-        daemon_config = load_config(daemon_config_path)
+        manager_config = load_manager_config(manager_config_path or example_config(MANAGER_EXAMPLE))
+        daemon_config = load_config(daemon_config_path or example_config(DAEMON_EXAMPLE))
     except ConfigError as exc:
         fail(exc.problems, 2)
     try:

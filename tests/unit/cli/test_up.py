@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from cli.up import _certificate
+from cli.up import DAEMON_EXAMPLE, EXAMPLES, MANAGER_EXAMPLE, _certificate, example_config
 from common import credentials
 from common.credentials import carries_daemon_host, init_ca, issue
+from daemon.config import load_config
+from manager.config import load_manager_config
 
 
 @pytest.fixture
@@ -33,3 +35,28 @@ def test_a_daemon_certificate_the_manager_cannot_check_by_name_is_issued_again(
         cert, _ = issue(pki, "daemon", "x", ["127.0.0.1"])
     assert not carries_daemon_host(cert.read_bytes())
     assert carries_daemon_host(_certificate(pki, "daemon", "x", ["127.0.0.1"]).cert.read_bytes())
+
+
+class TestExampleConfigs:
+    """Given no --config, up runs configs/ of the working directory, else of its checkout."""
+
+    def test_the_working_directorys_configs_come_first(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        (tmp_path / "configs").mkdir()
+        (tmp_path / "configs" / DAEMON_EXAMPLE).write_text("[daemon]\n")
+        monkeypatch.chdir(tmp_path)
+        assert example_config(DAEMON_EXAMPLE).resolve() == tmp_path / "configs" / DAEMON_EXAMPLE
+        # the manager's file is not here: the checkout's
+        assert example_config(MANAGER_EXAMPLE) == EXAMPLES / MANAGER_EXAMPLE
+
+    def test_elsewhere_the_checkouts_examples_load(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.chdir(tmp_path)
+        daemon = load_config(example_config(DAEMON_EXAMPLE))
+        manager = load_manager_config(example_config(MANAGER_EXAMPLE))
+        assert [agent.id for agent in daemon.agents] == ["a0", "a1", "a2"]
+        # relative paths in them are the checkout's, not the working directory's
+        assert EXAMPLES.parent in daemon.state_dir.resolve().parents
+        assert EXAMPLES.parent in manager.db_path.resolve().parents
