@@ -234,11 +234,16 @@ def relayed_call(channel: grpc.aio.Channel) -> Call:
     return relayed
 
 
-def report_paired(title: str, base: str, candidate: str, r: Paired) -> None:
+def report_paired(
+    title: str, base: str, candidate: str, r: Paired, target: float | None = None
+) -> None:
     print(title)
+    verdict = ""
+    if target is not None:
+        verdict = f"   (target <= {target}x: {'ok' if r.ratio <= target else 'MISSED'})"
     print(
         f"   single calls alternately: {base} {r.median_us[base]:8.0f} us   "
-        f"{candidate} {r.median_us[candidate]:8.0f} us   ratio {r.ratio:.3f}x"
+        f"{candidate} {r.median_us[candidate]:8.0f} us   ratio {r.ratio:.3f}x{verdict}"
     )
 
 
@@ -330,7 +335,7 @@ async def main() -> None:
             None,
         )
         report("3. the manager hop over TLS: routed vs direct", "direct", "routed", three, 2.2)
-        report_paired("   the same", "direct", "routed", three_paired)
+        report_paired("   the same", "direct", "routed", three_paired, 2.2)
         report("4. the floor: a bare grpc.aio relay vs direct", "direct", "relayed", four, None)
         report_paired("   the same", "direct", "relayed", four_paired)
         print(
