@@ -1,8 +1,9 @@
 """The interceptors every agenthost server has, around every handler.
 
 `ErrorMapping`: handlers hold no try/except; a domain error ends the
-call with the code from `common/status.py` and its own message, anything else is
-INTERNAL with a generic message (the traceback logged). `Authorization`:
+call with the code from `common/status.py` and its own message, a method left to its
+generated default (NotImplementedError) is UNIMPLEMENTED, anything else is INTERNAL
+with a generic message (the traceback logged). `Authorization`:
 deny by default; one policy function per server decides, before the handler
 runs, who the caller is (`Principal`) and whether it may call the method, and the
 principal travels with the call (`common.principal.caller()`, log lines).
@@ -143,6 +144,8 @@ class ErrorMapping(CallHook):
             await context.abort(status_code(exc), str(exc))
         if isinstance(exc, grpc.aio.AbortError):
             raise exc
+        if isinstance(exc, NotImplementedError):  # a generated servicer's default method
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented")
         log.error("%s failed", method, exc_info=exc)
         await context.abort(grpc.StatusCode.INTERNAL, f"{method}: internal error")
 

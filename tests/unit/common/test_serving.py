@@ -83,6 +83,11 @@ async def test_generated_services_are_served_through_their_generic_handlers_only
                     b"", timeout=10
                 )
             assert unknown.value.code() is grpc.StatusCode.UNIMPLEMENTED
+            # a method the servicer leaves to its generated default: UNIMPLEMENTED too
+            with pytest.raises(grpc.aio.AioRpcError) as missing:
+                await stub.GetKernel(pb.GetKernelRequest(agent_id="a", kernel_id="k"), timeout=10)
+            assert missing.value.code() is grpc.StatusCode.UNIMPLEMENTED
+            assert "GetKernel is not implemented" in (missing.value.details() or "")
             health = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service="agenthost.v1.AgentService"), timeout=10
             )
