@@ -7,6 +7,12 @@
    is compared the same way.
 2. Routing cost: GetKernel on a 1-agent daemon and on a 64-agent daemon.
 3. Resident memory of one daemon with 16 agents against one with 1 agent.
+4-7. Local kernel spawning (as root; `--no-spawn` skips it): the parts of
+   `bench_spawn.py`, run from here in the same run: create + destroy through the
+   daemon against bare `Popen` + SIGTERM + wait (target 10x) and against the same
+   launch in process, the floor of the steps it cannot do without, 100 concurrent
+   creates against 100 bare spawns (target 10x), isolation on against off
+   (target 1.2x). The 1,000-agent comparisons are `bench_scale.py`'s.
 
 Every server runs in its own process (the real `agenthost daemon --config`
 command; the echo server is this script with `--serve-echo`); the client is
@@ -546,6 +552,9 @@ def run_memory(tmp: Path, s: Settings) -> tuple[list[Row], list[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short run (< 20 s)")
+    parser.add_argument(
+        "--no-spawn", action="store_true", help="skip parts 4-7 (local kernel spawning)"
+    )
     parser.add_argument("--serve-echo", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_echo:
@@ -614,6 +623,14 @@ def main() -> None:
         f" ({max(other, 0.0) / available:.0%}); other work widens the spread."
         f"\n  total time {time.monotonic() - started:.1f} s"
     )
+    if args.no_spawn:
+        return
+    if os.geteuid() != 0:
+        print("\n4-7. Local kernel spawning: skipped, it needs root (uids and cgroups)")
+        return
+    from benchmarks.bench_spawn import spawn_report  # it imports this module's helpers
+
+    spawn_report(args.quick, first=4)
 
 
 if __name__ == "__main__":

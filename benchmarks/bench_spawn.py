@@ -346,16 +346,13 @@ async def run(tmp: Path, s: Settings) -> tuple[list[Row], list[Row], dict[str, s
     return rows, isolation, facts
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a short run")
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("bench_spawn needs root: kernels of their own uid and cgroups")
-    s = Settings.of(args.quick)
+def spawn_report(quick: bool, first: int = 1) -> None:
+    """Run every part and print its tables, numbered from first (bench_daemon.py runs
+    them as its parts 4-7). Needs root."""
+    s = Settings.of(quick)
     started = time.monotonic()
     print(
-        f"agenthost spawn benchmark ({'quick' if args.quick else 'full'}): {os.cpu_count()} CPUs, "
+        f"\nagenthost spawn benchmark ({'quick' if quick else 'full'}): {os.cpu_count()} CPUs, "
         f"Python {sys.version.split()[0]}; {s.blocks} interleaved blocks x {s.cycles} cycles, "
         f"{s.rounds} rounds of {s.concurrency} concurrent creates"
     )
@@ -370,13 +367,14 @@ def main() -> None:
     for name, fact in facts.items():
         print(f"  {name}: {fact}")
     print_table(
-        "1-3. One local kernel (sleep 600, default resources) through the daemon",
+        f"{first}-{first + 2}. One local kernel (sleep 600, default resources) through the daemon",
         "daemon",
         "baseline",
         rows,
     )
     print_table(
-        "4. The cost of isolation: own uid + cpuset cgroup + pids limit, against none of them",
+        f"{first + 3}. The cost of isolation: own uid + cpuset cgroup + pids limit, against none"
+        " of them",
         "isolated",
         "plain",
         isolation,
@@ -388,6 +386,15 @@ def main() -> None:
         f" ({max(other, 0.0) / available:.0%}); other work widens the spread."
         f"\n  total time {time.monotonic() - started:.1f} s"
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short run")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench_spawn needs root: kernels of their own uid and cgroups")
+    spawn_report(args.quick)
 
 
 if __name__ == "__main__":
