@@ -551,7 +551,9 @@ def run_memory(tmp: Path, s: Settings) -> tuple[list[Row], list[str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a short run (about 30 s with parts 4-7)")
+    parser.add_argument(
+        "--quick", action="store_true", help="a short run (about 30 s with parts 4-7)"
+    )
     parser.add_argument(
         "--no-spawn", action="store_true", help="skip parts 4-7 (local kernel spawning)"
     )

@@ -144,7 +144,8 @@ class ErrorMapping(CallHook):
             await context.abort(status_code(exc), str(exc))
         if isinstance(exc, grpc.aio.AbortError):
             raise exc
-        if isinstance(exc, NotImplementedError):  # a generated servicer's default method
+        if isinstance(exc, NotImplementedError) and context.code() is grpc.StatusCode.UNIMPLEMENTED:
+            # a generated servicer's default method (it sets the code, then raises)
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented")
         log.error("%s failed", method, exc_info=exc)
         await context.abort(grpc.StatusCode.INTERNAL, f"{method}: internal error")

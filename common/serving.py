@@ -26,7 +26,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from common.addresses import check_host_port
 from common.audit import AuditHook, AuditLog
@@ -104,9 +104,13 @@ async def start_grpc_server(
     add_servicers(generic)  # type: ignore[arg-type]
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, generic)
-    reflection.enable_server_reflection(
-        (service_name, health.SERVICE_NAME, reflection.SERVICE_NAME),
-        generic,  # type: ignore[arg-type]
+    # What reflection.enable_server_reflection does for an aio server (it tells one by
+    # its class, which the wrapper is not): the asyncio servicer, no thread per stream.
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        reflection.aio.ReflectionServicer(  # type: ignore[attr-defined]
+            (service_name, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        ),
+        generic,
     )
     addresses = tuple(_bind(server, listener) for listener in listeners)
     await server.start()
@@ -120,8 +124,9 @@ class _GenericHandlersOnly:
     service twice, as a generic handler and as registered methods, and only the
     generic handlers are kept. grpc.aio's server waits for its next call with one
     pending task per registered method (`asyncio.wait` over all of them, for every
-    call it accepts: 30-odd tasks for the manager's service, health and reflection);
-    with generic handlers only it waits on one, and finds the method in a dict."""
+    call it accepts: 33 tasks on the manager, for its service's, health's and
+    reflection's methods and the rest); with generic handlers only it waits on one,
+    and finds the method in a dict."""
 
     def __init__(self, server: grpc.aio.Server) -> None:
         self._server = server
