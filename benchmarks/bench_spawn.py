@@ -8,9 +8,6 @@
    this process, by the local backend itself with the same limits (its cgroups,
    cpuset, uid, working directory): what the daemon adds (gRPC, the agent, its
    checkpoint writes).
-3. 100 concurrent creates on one agent (100 CreateKernels calls at once) against
-   100 concurrent bare spawns (asyncio subprocesses) of the same command.
-   Target: at most 10x.
    The floor under both: the steps a create + destroy through the daemon cannot
    do without, done one after another in this process with nothing around them:
    two no-op calls to the same daemon (ListAgents: what a gRPC round trip costs,
@@ -19,7 +16,10 @@
    fsynced beside the daemon's, one per verb: what a reply must wait for to
    survive kill -9 and power loss). The daemon's figure against that floor is
    what the daemon adds beyond what it must do; the floor against bare `Popen`
-   says how far below 10x the required steps alone already are.
+   says how far the required steps alone already are from 10x.
+3. 100 concurrent creates on one agent (100 CreateKernels calls at once) against
+   100 concurrent bare spawns (asyncio subprocesses) of the same command.
+   Target: at most 10x.
 4. The cost of isolation: create + destroy through a daemon whose kernels get a
    uid of their own, a cpuset cgroup and a pids limit (the defaults) against a
    daemon whose kernels get none of them (`local = { run_as = "root",
@@ -28,7 +28,7 @@
 
 Daemons are the real `agenthost daemon --config` command, each in its own process;
 the client, the in-process backend and the bare spawns are this process. Blocks of
-each kind alternate (A B C D, B C D A, ...), so drift cancels; figures are medians
+each kind alternate (A B C D E, B C D E A, ...), so drift cancels; figures are medians
 over blocks, each ratio the median of the per-block ratios. Needs root (uids,
 cgroups) for the figures to mean what they say.
 

@@ -46,19 +46,29 @@ from manager.server import ManagerServer
 
 log = logging.getLogger(__name__)
 
-# The example files `up` runs when given none: configs/ of the working directory, else
-# those of the checkout this package runs from (`scripts/setup.sh` installs it in
-# place), so `agenthost up` works from any directory; their relative paths (state_dir,
-# db_path) are relative to the file, so the state lands in that checkout's var/.
+# The example files `up` runs when given none: both from configs/ of the working
+# directory when both are there, else both from the checkout this package runs from
+# (`scripts/setup.sh` installs it in place), so `agenthost up` works from any directory.
+# Their relative paths (state_dir, db_path) are relative to the files themselves.
 EXAMPLES = Path(__file__).resolve().parent.parent / "configs"
 DAEMON_EXAMPLE = "daemon-multi.toml"
 MANAGER_EXAMPLE = "manager.toml"
 
 
-def example_config(name: str) -> Path:
-    """configs/<name> of the working directory, else of this package's checkout."""
-    here = Path("configs") / name
-    return here if here.exists() else EXAMPLES / name
+def example_configs() -> tuple[Path, Path]:
+    """(daemon, manager) example files: the working directory's configs/ when it has
+    both, else the checkout's; ConfigError naming the options when neither has them."""
+    for where in (Path("configs"), EXAMPLES):
+        daemon, manager = where / DAEMON_EXAMPLE, where / MANAGER_EXAMPLE
+        if daemon.is_file() and manager.is_file():
+            return daemon, manager
+    raise ConfigError(
+        [
+            f"no {DAEMON_EXAMPLE} and {MANAGER_EXAMPLE} in ./configs or in {EXAMPLES} (the "
+            "example files of an agenthost checkout): give --config DAEMON.toml and "
+            "--manager-config MANAGER.toml"
+        ]
+    )
 
 
 def up_trust(
@@ -153,16 +163,16 @@ async def run_up(
     envvar="AGENTHOST_UP_CONFIG",
     default=None,
     type=click.Path(path_type=Path),
-    help=f"daemon TOML file  [default: configs/{DAEMON_EXAMPLE} of the working directory, "
-    "else of the agenthost checkout]",
+    help=f"daemon TOML file  [default: configs/{DAEMON_EXAMPLE} of the working directory "
+    f"when it has configs/{MANAGER_EXAMPLE} too, else the agenthost checkout's]",
 )
 @click.option(
     "--manager-config",
     "manager_config_path",
     default=None,
     type=click.Path(path_type=Path),
-    help=f"manager TOML file  [default: configs/{MANAGER_EXAMPLE} of the working directory, "
-    "else of the agenthost checkout]",
+    help=f"manager TOML file  [default: configs/{MANAGER_EXAMPLE}, from where --config's "
+    "default comes]",
 )
 @click.option("--manager-listen", default=None, help="override the manager's listen address")
 @click.option(
@@ -191,8 +201,12 @@ def up_command(
     """
     setup_logging(log_level)
     try:
-        manager_config = load_manager_config(manager_config_path or example_config(MANAGER_EXAMPLE))
-        daemon_config = load_config(daemon_config_path or example_config(DAEMON_EXAMPLE))
+        if daemon_config_path is None or manager_config_path is None:
+            daemon_example, manager_example = example_configs()
+            daemon_config_path = daemon_config_path or daemon_example
+            manager_config_path = manager_config_path or manager_example
+        manager_config = load_manager_config(manager_config_path)
+        daemon_config = load_config(daemon_config_path)
     except ConfigError as exc:
         fail(exc.problems, 2)
     try:
