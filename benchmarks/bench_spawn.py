@@ -64,6 +64,7 @@ from common.ids import AgentId, KernelId
 from daemon.backends.base import LaunchSpec
 from daemon.backends.local.backend import LocalBackend
 from daemon.backends.local.settings import LocalSettings
+from daemon.state_dir import checkpoint_path
 from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc
 from tests.servers import DaemonProcess, daemon_config
@@ -140,8 +141,8 @@ class Daemon:
         await self.stub.ListAgents(pb.ListAgentsRequest(), timeout=CALL_TIMEOUT)
 
     def checkpoint(self) -> Path:
-        """The agent's checkpoint file (`state_dir/agents/a0/state.json`)."""
-        return self.directory / "state" / "agents" / "a0" / "state.json"
+        """The agent's checkpoint file (under the state_dir daemon_config gives it)."""
+        return checkpoint_path(self.directory / "state", "a0")
 
     async def close(self) -> None:
         await self.channel.close(None)

@@ -57,6 +57,7 @@ from daemon.kernels import Kernel, KernelRegistry, KernelSpec, KernelState
 from daemon.ports import PortPool
 from daemon.resources import Allocation, NodeCores, ResourceAllocator, ResourceSlice
 from daemon.state import AgentState, CheckpointedState, MemoryState
+from daemon.state_dir import checkpoint_path
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -114,8 +115,9 @@ class Agent:
         self.scaling_group = config.scaling_group
         self.backend = backend
         self.identity = identity
-        self.dir = state_dir / "agents" / config.id
-        checkpoint = Checkpoint(self.dir / "state.json", config.id)
+        self.checkpoint_path = checkpoint_path(state_dir, config.id)
+        self.dir = self.checkpoint_path.parent
+        checkpoint = Checkpoint(self.checkpoint_path, config.id)
         self.state: AgentState = CheckpointedState(
             MemoryState(
                 registry,
@@ -732,10 +734,9 @@ class Agent:
                 log.info("agent %s: removed orphaned kernel directory %s", self.id, entry)
 
     def _unwritable(self, exc: OSError, what: str) -> Unavailable:
-        path = self.dir / "state.json"
         return Unavailable(
-            f"agent {self.id!r}: cannot write its checkpoint {path}: {exc.strerror or exc} "
-            f"(errno {exc.errno}); {what}"
+            f"agent {self.id!r}: cannot write its checkpoint {self.checkpoint_path}: "
+            f"{exc.strerror or exc} (errno {exc.errno}); {what}"
         )
 
     async def _require_healthy(self) -> None:

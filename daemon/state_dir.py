@@ -89,6 +89,11 @@ def _read_pid(fd: int) -> int | None:
     return None
 
 
+def checkpoint_path(state_dir: Path, agent_id: str) -> Path:
+    """Where agent_id's checkpoint lives: `agents/<agent_id>/state.json`."""
+    return state_dir / "agents" / agent_id / "state.json"
+
+
 def default_kernels_dir(state_dir: Path) -> Path:
     """Where kernels' working directories go when the config names no kernels_dir."""
     return state_dir.with_name(state_dir.name + "-kernels")
